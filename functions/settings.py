@@ -1,0 +1,183 @@
+"""The one place that reads the environment.
+
+`load_settings()` builds a frozen `Settings` from app settings (environment variables, which Core Tools
+and the local runner fill from `local.settings.json`) and fails fast with `SettingsError` naming every
+missing or malformed setting. Everything else receives values from here as explicit arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+_NCRONTAB = re.compile(r"^\S+( \S+){5}$")
+_TIERS = ("premium", "enterprise")
+_ORG_STATUSES = ("active", "expired", "deleted")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed. The message names each offending setting."""
+
+    status = 500
+    code = "SettingsError"
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid app settings: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: str
+    lake_container: str
+    model_container: str
+    dataverse_url: str
+    tenant_id: str
+    client_id: str
+    client_secret: str | None
+    client_cert_path: str | None
+    client_cert_thumbprint: str | None
+    use_managed_identity: bool
+    authority_host: str
+    scope: str
+    ca_bundle: str | None
+    sync_schedule: str
+    scoring_schedule: str
+    retrain_schedule: str
+    license_tier: str
+    monthly_quota: int | None
+    org_status: str
+    org_status_since: str | None
+    training_queue: str
+    scoring_queue: str
+    readiness_auc_ready: float
+    readiness_auc_ok: float
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise SettingsError naming all that are wrong."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    def get(name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            if required:
+                problems.append(f"{name} is missing")
+            return default
+        return value.strip()
+
+    def schedule(name: str, default: str) -> str:
+        value = get(name, default) or default
+        if not _NCRONTAB.match(value):
+            problems.append(f"{name} must be a 6-field NCRONTAB expression, got {value!r}")
+        return value
+
+    def number(name: str, default: float, lo: float, hi: float) -> float:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if not lo <= value <= hi:
+            problems.append(f"{name} must be between {lo} and {hi}, got {raw!r}")
+        return value
+
+    def flag(name: str) -> bool:
+        raw = (get(name, "false") or "false").lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            problems.append(f"{name} must be true or false, got {raw!r}")
+        return raw in ("true", "1", "yes")
+
+    storage = get("AzureWebJobsStorage", required=True) or ""
+    url = (get("DATAVERSE_URL", required=True) or "").rstrip("/")
+    if url and not re.match(r"^https?://", url):
+        problems.append(f"DATAVERSE_URL must start with https:// (or http:// for a local mock), got {url!r}")
+    tenant = get("DATAVERSE_TENANT_ID", required=True) or ""
+    client_id = get("DATAVERSE_CLIENT_ID", required=True) or ""
+    secret = get("DATAVERSE_CLIENT_SECRET")
+    cert_path = get("DATAVERSE_CLIENT_CERT_PATH")
+    thumbprint = get("DATAVERSE_CLIENT_CERT_THUMBPRINT")
+    managed = flag("DATAVERSE_USE_MANAGED_IDENTITY")
+    if not (secret or cert_path or managed):
+        problems.append(
+            "DATAVERSE_CLIENT_SECRET is missing (or set DATAVERSE_CLIENT_CERT_PATH, "
+            "or DATAVERSE_USE_MANAGED_IDENTITY=true)"
+        )
+    if cert_path and not thumbprint:
+        problems.append("DATAVERSE_CLIENT_CERT_THUMBPRINT is missing (needed with DATAVERSE_CLIENT_CERT_PATH)")
+    authority_host = get("DATAVERSE_AUTHORITY_HOST", "https://login.microsoftonline.com") or ""
+    if not authority_host.startswith("https://"):
+        problems.append(f"DATAVERSE_AUTHORITY_HOST must be an https:// URL, got {authority_host!r}")
+    scope = get("DATAVERSE_SCOPE") or (f"{url}/.default" if url else "")
+    ca_bundle = get("DATAVERSE_CA_BUNDLE")
+    if ca_bundle and not os.path.isfile(ca_bundle):
+        problems.append(f"DATAVERSE_CA_BUNDLE points to a file that does not exist: {ca_bundle!r}")
+
+    tier = (get("LICENSE_TIER", "premium") or "premium").lower()
+    if tier not in _TIERS:
+        problems.append(f"LICENSE_TIER must be one of {', '.join(_TIERS)}, got {tier!r}")
+    quota_raw = get("MONTHLY_SCORING_QUOTA")
+    quota: int | None = 1500 if tier == "enterprise" else None
+    if quota_raw is not None:
+        if not quota_raw.isdigit():
+            problems.append(f"MONTHLY_SCORING_QUOTA must be a whole number, got {quota_raw!r}")
+        else:
+            quota = int(quota_raw)
+    org_status = (get("ORG_STATUS", "active") or "active").lower()
+    if org_status not in _ORG_STATUSES:
+        problems.append(f"ORG_STATUS must be one of {', '.join(_ORG_STATUSES)}, got {org_status!r}")
+    org_since = get("ORG_STATUS_SINCE")
+    if org_since and not re.match(r"^\d{4}-\d{2}-\d{2}", org_since):
+        problems.append(f"ORG_STATUS_SINCE must be a date YYYY-MM-DD, got {org_since!r}")
+    if org_status != "active" and not org_since:
+        problems.append("ORG_STATUS_SINCE is missing (needed when ORG_STATUS is expired or deleted)")
+
+    settings = Settings(
+        storage_connection=storage,
+        lake_container=get("LAKE_CONTAINER", "lake") or "lake",
+        model_container=get("MODEL_CONTAINER", "models") or "models",
+        dataverse_url=url,
+        tenant_id=tenant,
+        client_id=client_id,
+        client_secret=secret,
+        client_cert_path=cert_path,
+        client_cert_thumbprint=thumbprint,
+        use_managed_identity=managed,
+        authority_host=authority_host,
+        scope=scope,
+        ca_bundle=ca_bundle,
+        sync_schedule=schedule("SYNC_SCHEDULE", "0 0 */4 * * *"),
+        scoring_schedule=schedule("SCORING_SCHEDULE", "0 30 5 * * *"),
+        retrain_schedule=schedule("RETRAIN_SCHEDULE", "0 0 3 * * *"),
+        license_tier=tier,
+        monthly_quota=quota,
+        org_status=org_status,
+        org_status_since=org_since,
+        training_queue=get("TRAINING_QUEUE", "training-jobs") or "training-jobs",
+        scoring_queue=get("SCORING_QUEUE", "scoring-batches") or "scoring-batches",
+        readiness_auc_ready=number("READINESS_AUC_READY", 0.75, 0.5, 1.0),
+        readiness_auc_ok=number("READINESS_AUC_OK", 0.65, 0.5, 1.0),
+    )
+    if settings.readiness_auc_ok > settings.readiness_auc_ready:
+        problems.append("READINESS_AUC_OK must not exceed READINESS_AUC_READY")
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call `get_settings.cache_clear()` after changing env."""
+    return load_settings()
