@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 _NCRONTAB = re.compile(r"^\S+( \S+){5}$")
 _TIERS = ("premium", "enterprise")

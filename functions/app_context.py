@@ -1,0 +1,89 @@
+"""Composition root: builds every client from Settings, once per process, lazily.
+
+Trigger modules ask `get_context()` for what they need; tests build an `AppContext` from their own
+Settings (pointing at Azurite and the mock) and install it with `set_context()`."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from connectors.blobs import JsonBlobs, container_client
+from connectors.jobs import JobStore
+from connectors.queues import QueueSender
+from functions.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from connectors.dataverse import DataverseClient
+    from connectors.lake import Lake
+    from model_store.store import ModelStore
+
+
+class AppContext:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @functools.cached_property
+    def lake_container(self) -> Any:
+        return container_client(self.settings.storage_connection, self.settings.lake_container)
+
+    @functools.cached_property
+    def model_container(self) -> Any:
+        return container_client(self.settings.storage_connection, self.settings.model_container)
+
+    @functools.cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(JsonBlobs(self.lake_container))
+
+    @functools.cached_property
+    def lake(self) -> "Lake":
+        from connectors.lake import Lake
+
+        return Lake(self.lake_container)
+
+    @functools.cached_property
+    def model_store(self) -> "ModelStore":
+        from model_store.store import ModelStore
+
+        return ModelStore(self.model_container)
+
+    @functools.cached_property
+    def dataverse(self) -> "DataverseClient":
+        from connectors.auth import token_provider_from
+        from connectors.dataverse import DataverseClient
+
+        s = self.settings
+        provider = token_provider_from(
+            authority=s.authority,
+            client_id=s.client_id,
+            scope=s.scope,
+            client_secret=s.client_secret,
+            cert_path=s.client_cert_path,
+            cert_thumbprint=s.client_cert_thumbprint,
+            managed_identity=s.use_managed_identity,
+            ca_bundle=s.ca_bundle,
+        )
+        return DataverseClient(s.dataverse_url, provider, ca_bundle=s.ca_bundle)
+
+    def queue(self, name: str) -> QueueSender:
+        return QueueSender(self.settings.storage_connection, name)
+
+
+_lock = threading.Lock()
+_context: AppContext | None = None
+
+
+def get_context() -> AppContext:
+    global _context
+    with _lock:
+        if _context is None:
+            _context = AppContext(get_settings())
+        return _context
+
+
+def set_context(context: AppContext | None) -> None:
+    """Install a context (tests), or None to rebuild from settings on next use."""
+    global _context
+    with _lock:
+        _context = context

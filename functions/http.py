@@ -1,0 +1,110 @@
+"""HTTP shaping shared by every HTTP-triggered function: JSON bodies, typed-error mapping, body parsing."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(Exception):
+    """The caller sent something we cannot use; the message names what was wrong."""
+
+    status = 400
+    code = "BadRequest"
+
+    def __init__(self, message: str, code: str = "BadRequest", status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class NotFound(BadRequest):
+    def __init__(self, message: str, code: str = "NotFound"):
+        super().__init__(message, code=code, status=404)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=_default),
+        status_code=status,
+        mimetype="application/json",
+        headers=headers or {},
+    )
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> func.HttpResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    error.update({k: v for k, v in extra.items() if v is not None})
+    return json_response({"error": error}, status=status)
+
+
+def error_from_exception(exc: BaseException) -> func.HttpResponse:
+    """Typed errors (anything with int `status` and str `code`) keep their status; others are 500."""
+    status = getattr(exc, "status", None)
+    code = getattr(exc, "code", None)
+    if isinstance(status, int) and isinstance(code, str) and 400 <= status < 600:
+        extra: dict[str, Any] = {}
+        for attr in ("field", "rule", "details", "request_id"):
+            value = getattr(exc, attr, None)
+            if value is not None:
+                extra[attr] = value
+        if status >= 500:
+            log.error("request failed: %s (%s)", code, exc)
+        return error_response(status, code, str(exc) or code, **extra)
+    log.exception("unexpected error: %s", type(exc).__name__)
+    return error_response(500, "InternalError", f"unexpected {type(exc).__name__}; see the function logs")
+
+
+def handle_errors(fn: Callable[..., func.HttpResponse]) -> Callable[..., func.HttpResponse]:
+    """Wrap an HTTP handler so every exception becomes a JSON error with the right status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - this is the error boundary
+            return error_from_exception(exc)
+
+    return wrapper
+
+
+def json_body(req: func.HttpRequest, *, required: bool = False) -> dict[str, Any]:
+    """The request's JSON object; {} for an empty body unless required. Raises BadRequest otherwise."""
+    raw = req.get_body() or b""
+    if not raw.strip():
+        if required:
+            raise BadRequest("a JSON object body is required", code="MissingBody")
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="MalformedJson") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"the body must be a JSON object, got {type(value).__name__}", code="MalformedJson")
+    return value
+
+
+def caller_identity(req: func.HttpRequest) -> str:
+    """Who called, as far as the platform tells (App Service auth headers), else 'anonymous'."""
+    for header in ("x-ms-client-principal-name", "x-ms-client-principal-id"):
+        value = req.headers.get(header)
+        if value:
+            return value
+    return "anonymous"

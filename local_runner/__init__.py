@@ -1,0 +1,1 @@
+"""A local stand-in for Azure Functions Core Tools (which cannot be installed on every machine)."""

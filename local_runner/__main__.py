@@ -1,0 +1,3 @@
+from local_runner.runner import main
+
+raise SystemExit(main())

@@ -1,0 +1,451 @@
+"""Serve a v2-programming-model function app locally, the way Azure Functions Core Tools does.
+
+- loads `local.settings.json` Values into the environment (variables already set win, so CI and scripts
+  can override a value);
+- serves every HTTP-triggered function on 127.0.0.1:7071 under the host's route prefix (`api`) with
+  route parameters (`{x}`, `{x:int}`, `{x?}`, `{*rest}`), specific routes before catch-alls;
+- runs timer triggers on their NCRONTAB schedules (6 fields, `%SETTING%` resolved from the environment);
+- polls Azurite queues for queue-triggered functions, retries failures up to host.json's
+  `maxDequeueCount` and then moves the message to `<queue>-poison`, like the host;
+- fires any function through `POST /admin/functions/{name}` with `{"input": "..."}`, as Core Tools does.
+
+It dispatches to the functions the app registered (`app.get_functions()`), so nothing is declared twice.
+Function keys are not checked (Core Tools does not check them locally either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+from azure.functions.timer import TimerRequest
+
+log = logging.getLogger("local_runner")
+
+
+def load_local_settings(path: Path, environ: dict[str, str] | Any = os.environ) -> dict[str, str]:
+    """Put the file's Values into the environment without overriding variables already set."""
+    if not path.is_file():
+        return {}
+    values = json.loads(path.read_text()).get("Values", {})
+    for key, value in values.items():
+        if key not in environ and value is not None:
+            environ[key] = str(value)
+    return {k: str(v) for k, v in values.items()}
+
+
+def resolve_setting(value: str) -> str:
+    """Expand `%NAME%` from the environment, as the host does for binding expressions."""
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise KeyError(f"app setting {name} (used as %{name}%) is not set")
+        return os.environ[name]
+
+    return re.sub(r"%([A-Za-z0-9_]+)%", repl, value)
+
+
+@dataclass
+class Route:
+    pattern: re.Pattern[str]
+    methods: set[str]
+    function: Any
+    arg_name: str
+    specificity: tuple[int, int, int]
+    template: str
+
+
+def compile_route(template: str, prefix: str) -> tuple[re.Pattern[str], tuple[int, int, int]]:
+    parts = [p for p in (prefix.strip("/") + "/" + template.strip("/")).split("/") if p]
+    regex = ""
+    literal = params = 0
+    catch_all = 0
+    for part in parts:
+        m = re.fullmatch(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?(\?)?\}", part)
+        if not m:
+            regex += "/" + re.escape(part)
+            literal += 1
+            continue
+        star, name, constraint, optional = m.groups()
+        if star:
+            regex += f"(?:/(?P<{name}>.*))?"
+            catch_all = 1
+        else:
+            body = r"-?\d+" if constraint == "int" else r"[^/]+"
+            regex += f"(?:/(?P<{name}>{body})){'?' if optional else ''}"
+            params += 1
+    return re.compile("^" + (regex or "/") + "/?$"), (-catch_all, literal, -params)
+
+
+def _call(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, **kwargs: Any) -> Any:
+    accepted = inspect.signature(fn).parameters
+    if "context" in accepted and "context" not in kwargs:
+        kwargs["context"] = None
+    result = fn(**{k: v for k, v in kwargs.items() if k in accepted})
+    if inspect.isawaitable(result):
+        return asyncio.run_coroutine_threadsafe(result, loop).result()  # type: ignore[arg-type]
+    return result
+
+
+@dataclass
+class Host:
+    app: Any
+    route_prefix: str = "api"
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 30.0
+    batch_size: int = 4
+    poll_interval: float = 1.0
+    functions: dict[str, Any] = field(default_factory=dict)
+    bindings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="async-loop", daemon=True).start()
+        for f in self.app.get_functions():
+            name = f.get_function_name()
+            self.functions[name] = f
+            trigger = next(b for b in json.loads(f.get_function_json())["bindings"] if b["type"].endswith("Trigger"))
+            self.bindings[name] = trigger
+            if trigger["type"] == "httpTrigger":
+                template = trigger.get("route") or name
+                pattern, spec = compile_route(template, self.route_prefix)
+                methods = {m.upper() for m in trigger.get("methods") or []}
+                self.routes.append(Route(pattern, methods, f, trigger["name"], spec, template))
+        self.routes.sort(key=lambda r: r.specificity, reverse=True)
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+    def dispatch_http(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, base: str
+    ) -> func.HttpResponse:
+        parsed = urllib.parse.urlsplit(raw_path)
+        path = urllib.parse.unquote(parsed.path)
+        params = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+        method_mismatch = False
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if not m:
+                continue
+            if route.methods and method not in route.methods:
+                method_mismatch = True
+                continue
+            route_params = {k: v for k, v in m.groupdict().items() if v is not None}
+            req = func.HttpRequest(
+                method, base + raw_path, headers=headers, params=params, route_params=route_params, body=body
+            )
+            started = time.perf_counter()
+            name = route.function.get_function_name()
+            try:
+                resp = _call(route.function.get_user_function(), self.loop, **{route.arg_name: req})
+            except Exception:  # noqa: BLE001 - the host turns unhandled errors into 500
+                log.exception("Executed 'Functions.%s' (Failed)", name)
+                return func.HttpResponse(
+                    json.dumps({"error": {"code": "InternalError", "message": f"function {name} failed"}}),
+                    status_code=500,
+                    mimetype="application/json",
+                )
+            log.info(
+                "Executed 'Functions.%s' (%s) %s %s in %.0f ms",
+                name,
+                getattr(resp, "status_code", "?"),
+                method,
+                path,
+                (time.perf_counter() - started) * 1000,
+            )
+            if not isinstance(resp, func.HttpResponse):
+                return func.HttpResponse(
+                    status_code=204 if resp is None else 200, body=b"" if resp is None else str(resp)
+                )
+            return resp
+        status = 405 if method_mismatch else 404
+        return func.HttpResponse(
+            json.dumps(
+                {
+                    "error": {
+                        "code": "RouteNotFound" if status == 404 else "MethodNotAllowed",
+                        "message": f"no function serves {method} {path}",
+                    }
+                }
+            ),
+            status_code=status,
+            mimetype="application/json",
+        )
+
+    # ---- non-HTTP triggers ------------------------------------------------------------------------
+    def invoke(self, name: str, payload: str | bytes | None = None) -> Any:
+        """Run a timer or queue function once (the admin endpoint and the schedulers use this)."""
+        f = self.functions[name]
+        trigger = self.bindings[name]
+        if trigger["type"] == "timerTrigger":
+            arg: Any = TimerRequest(past_due=False)
+        elif trigger["type"] == "queueTrigger":
+            data = payload.encode() if isinstance(payload, str) else (payload or b"")
+            arg = func.QueueMessage(id=f"admin-{time.time_ns()}", body=data, dequeue_count=1)
+        else:
+            raise ValueError(f"{name} is a {trigger['type']} function; call it over HTTP")
+        started = time.perf_counter()
+        try:
+            result = _call(f.get_user_function(), self.loop, **{trigger["name"]: arg})
+        except Exception:
+            log.exception("Executed 'Functions.%s' (Failed)", name)
+            raise
+        log.info("Executed 'Functions.%s' (Succeeded) in %.0f ms", name, (time.perf_counter() - started) * 1000)
+        return result
+
+    def run_timers(self) -> list[threading.Thread]:
+        from croniter import croniter
+
+        threads = []
+        for name, trigger in self.bindings.items():
+            if trigger["type"] != "timerTrigger":
+                continue
+            schedule = resolve_setting(trigger["schedule"])
+            itr = croniter(schedule, dt.datetime.now(dt.UTC), second_at_beginning=True)
+            log.info("timer %s: schedule %r, next at %s", name, schedule, itr.get_next(dt.datetime))
+
+            def loop(name: str = name, itr: Any = itr) -> None:
+                next_at = itr.get_current(dt.datetime)
+                while not self.stop_event.is_set():
+                    wait = (next_at - dt.datetime.now(dt.UTC)).total_seconds()
+                    if wait > 0 and self.stop_event.wait(min(wait, 1.0)):
+                        return
+                    if wait > 0:
+                        continue
+                    try:
+                        self.invoke(name)
+                    except Exception:  # noqa: BLE001 - logged in invoke; the timer keeps running
+                        pass
+                    next_at = itr.get_next(dt.datetime)
+
+            t = threading.Thread(target=loop, name=f"timer-{name}", daemon=True)
+            t.start()
+            threads.append(t)
+            if trigger.get("runOnStartup"):
+                threading.Thread(target=self.invoke, args=(name,), daemon=True).start()
+        return threads
+
+    def run_queues(self) -> list[threading.Thread]:
+        threads = []
+        for name, trigger in self.bindings.items():
+            if trigger["type"] != "queueTrigger":
+                continue
+            t = threading.Thread(target=self._poll_queue, args=(name, trigger), name=f"queue-{name}", daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+    def _poll_queue(self, name: str, trigger: dict[str, Any]) -> None:
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.queue import QueueClient
+
+        queue_name = resolve_setting(trigger["queueName"]).lower()
+        conn = os.environ.get(trigger.get("connection") or "AzureWebJobsStorage") or os.environ["AzureWebJobsStorage"]
+        client = QueueClient.from_connection_string(conn, queue_name, api_version="2025-11-05")
+        poison = QueueClient.from_connection_string(conn, queue_name + "-poison", api_version="2025-11-05")
+        for c in (client, poison):
+            try:
+                c.create_queue()
+            except ResourceExistsError:
+                pass
+        user_fn = self.functions[name].get_user_function()
+        pool = ThreadPoolExecutor(max_workers=self.batch_size, thread_name_prefix=f"q-{name}")
+        log.info("queue %s: polling %s", name, queue_name)
+
+        def handle(msg: Any) -> None:
+            try:
+                body = base64.b64decode(msg.content, validate=True)
+            except (ValueError, TypeError):
+                body = msg.content.encode() if isinstance(msg.content, str) else msg.content
+            qm = func.QueueMessage(id=msg.id, body=body, pop_receipt=msg.pop_receipt, dequeue_count=msg.dequeue_count)
+            started = time.perf_counter()
+            try:
+                _call(user_fn, self.loop, **{trigger["name"]: qm})
+            except Exception as exc:  # noqa: BLE001 - retried, then poisoned, like the host
+                log.warning("Executed 'Functions.%s' (Failed, dequeue %d): %s", name, msg.dequeue_count, exc)
+                if msg.dequeue_count >= self.max_dequeue_count:
+                    poison.send_message(msg.content)
+                    client.delete_message(msg)
+                    log.error("message %s moved to %s-poison after %d attempts", msg.id, queue_name, msg.dequeue_count)
+                return
+            client.delete_message(msg)
+            log.info("Executed 'Functions.%s' (Succeeded) in %.0f ms", name, (time.perf_counter() - started) * 1000)
+
+        while not self.stop_event.is_set():
+            try:
+                messages = list(
+                    client.receive_messages(
+                        max_messages=self.batch_size, visibility_timeout=int(self.visibility_timeout)
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - storage hiccup: log and keep polling
+                log.warning("queue %s: receive failed: %s", queue_name, exc)
+                messages = []
+            if not messages:
+                self.stop_event.wait(self.poll_interval)
+                continue
+            list(pool.map(handle, messages))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            log.debug(format, *args)
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for k, v in headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            path = urllib.parse.urlsplit(self.path).path
+            m = re.fullmatch(r"/admin/functions/([A-Za-z0-9_]+)", path)
+            if m and self.command == "POST":
+                return self._admin(m.group(1), body)
+            if path in ("/admin/functions", "/admin/host/status") and self.command == "GET":
+                data = (
+                    {"state": "Running"}
+                    if path.endswith("status")
+                    else [{"name": n, "trigger": b["type"]} for n, b in host.bindings.items()]
+                )
+                return self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
+            host_hdr = self.headers.get("Host", f"127.0.0.1:{self.server.server_address[1]}")
+            resp = host.dispatch_http(
+                self.command, self.path, {k: v for k, v in self.headers.items()}, body, f"http://{host_hdr}"
+            )
+            headers = dict(resp.headers)
+            if resp.mimetype and "Content-Type" not in headers and "content-type" not in headers:
+                headers["Content-Type"] = f"{resp.mimetype}; charset={resp.charset or 'utf-8'}"
+            self._send(resp.status_code, resp.get_body() or b"", headers)
+
+        def _admin(self, name: str, body: bytes) -> None:
+            if name not in host.functions:
+                return self._send(
+                    404,
+                    json.dumps(
+                        {"error": {"code": "FunctionNotFound", "message": f"no function named {name}"}}
+                    ).encode(),
+                    {"Content-Type": "application/json"},
+                )
+            try:
+                payload = json.loads(body or b"{}").get("input")
+            except (ValueError, AttributeError):
+                return self._send(
+                    400,
+                    b'{"error":{"code":"BadRequest","message":"body must be {\\"input\\": ...}"}}',
+                    {"Content-Type": "application/json"},
+                )
+            if host.bindings[name]["type"] == "httpTrigger":
+                return self._send(
+                    400,
+                    json.dumps(
+                        {"error": {"code": "BadRequest", "message": f"{name} is HTTP-triggered; call its route"}}
+                    ).encode(),
+                    {"Content-Type": "application/json"},
+                )
+            threading.Thread(target=lambda: _swallow(host.invoke, name, payload), daemon=True).start()
+            self._send(202, b"", {})
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    return Handler
+
+
+def _swallow(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - already logged by Host.invoke
+        pass
+
+
+def serve(
+    app: Any, *, port: int = 7071, timers: bool = True, queues: bool = True, host_json: Path | None = None
+) -> tuple[ThreadingHTTPServer, Host]:
+    cfg = json.loads(host_json.read_text()) if host_json and host_json.is_file() else {}
+    ext = cfg.get("extensions", {})
+    qcfg = ext.get("queues", {})
+
+    def seconds(value: str | None, default: float) -> float:
+        if not value:
+            return default
+        h, m, s = value.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+
+    host = Host(
+        app,
+        route_prefix=ext.get("http", {}).get("routePrefix", "api"),
+        max_dequeue_count=int(qcfg.get("maxDequeueCount", 5)),
+        visibility_timeout=max(1.0, seconds(qcfg.get("visibilityTimeout"), 30.0)),
+        batch_size=int(qcfg.get("batchSize", 4)),
+        poll_interval=min(2.0, seconds(qcfg.get("maxPollingInterval"), 1.0)),
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(host))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    if timers:
+        host.run_timers()
+    if queues:
+        host.run_queues()
+    return server, host
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_runner", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--app-dir", default=".", help="folder with function_app.py and host.json")
+    parser.add_argument("--settings", default="local.settings.json")
+    parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
+    parser.add_argument("--no-queues", action="store_true", help="do not poll queues")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    app_dir = Path(args.app_dir).resolve()
+    load_local_settings(app_dir / args.settings)
+    sys.path.insert(0, str(app_dir))
+    app = importlib.import_module("function_app").app
+    server, host = serve(
+        app, port=args.port, timers=not args.no_timers, queues=not args.no_queues, host_json=app_dir / "host.json"
+    )
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    print(json.dumps({"url": url, "functions": sorted(host.functions)}), flush=True)
+    log.info("serving %d functions on %s", len(host.functions), url)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    host.stop()
+    server.shutdown()
+    return 0

@@ -1,0 +1,122 @@
+"""Shared fixtures: Azurite on free ports (session), the mock Dataverse in-process (session), app settings
+pointing at both, an AppContext with per-test containers, and the local runner over real HTTP."""
+
+from __future__ import annotations
+
+import functools
+import json
+import ssl
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from local_runner import stack
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[stack.Azurite]:
+    with tempfile.TemporaryDirectory(prefix="azurite-test-") as location:
+        az = stack.start_azurite(location)
+        try:
+            yield az
+        finally:
+            az.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_server() -> Iterator[Any]:
+    """The mock Dataverse, in-process over HTTPS: seed 7, 1,500 opportunities."""
+    from mock_dataverse.server import MockServer
+
+    server = MockServer(seed=7, opportunities=1500, port=0, https=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_info(mock_server: Any) -> dict[str, Any]:
+    return dict(mock_server.info)
+
+
+def mock_call(info: dict[str, Any], method: str, path: str, body: Any = None) -> Any:
+    """Call the mock's control plane (/_mock/...) trusting its own certificate."""
+    ctx = ssl.create_default_context(cafile=info["ca_cert"])
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        info["url"] + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+@pytest.fixture
+def mock(mock_info: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A freshly reset mock org (seeded state, faults off, stats zero) for one test."""
+    mock_call(mock_info, "POST", "/_mock/reset")
+    yield mock_info
+    mock_call(mock_info, "POST", "/_mock/faults", {})
+
+
+@pytest.fixture
+def settings_values(azurite: stack.Azurite, mock_info: dict[str, Any]) -> dict[str, str]:
+    """App settings for one test: Azurite + the mock, with containers of its own."""
+    suffix = uuid.uuid4().hex[:10]
+    return stack.app_settings(
+        azurite,
+        mock_info,
+        LAKE_CONTAINER=f"lake-{suffix}",
+        MODEL_CONTAINER=f"models-{suffix}",
+        TRAINING_QUEUE=f"training-{suffix}",
+        SCORING_QUEUE=f"scoring-{suffix}",
+    )
+
+
+@pytest.fixture
+def app_context(settings_values: dict[str, str]) -> Iterator[Any]:
+    """An AppContext on this test's settings, installed as the process-wide one."""
+    from functions.app_context import AppContext, set_context
+    from functions.settings import load_settings
+
+    ctx = AppContext(load_settings(settings_values))
+    set_context(ctx)
+    try:
+        yield ctx
+    finally:
+        set_context(None)
+
+
+@functools.cache
+def registry() -> dict[str, Any]:
+    """function_app's functions by name (get_functions() may be called once per app)."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="session")
+def runner(
+    azurite: stack.Azurite, mock_info: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[stack.Runner]:
+    """The local Functions runner as a real process, serving function_app over HTTP."""
+    log = tmp_path_factory.mktemp("runner") / "runner.log"
+    settings = stack.app_settings(
+        azurite,
+        mock_info,
+        LAKE_CONTAINER="lake-runner",
+        MODEL_CONTAINER="models-runner",
+        TRAINING_QUEUE="training-runner",
+        SCORING_QUEUE="scoring-runner",
+    )
+    r = stack.start_runner(settings, log_path=str(log))
+    try:
+        yield r
+    finally:
+        r.stop()
