@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 log = logging.getLogger("local_runner")
@@ -202,7 +203,7 @@ class Host:
             arg: Any = TimerRequest(past_due=False)
         elif trigger["type"] == "queueTrigger":
             data = payload.encode() if isinstance(payload, str) else (payload or b"")
-            arg = func.QueueMessage(id=f"admin-{time.time_ns()}", body=data, dequeue_count=1)
+            arg = QueueMessage(id=f"admin-{time.time_ns()}", body=data, dequeue_count=1)
         else:
             raise ValueError(f"{name} is a {trigger['type']} function; call it over HTTP")
         started = time.perf_counter()
@@ -278,7 +279,7 @@ class Host:
                 body = base64.b64decode(msg.content, validate=True)
             except (ValueError, TypeError):
                 body = msg.content.encode() if isinstance(msg.content, str) else msg.content
-            qm = func.QueueMessage(id=msg.id, body=body, pop_receipt=msg.pop_receipt, dequeue_count=msg.dequeue_count)
+            qm = QueueMessage(id=msg.id, body=body, pop_receipt=msg.pop_receipt, dequeue_count=msg.dequeue_count)
             started = time.perf_counter()
             try:
                 _call(user_fn, self.loop, **{trigger["name"]: qm})

@@ -1,0 +1,55 @@
+import json
+
+import azure.functions as func
+import pytest
+
+from functions.http import BadRequest, caller_identity, error_from_exception, handle_errors, json_body
+
+
+def _req(body: bytes = b"", headers=None) -> func.HttpRequest:
+    return func.HttpRequest("POST", "http://localhost/api/x", headers=headers or {}, body=body)
+
+
+def test_json_body_accepts_object_and_empty():
+    assert json_body(_req(b'{"a": 1}')) == {"a": 1}
+    assert json_body(_req(b"")) == {}
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_json_body_rejects_bad_input_with_400(raw):
+    with pytest.raises(BadRequest) as err:
+        json_body(_req(raw))
+    assert err.value.status == 400
+
+
+def test_typed_errors_keep_status_and_code():
+    class Conflict(Exception):
+        status = 409
+        code = "Conflict"
+
+    resp = error_from_exception(Conflict("taken"))
+    assert resp.status_code == 409
+    assert json.loads(resp.get_body()) == {"error": {"code": "Conflict", "message": "taken"}}
+
+
+def test_untyped_error_is_500_without_details():
+    resp = error_from_exception(KeyError("secret-value"))
+    assert resp.status_code == 500
+    assert "secret-value" not in resp.get_body().decode()
+
+
+def test_handle_errors_wraps_and_keeps_signature():
+    import inspect
+
+    @handle_errors
+    def fn(req: func.HttpRequest) -> func.HttpResponse:
+        raise BadRequest("name is wrong")
+
+    assert list(inspect.signature(fn).parameters) == ["req"]
+    resp = fn(_req())
+    assert resp.status_code == 400 and json.loads(resp.get_body())["error"]["message"] == "name is wrong"
+
+
+def test_caller_identity_from_platform_headers():
+    assert caller_identity(_req(headers={"x-ms-client-principal-name": "ada@contoso.com"})) == "ada@contoso.com"
+    assert caller_identity(_req()) == "anonymous"
