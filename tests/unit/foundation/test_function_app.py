@@ -39,7 +39,9 @@ def test_health_names_missing_settings(monkeypatch):
     get_settings.cache_clear()
     set_context(None)
     try:
-        resp = registry()["health"].get_user_function()(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+        resp = registry()["health"].get_user_function()(
+            func.HttpRequest("GET", "http://localhost/api/health", body=b"")
+        )
         body = json.loads(resp.get_body())
         assert resp.status_code == 503 and body["status"] == "misconfigured"
         assert any("DATAVERSE_URL" in p for p in body["settings"])
