@@ -1,0 +1,57 @@
+"""Typed errors of the model registry: each carries an HTTP `status`, a `code` and a message.
+
+`functions/http.py` maps them to `{"error": {"code", "message", "details"}}` with that status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelStoreError(Exception):
+    status = 500
+    code = "ModelStoreError"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, **details: Any):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.details: dict[str, Any] | None = details or None
+
+
+class ModelNotFound(ModelStoreError):
+    status = 404
+    code = "ModelNotFound"
+
+
+class VersionNotFound(ModelStoreError):
+    status = 404
+    code = "VersionNotFound"
+
+
+class ModelAlreadyExists(ModelStoreError):
+    status = 409
+    code = "ModelExists"
+
+
+class NothingToRevert(ModelStoreError):
+    status = 409
+    code = "NothingToRevert"
+
+
+class ConcurrentUpdate(ModelStoreError):
+    """The configuration changed since the caller read it (its ETag no longer matches)."""
+
+    status = 412
+    code = "PreconditionFailed"
+
+
+class IntegrityError(ModelStoreError):
+    """A stored model.onnx does not match the sha256 in its meta.json: the artifact was altered or torn.
+
+    Not bad input, so a 5xx; the model is never loaded (and so never scores) in that state."""
+
+    status = 500
+    code = "ModelIntegrityError"

@@ -1,0 +1,413 @@
+"""The model registry on one blob container: configurations, immutable versions, the published alias and
+an audit log. Layout (docs/CONTRACTS.md "Model store"):
+
+    configs/<name>.json                  configuration (camelCase) + status fields, updated with ETags
+    versions/<name>/<NNNN>/model.onnx    immutable; the version number is claimed by this create-only write
+    versions/<name>/<NNNN>/meta.json     metrics, spec, insights... + sha256 of model.onnx (create-only)
+    aliases/<name>.json                  {"published", "previous", "reverted": [...], "publishedAt"}
+    audit/<yyyy-mm-dd>/<ts>-<uuid>.json  {"at", "actor", "action", "model", "version", "outcome", "detail"}
+
+Only ONNX and JSON are stored (never a pickle). Every load recomputes the sha256 of model.onnx and refuses
+a mismatch with `IntegrityError`. A version is visible only once its meta.json exists, so a reader never
+sees a half-written version; two trainings racing for one number both try the create-only write of
+model.onnx and the loser moves on to the next number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, ContentSettings
+
+from connectors.blobs import JsonBlobs
+from model_store.errors import (
+    ConcurrentUpdate,
+    IntegrityError,
+    ModelAlreadyExists,
+    ModelNotFound,
+    ModelStoreError,
+    NothingToRevert,
+    VersionNotFound,
+)
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+_VERSION_DIR = re.compile(r"^versions/[^/]+/(\d{4,})/meta\.json$")
+_MAX_CLAIM_ATTEMPTS = 50
+_MAX_UPDATE_ATTEMPTS = 10
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A version's artifact, checked against its sha256."""
+
+    name: str
+    version: int
+    onnx: bytes
+    meta: dict[str, Any]
+
+
+class _JsonBlobs(JsonBlobs):
+    """JsonBlobs whose write returns the new ETag. `ContainerClient.upload_blob` returns a BlobClient (not the
+    response dict `JsonBlobs.write` reads), so write through `BlobClient.upload_blob`, which returns it.
+    TODO(lead): fold into connectors/blobs.py (JobStore.create hits the same AttributeError on Azurite)."""
+
+    def write(self, path: str, doc: Any, *, etag: str | None = None, create_only: bool = False) -> str:
+        body = json.dumps(doc, default=str, indent=1).encode()
+        kwargs: dict[str, Any] = {
+            "content_settings": ContentSettings(content_type="application/json"),
+            "overwrite": not create_only,
+        }
+        if etag is not None and not create_only:
+            kwargs["etag"] = etag
+            kwargs["match_condition"] = MatchConditions.IfNotModified
+        result = self.container.get_blob_client(path).upload_blob(body, **kwargs)
+        return str(result.get("etag", ""))
+
+
+class ModelStore:
+    def __init__(self, container: ContainerClient, *, clock: Callable[[], dt.datetime] = utcnow):
+        self.container = container
+        self.blobs = _JsonBlobs(container)
+        self.clock = clock
+
+    # ------------------------------------------------------------------ paths
+
+    @staticmethod
+    def _name(name: str) -> str:
+        """Names are letters, digits and '_' (the Dynamics rule), which also keeps blob paths safe."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ModelNotFound(
+                f"no model named {name!r} (names are letters, digits and '_')", model=str(name)
+            )
+        return name
+
+    @classmethod
+    def _config_path(cls, name: str) -> str:
+        return f"configs/{cls._name(name)}.json"
+
+    @classmethod
+    def _alias_path(cls, name: str) -> str:
+        return f"aliases/{cls._name(name)}.json"
+
+    @classmethod
+    def _version_prefix(cls, name: str, version: int) -> str:
+        return f"versions/{cls._name(name)}/{version:04d}/"
+
+    def _now_iso(self) -> str:
+        return self.clock().astimezone(dt.UTC).isoformat(timespec="seconds")
+
+    # ------------------------------------------------------------------ configurations
+
+    def create_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Store a new configuration; `ModelAlreadyExists` (409) if the name is taken."""
+        doc = dict(config, name=name)
+        doc.setdefault("createdAt", self._now_iso())
+        doc["updatedAt"] = self._now_iso()
+        try:
+            self.blobs.write(self._config_path(name), doc, create_only=True)
+        except ResourceExistsError as exc:
+            raise ModelAlreadyExists(f"a model named {name} already exists", model=name) from exc
+        return doc
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        doc, _ = self.get_config_with_etag(name)
+        return doc
+
+    def get_config_with_etag(self, name: str) -> tuple[dict[str, Any], str]:
+        doc, etag = self.blobs.read_with_etag(self._config_path(name))
+        if doc is None:
+            raise ModelNotFound(f"no model named {name}", model=name)
+        return dict(doc), str(etag)
+
+    def list_configs(self) -> list[dict[str, Any]]:
+        out = []
+        for path in self.blobs.list("configs/"):
+            doc = self.blobs.read(path)
+            if doc is not None:  # deleted between list and read
+                out.append(dict(doc))
+        return sorted(out, key=lambda d: str(d.get("name", "")))
+
+    def save_config(self, name: str, doc: dict[str, Any], *, etag: str) -> tuple[dict[str, Any], str]:
+        """Replace the configuration only if it is unchanged since it was read with `etag`."""
+        doc = dict(doc, name=name, updatedAt=self._now_iso())
+        try:
+            new_etag = self.blobs.write(self._config_path(name), doc, etag=etag)
+        except ResourceModifiedError as exc:
+            raise ConcurrentUpdate(
+                f"model {name} was changed by someone else; read it again and retry", model=name
+            ) from exc
+        except ResourceNotFoundError as exc:
+            raise ModelNotFound(f"no model named {name}", model=name) from exc
+        return doc, new_etag
+
+    def update_config(
+        self, name: str, mutate: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read-modify-write with ETags, retried when another writer got in between. `mutate` may change the
+        dict in place or return a new one; it may raise to abort."""
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            doc, etag = self.get_config_with_etag(name)
+            changed = mutate(doc)
+            if changed is not None:
+                doc = changed
+            try:
+                saved, _ = self.save_config(name, doc, etag=etag)
+                return saved
+            except ConcurrentUpdate:
+                continue
+        raise ConcurrentUpdate(f"model {name} kept changing; try again", model=name)
+
+    def set_status(self, name: str, **fields: Any) -> dict[str, Any]:
+        """Merge status fields (status, jobId, error, lastTrainedAt, ...) into the configuration."""
+
+        def apply(doc: dict[str, Any]) -> None:
+            doc.update(fields)
+
+        return self.update_config(name, apply)
+
+    def delete_model(self, name: str) -> int:
+        """Delete the configuration, alias and every version (the audit log stays). Returns blobs deleted."""
+        self.get_config(name)  # 404 when absent
+        deleted = 0
+        for path in self.blobs.list(f"versions/{self._name(name)}/"):
+            deleted += int(self.blobs.delete(path))
+        deleted += int(self.blobs.delete(self._alias_path(name)))
+        deleted += int(self.blobs.delete(self._config_path(name)))
+        return deleted
+
+    # ------------------------------------------------------------------ versions
+
+    def versions(self, name: str) -> list[int]:
+        """Complete versions (meta.json written), ascending."""
+        found = []
+        for path in self.blobs.list(f"versions/{self._name(name)}/"):
+            m = _VERSION_DIR.match(path)
+            if m:
+                found.append(int(m.group(1)))
+        return sorted(found)
+
+    def save_version(self, name: str, onnx: bytes, meta: dict[str, Any]) -> int:
+        """Store a new immutable version and return its number.
+
+        The number is claimed by writing model.onnx create-only at the next free number; on a clash (another
+        training claimed it first) the next number is tried. meta.json gets the sha256 of the bytes."""
+        if not isinstance(onnx, bytes | bytearray) or not onnx:
+            raise ModelStoreError("a model version needs non-empty ONNX bytes", code="InvalidArtifact")
+        name = self._name(name)
+        digest = sha256_hex(bytes(onnx))
+        claimed = set(self._claimed_numbers(name))
+        version = max(claimed, default=0) + 1
+        for _ in range(_MAX_CLAIM_ATTEMPTS):
+            try:
+                self.container.upload_blob(
+                    self._version_prefix(name, version) + "model.onnx",
+                    bytes(onnx),
+                    overwrite=False,
+                    content_settings=ContentSettings(content_type="application/octet-stream"),
+                )
+                break
+            except ResourceExistsError:
+                version += 1
+        else:
+            raise ModelStoreError(f"could not claim a version number for {name}", code="VersionClaimFailed")
+        full = dict(meta)
+        full.update(
+            {
+                "model": name,
+                "version": version,
+                "sha256": digest,
+                "onnxBytes": len(onnx),
+                "createdAt": full.get("createdAt") or self._now_iso(),
+            }
+        )
+        self.blobs.write(self._version_prefix(name, version) + "meta.json", full, create_only=True)
+        log.info("stored model=%s@%d bytes=%d", name, version, len(onnx))
+        return version
+
+    def _claimed_numbers(self, name: str) -> list[int]:
+        out = []
+        for path in self.blobs.list(f"versions/{name}/"):
+            parts = path.split("/")
+            if len(parts) >= 3 and parts[2].isdigit():
+                out.append(int(parts[2]))
+        return out
+
+    def get_meta(self, name: str, version: int) -> dict[str, Any]:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise VersionNotFound(f"version must be a positive integer, got {version!r}", model=name)
+        meta = self.blobs.read(self._version_prefix(name, version) + "meta.json")
+        if meta is None:
+            self.get_config(name)  # a missing model is a ModelNotFound, not a VersionNotFound
+            raise VersionNotFound(f"model {name} has no version {version}", model=name, version=version)
+        return dict(meta)
+
+    def load_version(self, name: str, version: int) -> LoadedVersion:
+        """The ONNX bytes and meta of a version, after checking the sha256 (IntegrityError on mismatch)."""
+        meta = self.get_meta(name, version)
+        try:
+            onnx = self.container.download_blob(self._version_prefix(name, version) + "model.onnx").readall()
+        except ResourceNotFoundError as exc:
+            raise IntegrityError(
+                f"model {name}@{version} has no model.onnx", model=name, version=version
+            ) from exc
+        actual = sha256_hex(onnx)
+        if actual != meta.get("sha256"):
+            log.error("sha256 mismatch model=%s@%d", name, version)
+            raise IntegrityError(
+                f"model {name}@{version} failed its integrity check: model.onnx does not match the sha256 "
+                "recorded when it was trained; retrain or publish another version",
+                model=name,
+                version=version,
+            )
+        return LoadedVersion(name, version, onnx, meta)
+
+    # ------------------------------------------------------------------ aliases
+
+    def get_alias(self, name: str) -> dict[str, Any]:
+        doc = self.blobs.read(self._alias_path(name))
+        base: dict[str, Any] = {"published": None, "previous": None, "publishedAt": None, "reverted": []}
+        if doc:
+            base.update(doc)
+        return base
+
+    def latest_version(self, name: str, *, include_reverted: bool = False) -> int | None:
+        """The newest version that was not reverted (None when there is none)."""
+        reverted = set() if include_reverted else set(self.get_alias(name)["reverted"])
+        candidates = [v for v in self.versions(name) if v not in reverted]
+        return candidates[-1] if candidates else None
+
+    def unpublished_retrains(self, name: str) -> list[int]:
+        """Versions newer than the published one that are neither published nor reverted."""
+        alias = self.get_alias(name)
+        published = alias["published"] or 0
+        return [v for v in self.versions(name) if v > published and v not in set(alias["reverted"])]
+
+    def _update_alias(self, name: str, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        path = self._alias_path(name)
+        for _ in range(_MAX_UPDATE_ATTEMPTS):
+            doc, etag = self.blobs.read_with_etag(path)
+            alias = self.get_alias(name) if doc is None else dict(self.get_alias(name), **doc)
+            mutate(alias)
+            try:
+                if etag is None:
+                    self.blobs.write(path, alias, create_only=True)
+                else:
+                    self.blobs.write(path, alias, etag=etag)
+                return alias
+            except (ResourceExistsError, ResourceModifiedError):
+                continue
+        raise ConcurrentUpdate(f"the published alias of {name} kept changing; try again", model=name)
+
+    def publish(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Point the published alias at `version` (default: the latest non-reverted version)."""
+        self.get_config(name)
+        if version is None:
+            version = self.latest_version(name)
+            if version is None:
+                raise VersionNotFound(f"model {name} has no trained version to publish", model=name)
+        self.get_meta(name, version)  # VersionNotFound when absent
+
+        def apply(alias: dict[str, Any]) -> None:
+            if alias["published"] != version:
+                alias["previous"] = alias["published"]
+            alias["published"] = version
+            alias["publishedAt"] = self._now_iso()
+            alias["reverted"] = [v for v in alias["reverted"] if v != version]
+
+        return self._update_alias(name, apply)
+
+    def revert(self, name: str) -> dict[str, Any]:
+        """Discard the unpublished retrain(s) newer than the published version: the model goes back to the
+        published (or, if none was ever published, the previous) version. `NothingToRevert` (409) otherwise.
+        Versions stay stored (immutable); they are only marked reverted."""
+        self.get_config(name)
+        pending = self.unpublished_retrains(name)
+        alias = self.get_alias(name)
+        if alias["published"] is None and len(pending) < 2:
+            raise NothingToRevert(
+                f"model {name} has no retrain to revert ({len(pending)} version(s), none published)",
+                model=name,
+            )
+        if not pending:
+            raise NothingToRevert(
+                f"model {name} has no unpublished retrain to revert (published version {alias['published']})",
+                model=name,
+            )
+        if alias["published"] is None:
+            pending = pending[1:]  # keep the first training; revert the retrains after it
+
+        def apply(doc: dict[str, Any]) -> None:
+            doc["reverted"] = sorted(set(doc["reverted"]) | set(pending))
+            doc["revertedAt"] = self._now_iso()
+
+        result = self._update_alias(name, apply)
+        result["revertedVersions"] = pending
+        return result
+
+    def load_published(self, name: str) -> LoadedVersion:
+        alias = self.get_alias(name)
+        if alias["published"] is None:
+            self.get_config(name)
+            raise VersionNotFound(f"model {name} has no published version", model=name, code="NotPublished")
+        return self.load_version(name, int(alias["published"]))
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(
+        self,
+        action: str,
+        *,
+        actor: str,
+        model: str | None,
+        version: int | None = None,
+        outcome: str = "succeeded",
+        detail: Any = None,
+    ) -> dict[str, Any]:
+        """Append one audit record (never rewritten: create-only, unique name)."""
+        now = self.clock().astimezone(dt.UTC)
+        entry = {
+            "at": now.isoformat(timespec="milliseconds"),
+            "actor": actor or "anonymous",
+            "action": action,
+            "model": model,
+            "version": version,
+            "outcome": outcome,
+            "detail": detail,
+        }
+        path = f"audit/{now:%Y-%m-%d}/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:12]}.json"
+        self.blobs.write(path, entry, create_only=True)
+        log.info("audit action=%s model=%s version=%s outcome=%s", action, model, version, outcome)
+        return entry
+
+    def audit_log(self, model: str | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first; optionally only one model's records."""
+        paths = sorted(self.blobs.list("audit/"), reverse=True)
+        out: list[dict[str, Any]] = []
+        for path in paths:
+            entry = self.blobs.read(path)
+            if entry is None or (model is not None and entry.get("model") != model):
+                continue
+            out.append(dict(entry))
+            if len(out) >= limit:
+                break
+        return out

@@ -1,0 +1,59 @@
+"""An in-memory stand-in for azure.storage.blob.ContainerClient: the calls JsonBlobs and ModelStore make,
+with the same create-only and ETag semantics (ResourceExistsError / ResourceModifiedError)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+
+class FakeContainer:
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[bytes, str]] = {}
+        self._etags = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def upload_blob(self, name: str, data: Any, **kw: Any) -> Any:
+        """Like ContainerClient.upload_blob: returns a blob client, not the response."""
+        self._upload(name, data, **kw)
+        return self.get_blob_client(name)
+
+    def _upload(self, name: str, data: Any, *, overwrite: bool = False, etag: str | None = None,
+                match_condition: Any = None, **_: Any) -> dict[str, str]:
+        body = data if isinstance(data, bytes) else bytes(data)
+        with self._lock:
+            if name in self.blobs and not overwrite:
+                raise ResourceExistsError(f"{name} exists")
+            if etag is not None and match_condition == MatchConditions.IfNotModified:
+                if name not in self.blobs:
+                    raise ResourceNotFoundError(f"{name} not found")
+                if self.blobs[name][1] != etag:
+                    raise ResourceModifiedError(f"{name} changed")
+            new = f'"0x{next(self._etags):x}"'
+            self.blobs[name] = (body, new)
+            return {"etag": new}
+
+    def get_blob_client(self, name: str) -> Any:
+        return SimpleNamespace(upload_blob=lambda data, **kw: self._upload(name, data, **kw))
+
+    def download_blob(self, name: str) -> Any:
+        with self._lock:
+            if name not in self.blobs:
+                raise ResourceNotFoundError(f"{name} not found")
+            body, etag = self.blobs[name]
+        return SimpleNamespace(readall=lambda: body, properties=SimpleNamespace(etag=etag))
+
+    def list_blob_names(self, name_starts_with: str = "") -> list[str]:
+        with self._lock:
+            return sorted(n for n in self.blobs if n.startswith(name_starts_with))
+
+    def delete_blob(self, name: str) -> None:
+        with self._lock:
+            if name not in self.blobs:
+                raise ResourceNotFoundError(f"{name} not found")
+            del self.blobs[name]
