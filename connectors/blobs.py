@@ -56,7 +56,8 @@ class JsonBlobs:
             if etag is not None:
                 kwargs["etag"] = etag
                 kwargs["match_condition"] = MatchConditions.IfNotModified
-        result = self.container.upload_blob(path, body, **kwargs)
+        blob = self.container.get_blob_client(path)
+        result: dict[str, Any] = blob.upload_blob(body, **kwargs)
         return str(result.get("etag", ""))
 
     def list(self, prefix: str) -> list[str]:

@@ -31,8 +31,9 @@ class JobStore:
         return f"{self.prefix}{job_id}.json"
 
     def create(self, kind: str, params: dict[str, Any] | None = None, job_id: str | None = None) -> dict[str, Any]:
-        job = {
-            "id": job_id or uuid.uuid4().hex,
+        new_id = job_id or uuid.uuid4().hex
+        job: dict[str, Any] = {
+            "id": new_id,
             "kind": kind,
             "status": "queued",
             "params": params or {},
@@ -41,7 +42,7 @@ class JobStore:
             "result": None,
             "error": None,
         }
-        self.blobs.write(self._path(job["id"]), job, create_only=True)
+        self.blobs.write(self._path(new_id), job, create_only=True)
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
