@@ -1,0 +1,180 @@
+"""Admin HTTP API of the models (DESIGN.md), the training queue worker and the auto-retrain timer.
+
+Thin triggers: parse the request, call one function of `functions.services.models` / `.training`, shape
+the response. Long work (training) runs in `train_worker` on the %TRAINING_QUEUE% queue: 202 + job."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from functions.app_context import get_context
+from functions.http import BadRequest, caller_identity, handle_errors, json_body, json_response
+from functions.services import models as admin
+from functions.services import training
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+def _details(fn: Callable[..., func.HttpResponse]) -> Callable[..., func.HttpResponse]:
+    """Expose modeling errors' `detail` (found/needed counts, overlapping models) as the error's `details`,
+    which `handle_errors` puts into the JSON error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            detail = getattr(exc, "detail", None)
+            if isinstance(detail, dict) and detail and getattr(exc, "details", None) is None:
+                exc.details = detail  # type: ignore[attr-defined]
+            raise
+
+    return wrapper
+
+
+def _name(req: func.HttpRequest) -> str:
+    return req.route_params.get("name", "")
+
+
+def _accepted(job: dict[str, Any], **extra: Any) -> func.HttpResponse:
+    body = {"jobId": job["id"], "status": job["status"], "job": f"/api/jobs/{job['id']}", **extra}
+    return json_response(body, status=202, headers={"Location": f"/api/jobs/{job['id']}"})
+
+
+def _version_param(req: func.HttpRequest) -> str | None:
+    return req.params.get("version")
+
+
+@bp.function_name("list_models")
+@bp.route(route="models", methods=["GET"])
+@handle_errors
+def list_models(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(admin.list_models(get_context()))
+
+
+@bp.function_name("create_model")
+@bp.route(route="models", methods=["POST"])
+@handle_errors
+@_details
+def create_model(req: func.HttpRequest) -> func.HttpResponse:
+    result = admin.create_model(get_context(), json_body(req, required=True), actor=caller_identity(req))
+    return _accepted(result["job"], model=result["model"], counts=result["counts"])
+
+
+@bp.function_name("get_model")
+@bp.route(route="models/{name}", methods=["GET"])
+@handle_errors
+def get_model(req: func.HttpRequest) -> func.HttpResponse:
+    view, etag = admin.get_model(get_context(), _name(req))
+    return json_response(view, headers={"ETag": etag})
+
+
+@bp.function_name("edit_model")
+@bp.route(route="models/{name}", methods=["PATCH"])
+@handle_errors
+@_details
+def edit_model(req: func.HttpRequest) -> func.HttpResponse:
+    view = admin.edit_model(
+        get_context(),
+        _name(req),
+        json_body(req, required=True),
+        actor=caller_identity(req),
+        etag=req.headers.get("if-match") or None,
+    )
+    return json_response(view)
+
+
+@bp.function_name("delete_model")
+@bp.route(route="models/{name}", methods=["DELETE"])
+@handle_errors
+@_details
+def delete_model(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(admin.delete_model(get_context(), _name(req), actor=caller_identity(req)))
+
+
+@bp.function_name("train_model")
+@bp.route(route="models/{name}/train", methods=["POST"])
+@handle_errors
+@_details
+def train_model(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req)
+    if body:
+        raise BadRequest(f"train takes no body fields, got {', '.join(sorted(body))}", code="UnknownField")
+    job = admin.start_training(get_context(), _name(req), actor=caller_identity(req))
+    return _accepted(job, model=_name(req))
+
+
+@bp.function_name("publish_model")
+@bp.route(route="models/{name}/publish", methods=["POST"])
+@handle_errors
+@_details
+def publish_model(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req)
+    unknown = sorted(set(body) - {"version"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]}; publish takes only 'version'", code="UnknownField")
+    version = body.get("version", _version_param(req))
+    return json_response(admin.publish(get_context(), _name(req), version, actor=caller_identity(req)))
+
+
+@bp.function_name("revert_model")
+@bp.route(route="models/{name}/revert", methods=["POST"])
+@handle_errors
+@_details
+def revert_model(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req)
+    if body:
+        raise BadRequest(f"revert takes no body fields, got {', '.join(sorted(body))}", code="UnknownField")
+    return json_response(admin.revert(get_context(), _name(req), actor=caller_identity(req)))
+
+
+@bp.function_name("model_performance")
+@bp.route(route="models/{name}/performance", methods=["GET"])
+@handle_errors
+def model_performance(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(admin.performance(get_context(), _name(req), _version_param(req)))
+
+
+@bp.function_name("model_insights")
+@bp.route(route="models/{name}/insights", methods=["GET"])
+@handle_errors
+def model_insights(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(admin.insights(get_context(), _name(req), _version_param(req)))
+
+
+@bp.function_name("model_audit")
+@bp.route(route="models/{name}/audit", methods=["GET"])
+@handle_errors
+def model_audit(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(admin.audit_log(get_context(), _name(req)))
+
+
+@bp.function_name("train_worker")
+@bp.queue_trigger(arg_name="msg", queue_name="%TRAINING_QUEUE%", connection="AzureWebJobsStorage")
+def train_worker(msg: func.QueueMessage) -> None:
+    """Runs one training job. Every failure ends the job `failed` with its error (see run_training_job);
+    a message that is not a training job is logged and dropped (retrying cannot fix it)."""
+    try:
+        message = json.loads(msg.get_body())
+    except (ValueError, UnicodeDecodeError):
+        log.error("train_worker: message %s is not JSON; dropped", msg.id)
+        return
+    if not isinstance(message, dict) or not message.get("jobId") or not message.get("model"):
+        log.error("train_worker: message %s lacks jobId/model; dropped", msg.id)
+        return
+    job = training.run_training_job(get_context(), message)
+    log.info("train_worker: job=%s model=%s ended %s", job["id"], message["model"], job["status"])
+
+
+@bp.function_name("retrain_timer")
+@bp.timer_trigger(arg_name="timer", schedule="%RETRAIN_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def retrain_timer(timer: func.TimerRequest) -> None:
+    jobs = training.retrain_due_models(get_context())
+    log.info("retrain_timer: queued %d retraining job(s)", len(jobs))

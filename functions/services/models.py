@@ -1,0 +1,386 @@
+"""Admin operations of the "Predictive opportunity scoring" settings page: list, create, get, edit, delete,
+train, publish, revert, performance, insights and the audit trail. Every action is audited with its actor
+and outcome, refusals included. Validation rules live in `modeling.config` (one rule set); the registry in
+`model_store`; training in `functions.services.training`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from functions.services import training
+from model_store import lifecycle
+from model_store.errors import ModelStoreError, VersionNotFound
+from model_store.store import ModelStore
+
+if TYPE_CHECKING:
+    from functions.app_context import AppContext
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATUS_FIELDS = training._STATUS_FIELDS
+
+
+def _audited(
+    store: ModelStore,
+    action: str,
+    actor: str,
+    model: str | None,
+    fn: Callable[[], T],
+    *,
+    version: int | None = None,
+    detail: Any = None,
+) -> T:
+    """Run `fn`; audit it as succeeded, or refused (4xx typed error) / failed (anything else); re-raise."""
+    try:
+        result = fn()
+    except Exception as exc:
+        status = getattr(exc, "status", 500)
+        outcome = "refused" if isinstance(status, int) and status < 500 else "failed"
+        try:
+            store.audit(
+                action,
+                actor=actor,
+                model=model,
+                version=version,
+                outcome=outcome,
+                detail={
+                    "code": getattr(exc, "code", type(exc).__name__),
+                    "message": str(exc)[:500],
+                    **({"request": detail} if detail else {}),
+                },
+            )
+        except Exception:  # noqa: BLE001 - the caller's error matters more than the audit write
+            log.warning("could not audit a %s of model=%s", action, model)
+        raise
+    return result
+
+
+def _existing(store: ModelStore) -> list[Any]:
+    from modeling.config import ModelConfig
+
+    return [ModelConfig.from_json(doc) for doc in store.list_configs()]
+
+
+def _config_json(config: Any) -> dict[str, Any]:
+    return dict(config.to_json())
+
+
+# ---------------------------------------------------------------------------------------------- reads
+
+
+def _version_summary(store: ModelStore, ctx: AppContext, name: str, version: int) -> dict[str, Any]:
+    meta = store.get_meta(name, version)
+    metrics = meta.get("metrics") or {}
+    insights = meta.get("insights") or {}
+    return {
+        "version": version,
+        "trainedAt": meta.get("trainedAt") or meta.get("createdAt"),
+        "reason": meta.get("reason"),
+        "actor": meta.get("actor"),
+        "auc": metrics.get("auc"),
+        "readiness": lifecycle.readiness(
+            metrics.get("auc"), ready=ctx.settings.readiness_auc_ready, ok=ctx.settings.readiness_auc_ok
+        ),
+        "topFields": insights.get("top5") or insights.get("topFields"),
+        "counts": meta.get("counts"),
+    }
+
+
+def _view(ctx: AppContext, doc: dict[str, Any], *, detailed: bool) -> dict[str, Any]:
+    store: ModelStore = ctx.model_store
+    name = str(doc["name"])
+    alias = store.get_alias(name)
+    versions = store.versions(name)
+    reverted = set(alias["reverted"])
+    latest = store.latest_version(name)
+    view: dict[str, Any] = {
+        "name": name,
+        "status": doc.get("status") or "created",
+        "publishedVersion": alias["published"],
+        "publishedAt": alias["publishedAt"],
+        "latestVersion": latest,
+        "autoRetrain": bool(doc.get("autoRetrain", True)),
+        "autoRetrainActive": lifecycle.auto_retrain_active(doc, alias["published"]),
+        "lastTrainedAt": doc.get("lastTrainedAt"),
+        "jobId": doc.get("jobId"),
+        "error": doc.get("error"),
+        "retrainNote": doc.get("retrainNote"),
+        "canRevert": bool(store.unpublished_retrains(name))
+        and (alias["published"] is not None or len([v for v in versions if v not in reverted]) > 1),
+    }
+    if latest is not None:
+        summary = _version_summary(store, ctx, name, latest)
+        view["readiness"] = summary["readiness"]
+        view["auc"] = summary["auc"]
+    else:
+        view["readiness"] = None
+    if detailed:
+        view["configuration"] = {k: v for k, v in doc.items() if k not in STATUS_FIELDS}
+        view["createdAt"] = doc.get("createdAt")
+        view["createdBy"] = doc.get("createdBy")
+        view["previousVersion"] = alias["previous"]
+        view["versions"] = [
+            dict(
+                _version_summary(store, ctx, name, v),
+                reverted=v in reverted,
+                published=v == alias["published"],
+            )
+            for v in versions
+        ]
+    return view
+
+
+def list_models(ctx: AppContext) -> dict[str, Any]:
+    docs = ctx.model_store.list_configs()
+    from modeling.config import MAX_MODELS
+
+    return {
+        "models": [_view(ctx, d, detailed=False) for d in docs[:MAX_MODELS]],
+        "count": len(docs),
+        "limit": MAX_MODELS,
+    }
+
+
+def get_model(ctx: AppContext, name: str) -> tuple[dict[str, Any], str]:
+    doc, etag = ctx.model_store.get_config_with_etag(name)
+    return _view(ctx, doc, detailed=True), etag
+
+
+def _resolve_version(store: ModelStore, name: str, version: Any) -> int:
+    """`version` from a query string or body: a positive integer, or None for published else latest."""
+    if version is None or version == "":
+        alias = store.get_alias(name)
+        chosen = alias["published"] or store.latest_version(name)
+        if chosen is None:
+            store.get_config(name)
+            raise VersionNotFound(f"model {name} has no trained version yet", model=name)
+        return int(chosen)
+    text = str(version).strip()
+    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
+        raise ModelStoreError(
+            f"version must be a positive integer, got {version!r}",
+            status=400,
+            code="InvalidVersion",
+            field="version",
+        )
+    number = int(text)
+    return number
+
+
+_PERFORMANCE_KEYS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "conversionRate",
+    "conversion_rate",
+    "confusionMatrix",
+    "confusion_matrix",
+    "threshold",
+    "auc",
+    "brier",
+    "ece",
+    "calibration",
+    "testSize",
+    "test_size",
+    "baselines",
+)
+
+
+def performance(ctx: AppContext, name: str, version: Any = None) -> dict[str, Any]:
+    store: ModelStore = ctx.model_store
+    number = _resolve_version(store, name, version)
+    meta = store.get_meta(name, number)
+    metrics = meta.get("metrics") or {}
+    return {
+        "model": name,
+        "version": number,
+        "trainedAt": meta.get("trainedAt") or meta.get("createdAt"),
+        "readiness": lifecycle.readiness(
+            metrics.get("auc"), ready=ctx.settings.readiness_auc_ready, ok=ctx.settings.readiness_auc_ok
+        ),
+        "readinessCutoffs": {"ready": ctx.settings.readiness_auc_ready, "ok": ctx.settings.readiness_auc_ok},
+        "metrics": metrics,
+        "leakage": meta.get("leakage"),
+        "counts": meta.get("counts"),
+        "period": meta.get("period"),
+        "published": store.get_alias(name)["published"] == number,
+    }
+
+
+def insights(ctx: AppContext, name: str, version: Any = None) -> dict[str, Any]:
+    store: ModelStore = ctx.model_store
+    number = _resolve_version(store, name, version)
+    meta = store.get_meta(name, number)
+    return {
+        "model": name,
+        "version": number,
+        "insights": meta.get("insights") or {},
+        "leakage": meta.get("leakage"),
+    }
+
+
+def audit_log(ctx: AppContext, name: str, *, limit: int = 200) -> dict[str, Any]:
+    ctx.model_store.get_config(name)
+    return {"model": name, "entries": ctx.model_store.audit_log(name, limit=limit)}
+
+
+# ---------------------------------------------------------------------------------------------- writes
+
+
+def create_model(
+    ctx: AppContext, payload: dict[str, Any], *, actor: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Validate (400 / 409), check the lake holds enough data (422), store the configuration and queue its
+    first training. Returns {"model", "job"}."""
+    from modeling.config import validate_config
+
+    store: ModelStore = ctx.model_store
+    now = now or training.utcnow()
+    name_hint = payload.get("name") if isinstance(payload.get("name"), str) else None
+
+    def create() -> dict[str, Any]:
+        metadata = training.load_metadata(ctx.lake)
+        config = validate_config(
+            payload,
+            existing=_existing(store),
+            processes=metadata["processes"],
+            attributes=metadata["attributes"],
+            optionsets=metadata["optionsets"],
+            now=now,
+        )
+        doc = _config_json(config)
+        data = training.build_training_data(ctx, doc, now)  # InsufficientDataError (422) before anything
+        doc.update({"status": "queued", "createdBy": actor})
+        store.create_config(config.name, doc)
+        job = training.enqueue_training(ctx, config.name, reason="create", actor=actor)
+        store.audit(
+            "create",
+            actor=actor,
+            model=config.name,
+            detail={"jobId": job["id"], "force": bool(payload.get("force", False)), "counts": data.counts},
+        )
+        return {"model": config.name, "job": job, "counts": data.counts}
+
+    return _audited(store, "create", actor, name_hint, create, detail={"fields": sorted(payload)})
+
+
+def edit_model(
+    ctx: AppContext, name: str, patch: dict[str, Any], *, actor: str, etag: str | None = None
+) -> dict[str, Any]:
+    """Apply an edit (attributes, stageAttributes, gradeRanges, autoRetrain; the documented rules) with an
+    ETag check: `etag` from If-Match, else the one just read."""
+    from modeling.config import ModelConfig, apply_edit
+
+    store: ModelStore = ctx.model_store
+
+    def edit() -> dict[str, Any]:
+        doc, current_etag = store.get_config_with_etag(name)
+        metadata = (
+            training.load_metadata(ctx.lake) if {"attributes", "stageAttributes"} & set(patch) else None
+        )
+        new = apply_edit(
+            ModelConfig.from_json(doc),
+            patch,
+            attributes=metadata["attributes"] if metadata else None,
+            processes=metadata["processes"] if metadata else (),
+        )
+        status = {k: v for k, v in doc.items() if k in STATUS_FIELDS}
+        saved, _ = store.save_config(name, {**_config_json(new), **status}, etag=etag or current_etag)
+        store.audit("edit", actor=actor, model=name, detail={"fields": sorted(patch)})
+        return saved
+
+    _audited(
+        store,
+        "edit",
+        actor,
+        name,
+        edit,
+        detail={"fields": sorted(patch) if isinstance(patch, dict) else None},
+    )
+    view, _ = get_model(ctx, name)
+    return view
+
+
+def delete_model(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
+    """Delete (409 while auto-retrain is active, the Dynamics rule)."""
+    from modeling.errors import ConflictError
+
+    store: ModelStore = ctx.model_store
+
+    def delete() -> dict[str, Any]:
+        doc = store.get_config(name)
+        if lifecycle.auto_retrain_active(doc, store.get_alias(name)["published"]):
+            raise ConflictError(
+                f"turn autoRetrain off before deleting {name}", code="AutoRetrainOn", model=name
+            )
+        blobs = store.delete_model(name)
+        store.audit("delete", actor=actor, model=name, detail={"blobs": blobs})
+        return {"model": name, "deleted": True}
+
+    return _audited(store, "delete", actor, name, delete)
+
+
+def start_training(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
+    """Retrain now (manual): 409 while a training is already queued or running."""
+    from modeling.errors import ConflictError
+
+    store: ModelStore = ctx.model_store
+
+    def start() -> dict[str, Any]:
+        doc = store.get_config(name)
+        if doc.get("status") in ("queued", "training") and doc.get("jobId"):
+            job = ctx.jobs.get(str(doc["jobId"]))
+            if job["status"] in ("queued", "running"):
+                raise ConflictError(
+                    f"model {name} is already training (job {job['id']})",
+                    code="TrainingInProgress",
+                    jobId=job["id"],
+                )
+        job = training.enqueue_training(ctx, name, reason="manual", actor=actor)
+        store.audit("train-requested", actor=actor, model=name, detail={"jobId": job["id"]})
+        return job
+
+    return _audited(store, "train-requested", actor, name, start)
+
+
+def publish(ctx: AppContext, name: str, version: Any, *, actor: str) -> dict[str, Any]:
+    store: ModelStore = ctx.model_store
+
+    def run() -> dict[str, Any]:
+        number = None if version is None else _resolve_version(store, name, version)
+        alias = store.publish(name, number)
+        store.set_status(name, retrainNote=None)
+        store.audit(
+            "publish",
+            actor=actor,
+            model=name,
+            version=alias["published"],
+            detail={"previous": alias["previous"]},
+        )
+        return {"model": name, **alias}
+
+    return _audited(store, "publish", actor, name, run)
+
+
+def revert(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
+    store: ModelStore = ctx.model_store
+
+    def run() -> dict[str, Any]:
+        result = store.revert(name)
+        store.set_status(name, retrainNote=None)
+        store.audit(
+            "revert",
+            actor=actor,
+            model=name,
+            version=store.latest_version(name),
+            detail={"revertedVersions": result["revertedVersions"]},
+        )
+        return {"model": name, "currentVersion": store.latest_version(name), **result}
+
+    return _audited(store, "revert", actor, name, run)

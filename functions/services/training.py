@@ -1,0 +1,340 @@
+"""Training orchestration: lake -> modeling -> model store, as a queued job; and the auto-retrain timer.
+
+`train()` reads the lake's tables into pandas, builds the training set and trains through `modeling`,
+stores the version (ONNX + JSON only) in the registry, records status and audit, and, for an automatic
+retrain, applies the auto-publish rule of `model_store.lifecycle` with both versions' AUC measured on the
+new version's test records (the current published version scored through the shared `Scorer`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from model_store import lifecycle
+from model_store.store import ModelStore
+
+if TYPE_CHECKING:
+    from functions.app_context import AppContext
+
+log = logging.getLogger(__name__)
+
+LAKE_TABLES = ("opportunity", "account", "systemuser", "opportunitysalesprocess", "processstage", "workflow")
+REASONS = ("create", "manual", "auto-retrain")
+AUTO_ACTOR = "system:auto-retrain"
+# A running job younger than the host's functionTimeout (host.json: 10 min) is owned by a live worker.
+RUNNING_LEASE = dt.timedelta(minutes=10)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# ---------------------------------------------------------------------------------------------- lake inputs
+
+
+def load_metadata(lake: Any) -> dict[str, Any]:
+    """Org metadata the sync keeps in the lake: attributes per table, option sets, business process flows."""
+    attributes = {
+        table: lake.read_json(f"metadata/attributes/{table}.json") or []
+        for table in ("opportunity", "account")
+    }
+    return {
+        "attributes": attributes,
+        "optionsets": lake.read_json("metadata/optionsets.json") or {},
+        "processes": lake.read_json("metadata/processes.json") or [],
+    }
+
+
+def load_tables(lake: Any, *, history: bool = True) -> dict[str, pd.DataFrame]:
+    """The lake's current tables as pandas frames, plus `opportunity_history` (point-in-time values)."""
+    tables = {name: lake.read_current(name).to_pandas() for name in LAKE_TABLES}
+    if history:
+        tables["opportunity_history"] = lake.read_history("opportunity").to_pandas()
+    return tables
+
+
+def build_training_data(ctx: AppContext, config_doc: dict[str, Any], now: dt.datetime) -> Any:
+    """The modeling TrainingData for a stored configuration; raises InsufficientDataError (422)."""
+    from modeling.config import ModelConfig
+    from modeling.dataset import build_training_frame
+
+    started = time.perf_counter()
+    tables = load_tables(ctx.lake)
+    metadata = load_metadata(ctx.lake)
+    data = build_training_frame(tables, metadata, ModelConfig.from_json(config_doc), now)
+    log.info(
+        "training set model=%s rows=%d counts=%s in %.1f s",
+        config_doc.get("name"),
+        len(data.frame),
+        data.counts,
+        time.perf_counter() - started,
+    )
+    return data
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def train_model(data: Any, config_doc: dict[str, Any], *, seed: int = 0) -> Any:
+    """modeling.train.train_model on a stored configuration -> TrainedModel(onnx_bytes, meta, ...)."""
+    from modeling.config import ModelConfig
+    from modeling.train import train_model as fit
+
+    return fit(data, ModelConfig.from_json(config_doc), seed=seed)
+
+
+def scorer(onnx: bytes, meta: dict[str, Any]) -> Any:
+    """The shared modeling Scorer for a stored version."""
+    from modeling.scoring import Scorer
+
+    return Scorer(onnx, meta)
+
+
+def _summary(meta: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
+    metrics = meta.get("metrics") or {}
+    auc = metrics.get("auc")
+    return {
+        "auc": auc,
+        "accuracy": metrics.get("accuracy"),
+        "f1": metrics.get("f1"),
+        "readiness": lifecycle.readiness(
+            auc, ready=ctx.settings.readiness_auc_ready, ok=ctx.settings.readiness_auc_ok
+        ),
+    }
+
+
+def train(
+    ctx: AppContext,
+    name: str,
+    *,
+    reason: str,
+    actor: str,
+    job_id: str | None = None,
+    now: dt.datetime | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train a new version of `name` and register it. Returns version info (also the job's result).
+
+    On any failure the configuration's status becomes `failed` with the error, the audit log records it,
+    and the exception propagates (the queue worker turns it into a failed job)."""
+    store: ModelStore = ctx.model_store
+    now = now or utcnow()
+    started = time.perf_counter()
+    config_doc = store.get_config(name)
+    store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=now.isoformat())
+    try:
+        data = build_training_data(ctx, config_doc, now)
+        trained = train_model(data, config_doc, seed=seed)
+        meta = dict(trained.meta)
+        meta.update(
+            {
+                "trainedAt": now.isoformat(timespec="seconds"),
+                "reason": reason,
+                "actor": actor,
+                "jobId": job_id,
+                "counts": data.counts,
+                "config": {k: v for k, v in config_doc.items() if k not in _STATUS_FIELDS},
+                "trainingSeconds": round(time.perf_counter() - started, 2),
+            }
+        )
+        version = store.save_version(name, trained.onnx_bytes, meta)
+        info: dict[str, Any] = {"model": name, "version": version, "reason": reason, **_summary(meta, ctx)}
+        info["counts"] = data.counts
+        decision = None
+        if reason == "auto-retrain":
+            decision = _auto_publish(ctx, name, version, meta, data, trained, now)
+            info["autoPublish"] = decision.to_json()
+        store.set_status(
+            name,
+            status="ready",
+            error=None,
+            lastTrainedAt=now.isoformat(timespec="seconds"),
+            lastTrainedVersion=version,
+            retrainNote=None if decision is None or decision.publish else decision.reason,
+        )
+        store.audit(
+            "train",
+            actor=actor,
+            model=name,
+            version=version,
+            detail={
+                "reason": reason,
+                "jobId": job_id,
+                "auc": info["auc"],
+                "counts": data.counts,
+                "seconds": meta["trainingSeconds"],
+            },
+        )
+        log.info(
+            "trained model=%s@%d reason=%s auc=%s in %.1f s",
+            name,
+            version,
+            reason,
+            info["auc"],
+            time.perf_counter() - started,
+        )
+        return info
+    except Exception as exc:
+        error = {"code": str(getattr(exc, "code", type(exc).__name__)), "message": str(exc)[:1000]}
+        try:
+            store.set_status(name, status="failed", error=error)
+            store.audit(
+                "train",
+                actor=actor,
+                model=name,
+                outcome="failed",
+                detail={"reason": reason, "jobId": job_id, "error": error},
+            )
+        except Exception:  # noqa: BLE001 - the model may have been deleted meanwhile; keep the first error
+            log.warning("could not record the failed training of model=%s", name)
+        raise
+
+
+_STATUS_FIELDS = frozenset(
+    {
+        "status",
+        "jobId",
+        "error",
+        "trainingStartedAt",
+        "lastTrainedAt",
+        "lastTrainedVersion",
+        "retrainNote",
+        "createdAt",
+        "updatedAt",
+        "createdBy",
+    }
+)
+
+
+def _test_rows(data: Any, trained: Any) -> np.ndarray | None:
+    """Positions of the new version's test records in data.frame (TrainedModel.test_index)."""
+    index = getattr(trained, "test_index", None)
+    if index is None:
+        return None
+    return np.asarray(index)
+
+
+def _auto_publish(
+    ctx: AppContext, name: str, version: int, meta: dict[str, Any], data: Any, trained: Any, now: dt.datetime
+) -> lifecycle.PublishDecision:
+    """Publish the retrained `version` if the lifecycle rule says so; else record why it was kept."""
+    store: ModelStore = ctx.model_store
+    new_auc = (meta.get("metrics") or {}).get("auc")
+    current_auc = None
+    current_trained_at = None
+    current_version = store.get_alias(name)["published"]
+    try:
+        current = store.load_published(name)
+        current_trained_at = lifecycle.parse_time(
+            current.meta.get("trainedAt") or current.meta.get("createdAt")
+        )
+        rows = _test_rows(data, trained)
+        if rows is not None and len(rows):
+            frame = data.frame.iloc[rows].reset_index(drop=True)
+            labels = np.asarray(data.labels)[rows]
+            scored = scorer(current.onnx, current.meta).score(frame)
+            column = "probability" if "probability" in scored.columns else "score"
+            current_auc = _auc(labels, scored[column].to_numpy(dtype=float))
+    except Exception as exc:  # noqa: BLE001 - a broken current version must not block the decision
+        log.warning(
+            "could not score model=%s@%s on the new test set: %s", name, current_version, type(exc).__name__
+        )
+    decision = lifecycle.auto_publish_decision(
+        new_auc=new_auc, current_auc=current_auc, current_trained_at=current_trained_at, now=now
+    )
+    detail = {
+        "decision": decision.to_json(),
+        "newAuc": new_auc,
+        "currentAucSameRecords": current_auc,
+        "currentVersion": current_version,
+    }
+    if decision.publish:
+        store.publish(name, version)
+        store.audit("publish", actor=AUTO_ACTOR, model=name, version=version, detail=detail)
+    else:
+        store.audit(
+            "publish",
+            actor=AUTO_ACTOR,
+            model=name,
+            version=version,
+            outcome="kept-unpublished",
+            detail=detail,
+        )
+    return decision
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(labels.tolist())) < 2:
+        return None
+    return float(roc_auc_score(labels, scores))
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+def enqueue_training(ctx: AppContext, name: str, *, reason: str, actor: str) -> dict[str, Any]:
+    """Create a `train` job, mark the model as training and queue the message for `train_worker`."""
+    job = ctx.jobs.create("train", {"model": name, "reason": reason, "actor": actor})
+    ctx.model_store.set_status(name, status="training", jobId=job["id"], error=None)
+    ctx.queue(ctx.settings.training_queue).send(
+        {"jobId": job["id"], "model": name, "reason": reason, "actor": actor}
+    )
+    log.info("queued training job=%s model=%s reason=%s", job["id"], name, reason)
+    return job
+
+
+def run_training_job(
+    ctx: AppContext, message: dict[str, Any], *, trainer: Callable[..., dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The queue worker's body: start the job, train, and end the job succeeded or failed (never silently).
+
+    A message for a job already finished (a redelivery) is ignored. Errors are recorded, not re-raised, so
+    the host does not retry a training that failed for a reason a retry would not fix."""
+    trainer = trainer or train
+    job_id = str(message.get("jobId") or "")
+    job = ctx.jobs.get(job_id)
+    if job["status"] in ("succeeded", "failed"):
+        log.info("job=%s already %s; message ignored", job_id, job["status"])
+        return job
+    started_at = lifecycle.parse_time(job.get("startedAt"))
+    if job["status"] == "running" and started_at and utcnow() - started_at < RUNNING_LEASE:
+        # a redelivery while another worker trains (queue visibility expired); that worker ends the job
+        log.info("job=%s is running since %s; duplicate message ignored", job_id, job.get("startedAt"))
+        return job
+    ctx.jobs.start(job_id)
+    try:
+        name = str(message["model"])
+        reason = str(message.get("reason") or "manual")
+        result = trainer(
+            ctx, name, reason=reason, actor=str(message.get("actor") or "anonymous"), job_id=job_id
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job with its error
+        code = str(getattr(exc, "code", type(exc).__name__))
+        log.warning("training job=%s failed: %s", job_id, code)
+        return ctx.jobs.fail(job_id, code, str(exc)[:2000] or code)
+    return ctx.jobs.succeed(job_id, result)
+
+
+def retrain_due_models(ctx: AppContext, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The daily timer: queue a retraining for every published model with auto-retrain on whose last
+    training is at least 15 days old. Returns the queued jobs."""
+    now = now or utcnow()
+    store: ModelStore = ctx.model_store
+    jobs = []
+    configs = store.list_configs()
+    for config in configs:
+        name = str(config["name"])
+        published = store.get_alias(name)["published"]
+        if lifecycle.retrain_due(config, published, now):
+            jobs.append(enqueue_training(ctx, name, reason="auto-retrain", actor=AUTO_ACTOR))
+    log.info("auto-retrain: %d model(s) due of %d", len(jobs), len(configs))
+    return jobs
