@@ -1,1 +1,3 @@
-"""Benchmarks: `python -m bench` runs every bench/bench_*.py and writes BENCHMARKS.md (see docs/CONTRACTS.md)."""
+"""Benchmarks: `python -m bench` runs every bench/bench_*.py and writes BENCHMARKS.md.
+
+See docs/CONTRACTS.md "Benchmarks"."""

@@ -81,7 +81,9 @@ def stat_result(metric: str, stat: Stat, unit: str, note: str = "") -> dict[str,
     return result(metric, stat.median, unit, reps=stat.reps, spread=stat.spread, note=note)
 
 
-def comparison(what: str, ours: float, naive: float, unit: str, *, higher_is_better: bool = True) -> dict[str, Any]:
+def comparison(
+    what: str, ours: float, naive: float, unit: str, *, higher_is_better: bool = True
+) -> dict[str, Any]:
     """A ratio above 1 always means ours is better (ours/naive for rates, naive/ours for times)."""
     if higher_is_better:
         ratio = ours / naive if naive else float("nan")
@@ -100,7 +102,8 @@ def emit(
     **extra: Any,
 ) -> dict[str, Any]:
     """Prints the one JSON line the runner collects, and returns it."""
-    doc = {"name": name, "params": params, "results": list(results), "comparisons": list(comparisons), **extra}
+    doc = {"name": name, "params": params, "results": list(results), "comparisons": list(comparisons),
+           **extra}
     sys.stdout.write(json.dumps(doc, default=_json_default) + "\n")
     sys.stdout.flush()
     return doc
@@ -211,7 +214,8 @@ def calibration_table(y: Any, p: Any, bins: int = ECE_BINS) -> list[dict[str, fl
 def expected_calibration_error(y: Any, p: Any, bins: int = ECE_BINS) -> float:
     """ECE = sum over bins of (records in bin / all records) * |mean predicted - observed won rate|."""
     ya, _ = _check(y, p)
-    return float(sum(row["n"] / len(ya) * abs(row["mean_p"] - row["won_rate"]) for row in calibration_table(y, p, bins)))
+    table = calibration_table(y, p, bins)
+    return float(sum(row["n"] / len(ya) * abs(row["mean_p"] - row["won_rate"]) for row in table))
 
 
 def f1_optimal_threshold(y: Any, p: Any) -> float:

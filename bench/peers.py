@@ -113,7 +113,8 @@ class PlainLogisticRegression(_SklearnPeer):
         if self.cats:
             parts.append(("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=5), self.cats))
         if self.nums:
-            parts.append(("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), self.nums))
+            numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+            parts.append(("num", numeric, self.nums))
         return Pipeline([("prep", ColumnTransformer(parts)),
                          ("lr", LogisticRegression(max_iter=2000, random_state=seed))])
 

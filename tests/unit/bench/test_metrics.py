@@ -18,7 +18,8 @@ def test_ece_is_zero_when_every_bin_is_calibrated() -> None:
 
 
 def test_ece_by_hand() -> None:
-    # bin 9: p=0.9 for 2 records, both lost -> |0.9 - 0| weighted 2/4; bin 1: p=0.1, both won -> |0.1 - 1| * 2/4
+    # bin 9: p=0.9 for 2 records, both lost -> |0.9 - 0| weighted 2/4;
+    # bin 1: p=0.1, both won -> |0.1 - 1| weighted 2/4
     y = [0, 0, 1, 1]
     p = [0.9, 0.9, 0.1, 0.1]
     assert common.expected_calibration_error(y, p) == pytest.approx(0.5 * 0.9 + 0.5 * 0.9)

@@ -45,7 +45,8 @@ def _planted(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     amount = rng.lognormal(10, 1, n)
     logit = np.where(region == "north", 1.5, -0.5) - 0.5 * (np.log(amount) - 10)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    X = pd.DataFrame({"region": pd.Series(region, dtype="str"), "amount": amount, "flag": rng.random(n) < 0.5})
+    X = pd.DataFrame({"region": pd.Series(region, dtype="str"), "amount": amount,
+                      "flag": rng.random(n) < 0.5})
     X.loc[X.sample(frac=0.1, random_state=seed).index, "region"] = np.nan
     X.loc[X.sample(frac=0.1, random_state=seed + 1).index, "amount"] = np.nan
     return X, y
