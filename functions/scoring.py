@@ -1,0 +1,65 @@
+"""Scoring triggers: the daily timer, POST /api/score, GET /api/opportunities/{id}/score and the
+queue-triggered batch worker. Each parses its input, calls one service function and shapes the output."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.app_context import get_context
+from functions.http import BadRequest, caller_identity, handle_errors, json_body, json_response
+from functions.services import scoring
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+@bp.function_name("scoring_timer")
+@bp.timer_trigger(schedule="%SCORING_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def scoring_timer(timer: func.TimerRequest) -> None:
+    ctx = get_context()
+    stale = scoring.unfinished_runs(ctx)
+    if stale:
+        log.warning("scoring: %d earlier runs never finished (%s); this run rescores everything",
+                    len(stale), ",".join(stale[:5]))
+    plan = scoring.plan_run(ctx, actor="timer")
+    log.info("scoring timer: run=%s eligible=%d batches=%d", plan["runId"], plan["eligible"], plan["batches"])
+
+
+@bp.function_name("start_scoring")
+@bp.route(route="score", methods=["POST"])
+@handle_errors
+def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req)
+    unknown = sorted(set(body) - {"opportunityIds", "resume"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; allowed: opportunityIds, resume", code="UnknownField")
+    ctx = get_context()
+    actor = caller_identity(req)
+    if "resume" in body:
+        run_id = body["resume"]
+        if not isinstance(run_id, str) or not run_id.isalnum():
+            raise BadRequest("resume must be the runId of an earlier run", code="InvalidRunId")
+        return json_response(scoring.resume_run(ctx, run_id), status=202)
+    if "opportunityIds" in body:
+        status, result = scoring.score_now(ctx, body["opportunityIds"], actor=actor)
+        return json_response(result, status=status)
+    plan = scoring.plan_run(ctx, actor=actor)
+    return json_response({"job": ctx.jobs.get(plan["runId"]), "run": scoring._plan_summary(plan)}, status=202)
+
+
+@bp.function_name("get_opportunity_score")
+@bp.route(route="opportunities/{id}/score", methods=["GET"])
+@handle_errors
+def get_opportunity_score(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(scoring.get_score(get_context(), req.route_params.get("id", "")))
+
+
+@bp.function_name("score_worker")
+@bp.queue_trigger(arg_name="msg", queue_name="%SCORING_QUEUE%", connection="AzureWebJobsStorage")
+def score_worker(msg: func.QueueMessage) -> None:
+    # A failure raises: the host retries the message and finally moves it to <queue>-poison; the
+    # batch's checkpoint keeps the last error as the reason.
+    scoring.score_batch(get_context(), msg.get_body())

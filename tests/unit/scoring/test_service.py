@@ -1,0 +1,240 @@
+"""The scoring run's orchestration on fakes: model choice, batches, checkpoints, change detection, trend,
+quota, resume and the report. The real lake, mock Dataverse and ONNX models run in tests/integration."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from functions.services import scoring
+from tests.unit.scoring.fakes import FakeContext, FakeScorer
+
+
+def _ids(n: int, seed: int = 0) -> list[str]:
+    return [str(uuid.UUID(int=(seed << 64) + i + 1)) for i in range(n)]
+
+
+def _opps(n: int, *, channel: list[str] | None = None) -> pd.DataFrame:
+    ids = _ids(n)
+    return pd.DataFrame({
+        "opportunityid": ids,
+        "name": [f"Deal {i}" for i in range(n)],
+        "statecode": [0 if i % 10 else 1 for i in range(n)],  # every 10th is closed
+        "points": [float(10 + (i * 7) % 80) for i in range(n)],
+        "new_channel": channel or ["Direct" if i % 2 else "Partner" for i in range(n)],
+    })
+
+
+def _config(name: str, filter_values: list[str] | None = None, bpf: str | None = None) -> dict[str, Any]:
+    return {"name": name, "filterColumn": "new_channel" if filter_values else None,
+            "filterValues": filter_values or [], "businessProcessFlow": bpf, "gradeRanges": [75, 50, 25]}
+
+
+@pytest.fixture
+def patched(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeScorer]:
+    """Eligibility = open + the model's filter; scores from the `points` column."""
+    scorers: dict[str, FakeScorer] = {}
+
+    def build(tables: Any, metadata: Any, model: scoring.PublishedModel, now: Any, scorer: Any,
+              opportunity_ids: Any = None) -> tuple[pd.DataFrame, dict[str, int]]:
+        opp = tables["opportunity"]
+        keep = opp["statecode"] == 0
+        if model.config.filter_column:
+            keep &= opp[model.config.filter_column].isin(model.config.filter_values)
+        if opportunity_ids is not None:
+            keep &= opp["opportunityid"].isin(opportunity_ids)
+        return opp.loc[keep, ["opportunityid", "points", "new_channel"]].reset_index(drop=True), {}
+
+    def load(ctx: Any, name: str, version: int) -> FakeScorer:
+        return scorers.setdefault(f"{name}@{version}", FakeScorer(name, version))
+
+    monkeypatch.setattr(scoring, "build_scoring_frame", build)
+    monkeypatch.setattr(scoring, "load_scorer", load)
+    return scorers
+
+
+def _drain(ctx: FakeContext) -> list[dict[str, Any]]:
+    results = []
+    while ctx.messages:
+        results.append(scoring.score_batch(ctx, json.dumps(ctx.messages.pop(0)).encode()))
+    return results
+
+
+def test_full_run_writes_every_eligible_row_once_in_batches_of_at_most_1000(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx, actor="test")
+    assert plan["eligible"] == 2250 and plan["batches"] == 3 and len(ctx.messages) == 3
+    _drain(ctx)
+    assert all(len(call) <= 1000 for call in ctx.dataverse.calls) and len(ctx.dataverse.calls) == 3
+    assert len(ctx.dataverse.rows) == 2250
+    closed = set(_opps(2500).query("statecode != 0")["opportunityid"])
+    assert not closed & set(ctx.dataverse.rows)
+    row = ctx.dataverse.rows[_ids(2)[1]]
+    assert row["msdyn_entitytype"] == "opportunity" and row["msdyn_scoretrend"] == 3
+    assert row["msdyn_score"] == 17 and row["msdyn_grade"] == 3 and row["msdyn_name"] == "Deal 1"
+    assert len(row["msdyn_scorereasons"]) <= 10_000 and json.loads(row["msdyn_scorereasons"])["model"] == "All"
+    job = ctx.jobs.get(plan["runId"])
+    assert job["status"] == "succeeded"
+    assert job["result"]["written"] == 2250 and job["result"]["unchanged"] == 0
+
+
+def test_rerun_without_change_writes_nothing_and_changed_scores_get_a_trend(patched: Any) -> None:
+    opps = _opps(300)
+    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    scoring.plan_run(ctx)
+    _drain(ctx)
+    calls = len(ctx.dataverse.calls)
+    second = scoring.plan_run(ctx)
+    _drain(ctx)
+    assert len(ctx.dataverse.calls) == calls, "a rerun with no change must not send any write request"
+    assert ctx.jobs.get(second["runId"])["result"]["unchanged"] == second["eligible"]
+    ids = opps["opportunityid"]
+    opps.loc[ids == ids[1], "points"] += 20  # improving
+    opps.loc[ids == ids[2], "points"] -= 10  # declining
+    opps.loc[ids == ids[3], "points"] += 2  # within the tolerance: steady
+    scoring.plan_run(ctx)
+    _drain(ctx)
+    assert len(ctx.dataverse.calls) == calls + 1 and len(ctx.dataverse.calls[-1]) == 3
+    assert ctx.dataverse.rows[ids[1]]["msdyn_scoretrend"] == 0
+    assert ctx.dataverse.rows[ids[2]]["msdyn_scoretrend"] == 2
+    assert ctx.dataverse.rows[ids[3]]["msdyn_scoretrend"] == 1
+    # history keeps every write: the first run's and the changed rows
+    hist = scoring.load_previous(ctx, fold=False)
+    assert hist.set_index("opportunityid").loc[ids[1], "score"] == opps.loc[1, "points"]
+
+
+def test_two_matching_models_choose_the_most_specific_then_newest(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(100), configs=[_config("Broad"), _config("Direct", ["Direct"]),
+                                                        _config("Direct2", ["Direct"])],
+                      published={"Broad": 1, "Direct": 2, "Direct2": 1})
+    plan = scoring.plan_run(ctx)
+    _drain(ctx)
+    by_model = {m["name"]: m["eligible"] for m in plan["models"]}
+    # Direct2 was published after Direct (fake publishedAt follows insertion order) -> it wins ties
+    assert by_model == {"Direct2": 50, "Direct": 0, "Broad": 40}
+    models = {json.loads(r["msdyn_scorereasons"])["model"] for r in ctx.dataverse.rows.values()}
+    assert models == {"Direct2", "Broad"} and len(ctx.dataverse.rows) == 90
+    key = scoring.model_priority
+    a, b = (scoring.PublishedModel(n, 1, _cfg(n), t) for n, t in (("a", "2026-01-01"), ("b", "2026-01-01")))
+    assert sorted([b, a], key=key)[0].name == "a", "same filter and time: by name"
+
+
+def _cfg(name: str) -> Any:
+    from modeling.config import ModelConfig
+
+    return ModelConfig.from_json(_config(name))
+
+
+def test_redelivered_and_resumed_batches_never_write_twice(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx)
+    first = ctx.messages[0]
+    scoring.score_batch(ctx, json.dumps(first))
+    again = scoring.score_batch(ctx, json.dumps(first))  # redelivered
+    assert again["alreadyWritten"] is True and len(ctx.dataverse.calls) == 1
+    ctx.messages.clear()  # "killed": the other messages are lost
+    resumed = scoring.resume_run(ctx, plan["runId"])
+    assert resumed["reenqueued"] == [1, 2]
+    _drain(ctx)
+    assert len(ctx.dataverse.calls) == 3 and len(ctx.dataverse.rows) == plan["eligible"]
+    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
+
+
+def test_a_failing_write_raises_for_the_host_and_releases_the_batch(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(50), configs=[_config("All")], published={"All": 1})
+    scoring.plan_run(ctx)
+    msg = ctx.messages.pop(0)
+    ctx.dataverse.fail = lambda op: 500 if op.body["msdyn_entityid"].endswith("5") else 204
+    with pytest.raises(scoring.BatchFailed):
+        scoring.score_batch(ctx, json.dumps(msg))
+    checkpoint = json.loads(ctx.lake_container.download_blob(
+        f"scoring/runs/{msg['runId']}/batches/00000.json").readall())
+    assert checkpoint["status"] == "pending" and "BatchFailed" in checkpoint["lastError"]
+    ctx.dataverse.fail = None
+    result = scoring.score_batch(ctx, json.dumps(msg))  # the host's retry
+    assert result["written"] == 45 and len(ctx.dataverse.rows) == 45
+
+
+def test_quota_counts_distinct_records_per_month_and_stops_with_a_report(patched: Any,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    ctx = FakeContext(opportunities=_opps(3000), configs=[_config("All")], published={"All": 1}, quota=1500)
+    plan = scoring.plan_run(ctx)
+    _drain(ctx)
+    report = ctx.jobs.get(plan["runId"])["result"]
+    assert report["scored"] == 1500 and report["quotaStopped"] == plan["eligible"] - 1500
+    assert report["quotaReached"] and "quota" in report["message"]
+    assert any("quota" in r.getMessage() for r in caplog.records)
+    assert len(ctx.dataverse.rows) == 1500
+    again = scoring.plan_run(ctx)  # the same records may be rescored this month; no new ones
+    _drain(ctx)
+    rep2 = ctx.jobs.get(again["runId"])["result"]
+    assert rep2["scored"] == 1500 and rep2["written"] == 0 and len(ctx.dataverse.rows) == 1500
+    assert scoring.quota_usage(ctx, plan["month"])["used"] == 1500
+
+
+def test_records_the_model_cannot_score_are_skipped_with_a_reason(patched: Any) -> None:
+    opps = _opps(20)
+    opps.loc[3, "points"] = None
+    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx)
+    _drain(ctx)
+    report = ctx.jobs.get(plan["runId"])["result"]
+    assert report["skipped"] == 1 and report["skipReasons"] == {"points missing": 1}
+    assert report["written"] == plan["eligible"] - 1
+
+
+def test_no_published_model_finishes_an_empty_run(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(20), configs=[_config("Draft")], published={})
+    plan = scoring.plan_run(ctx)
+    assert plan["eligible"] == 0 and not ctx.messages
+    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
+
+
+def test_score_now_answers_a_handful_synchronously(patched: Any) -> None:
+    opps = _opps(30)
+    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    ids = list(opps["opportunityid"][:3]) + [str(uuid.uuid4())]
+    status, body = scoring.score_now(ctx, [i.upper() for i in ids])
+    assert status == 200 and not ctx.messages
+    assert [s["opportunityId"] for s in body["scores"]] == sorted(ids[1:3])
+    assert {s["grade"] for s in body["scores"]} <= set("ABCD") and body["scores"][0]["trend"] == "Not enough info"
+    reasons = {n["opportunityId"]: n["reason"] for n in body["notScored"]}
+    assert reasons[ids[0]] == "not open" and "not in the lake" in reasons[ids[3]]
+    status, body = scoring.score_now(ctx, list(opps["opportunityid"][:25]))
+    assert status == 202 and body["job"]["kind"] == "scoring" and ctx.messages
+
+
+def test_validate_ids_names_the_bad_ones() -> None:
+    from functions.http import BadRequest
+
+    with pytest.raises(BadRequest) as err:
+        scoring.validate_ids(["not-a-guid", str(uuid.uuid4()), 7])
+    assert "not-a-guid" in str(err.value) and "7" in str(err.value)
+    with pytest.raises(BadRequest):
+        scoring.validate_ids([])
+
+
+def test_decide_trend_rules() -> None:
+    assert scoring.decide_trend(None, None, 50, 3) == 3
+    assert scoring.decide_trend(50.0, 3, 50, 3) == 3, "unchanged score keeps the written trend"
+    assert scoring.decide_trend(50.0, 3, 54, 3) == 0
+    assert scoring.decide_trend(50.0, 0, 47, 3) == 1
+    assert scoring.decide_trend(50.0, 1, 46, 3) == 2
+
+
+def test_bad_messages_are_rejected_clearly() -> None:
+    for body in (b"not json", b"[]", b'{"runId": "../x", "batch": 1}', b'{"runId": "a", "batch": -1}'):
+        with pytest.raises(scoring.ScoringError):
+            scoring.parse_message(body)
+
+
+def test_decode_row_for_the_widget() -> None:
+    row = {"msdyn_score": 62, "msdyn_grade": 1, "msdyn_scoretrend": 0, "msdyn_scoredon": "2026-11-26",
+           "msdyn_scorereasons": json.dumps({"model": "M", "version": 3, "positive": [], "negative": []})}
+    out = scoring.decode_dataverse_row("x", row)
+    assert out["grade"] == "B" and out["trend"] == "Improving" and out["model"] == "M@3"
+    assert out["scoredOn"] == "2026-11-26" and out["reasons"]["positive"] == []
