@@ -1,0 +1,127 @@
+"""Leakage guard: attributes whose values reveal the outcome instead of predicting it are excluded,
+with the reason shown per attribute (like the Dynamics insights pane's "why not auto-selected").
+
+Tests, each on the prepared (model-input) values so they see exactly what the model would see:
+1. one-outcome fill: filled on >= 90% of one outcome's deals and <= 10% of the other's
+   (or the fill rates differ by >= 0.8), e.g. a contract number typed in only when a deal is won;
+2. closed vs open: the fill rate differs by >= 0.5 between closed and open records, or the value
+   distribution of a category differs grossly (total variation distance >= 0.6): the value is set
+   when the deal closes, so open deals never look like closed ones (e.g. actual revenue);
+3. near-perfect separation: the attribute alone ranks won above lost with AUC >= 0.97 on closed
+   records (either direction), e.g. an actual value that is 0 exactly when a deal is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from modeling.features import MISSING, prepare
+
+FILL_HIGH = 0.9
+FILL_LOW = 0.1
+FILL_GAP = 0.8
+OPEN_FILL_GAP = 0.5
+OPEN_TVD = 0.6
+AUC_MAX = 0.97
+MIN_OPEN_ROWS = 20
+THRESHOLDS = {
+    "fill_high": FILL_HIGH,
+    "fill_low": FILL_LOW,
+    "fill_gap": FILL_GAP,
+    "open_fill_gap": OPEN_FILL_GAP,
+    "open_tvd": OPEN_TVD,
+    "auc_max": AUC_MAX,
+    "min_open_rows": MIN_OPEN_ROWS,
+}
+
+
+def _filled(values: np.ndarray, kind: str) -> np.ndarray:
+    v = values.ravel()
+    if kind == "category":
+        return np.asarray(v != MISSING)
+    return ~np.isnan(v.astype(float))
+
+
+def _single_auc(values: np.ndarray, kind: str, y: np.ndarray) -> float:
+    v = values.ravel()
+    if kind == "category":
+        s = pd.Series(v.astype(str))
+        rate = pd.Series(y).groupby(s).mean()
+        score = s.map(rate).to_numpy(dtype=float)
+    else:
+        score = v.astype(float)
+        filled = ~np.isnan(score)
+        if filled.any():
+            score = np.where(filled, score, np.nanmin(score) - 1.0)
+        else:
+            return 0.5
+    if len(np.unique(score)) < 2:
+        return 0.5
+    auc = float(roc_auc_score(y, score))
+    return max(auc, 1.0 - auc)
+
+
+def leakage_report(
+    closed: pd.DataFrame, labels: np.ndarray, open_rows: pd.DataFrame, spec: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Per feature: fill rates, single-feature AUC, `excluded` and the `reasons`."""
+    y = np.asarray(labels).astype(int)
+    feed_c = prepare(closed, spec)
+    feed_o = prepare(open_rows, spec) if len(open_rows) else None
+    report: dict[str, dict[str, Any]] = {}
+    for item in spec["features"]:
+        name, kind, label = item["name"], item["kind"], item["label"]
+        vc = feed_c[item["input"]]
+        fc = _filled(vc, kind)
+        fill_won = float(fc[y == 1].mean()) if (y == 1).any() else 0.0
+        fill_lost = float(fc[y == 0].mean()) if (y == 0).any() else 0.0
+        fill_closed = float(fc.mean()) if len(fc) else 0.0
+        reasons: list[str] = []
+        if (max(fill_won, fill_lost) >= FILL_HIGH and min(fill_won, fill_lost) <= FILL_LOW) or abs(
+            fill_won - fill_lost
+        ) >= FILL_GAP:
+            reasons.append(
+                f"{label} is filled on {fill_won:.0%} of won but {fill_lost:.0%} of lost "
+                "deals: it is filled in because of the outcome"
+            )
+        fill_open = None
+        if feed_o is not None and len(open_rows) >= MIN_OPEN_ROWS:
+            vo = feed_o[item["input"]]
+            fo = _filled(vo, kind)
+            fill_open = float(fo.mean())
+            if abs(fill_closed - fill_open) >= OPEN_FILL_GAP:
+                reasons.append(
+                    f"{label} is filled on {fill_closed:.0%} of closed but {fill_open:.0%} of open "
+                    "deals: it is set when a deal closes"
+                )
+            elif kind == "category" and not item.get("presence"):
+                pc = pd.Series(vc.ravel().astype(str)).value_counts(normalize=True)
+                po = pd.Series(vo.ravel().astype(str)).value_counts(normalize=True)
+                tvd = float(0.5 * pc.sub(po, fill_value=0.0).abs().sum())
+                if tvd >= OPEN_TVD:
+                    reasons.append(
+                        f"{label}'s values differ grossly between closed and open deals "
+                        f"(distance {tvd:.2f}): closed deals carry final values"
+                    )
+        auc = _single_auc(vc, kind, y) if len(np.unique(y)) == 2 else 0.5
+        if auc >= AUC_MAX:
+            reasons.append(
+                f"{label} alone separates won from lost almost perfectly (AUC {auc:.3f}): "
+                "it reveals the outcome"
+            )
+        report[name] = {
+            "label": label,
+            "excluded": bool(reasons),
+            "reasons": reasons,
+            "auc": round(auc, 4),
+            "fill_won": round(fill_won, 4),
+            "fill_lost": round(fill_lost, 4),
+            "fill_closed": round(fill_closed, 4),
+            "fill_open": None if fill_open is None else round(fill_open, 4),
+        }
+    return report

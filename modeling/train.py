@@ -1,0 +1,425 @@
+"""Training, model choice, calibration, evaluation and ONNX export.
+
+Splits (time-ordered by close date): test = the most recent 20% of closed records (Dynamics' rule);
+the older 80% is the training part, whose most recent 20% is the validation fold used to choose the
+candidate and its number of boosting iterations and to fit the calibration. The chosen candidate is
+then refitted on the whole training part; the test set is never used for a choice.
+
+Candidates: regularised LogisticRegression on one-hot + scaled numbers, and HistGradientBoosting on
+one-hot features (categorical_features=None: HGB's native categories convert to wrong ONNX,
+stack-pitfalls Q3.2). Calibration: Platt scaling on the logit, fitted on the validation fold (strictly
+monotone, so it keeps the ranking and AUC; a score of 70 means about 70% of such deals were won).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from modeling import insights
+from modeling.config import ModelConfig
+from modeling.dataset import TrainingData
+from modeling.errors import ExportError, InsufficientDataError
+from modeling.features import MISSING, STAGE_COLUMN, build_spec, feed_to_frame, number_inputs, prepare
+from modeling.leakage import leakage_report
+from modeling.scoring import calibrate, raw_probabilities, session
+
+log = logging.getLogger(__name__)
+
+TEST_SHARE = 0.2
+VALID_SHARE = 0.2
+PARITY_TOLERANCE = 1e-4
+DEFAULT_READINESS = (0.75, 0.65)  # AUC >= 0.75 Ready, >= 0.65 OK, else Not ready
+HGB_PARAMS = {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 100, "l2_regularization": 1.0}
+HGB_MAX_ITER = 400
+LR_C = 0.5
+INFLUENCE_SAMPLE = 3000
+ONNX_TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+@dataclass
+class TrainedModel:
+    onnx_bytes: bytes
+    meta: dict[str, Any]
+
+
+def _preprocessor(spec: Mapping[str, Any], scale: bool) -> ColumnTransformer:
+    cats = [f for f in spec["features"] if f["kind"] == "category"]
+    nums = number_inputs(spec)
+    parts: list[tuple[str, Any, list[str]]] = []
+    if cats:
+        parts.append(
+            (
+                "cat",
+                OneHotEncoder(
+                    categories=[list(f["categories"]) for f in cats],
+                    handle_unknown="ignore",
+                    sparse_output=False,
+                    dtype=np.float32,
+                ),
+                [f["input"] for f in cats],
+            )
+        )
+    if nums:
+        num_step: Any = (
+            Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                    ("scale", StandardScaler()),
+                ]
+            )
+            if scale
+            else "passthrough"
+        )
+        parts.append(("num", num_step, nums))
+    return ColumnTransformer(parts, sparse_threshold=0.0)
+
+
+def make_candidate(kind: str, spec: Mapping[str, Any], seed: int, max_iter: int = HGB_MAX_ITER) -> Pipeline:
+    if kind == "logistic_regression":
+        return Pipeline(
+            [("prep", _preprocessor(spec, scale=True)), ("model", LogisticRegression(C=LR_C, max_iter=2000))]
+        )
+    return Pipeline(
+        [
+            ("prep", _preprocessor(spec, scale=False)),
+            (
+                "model",
+                HistGradientBoostingClassifier(
+                    max_iter=max_iter, early_stopping=False, random_state=seed, **HGB_PARAMS
+                ),
+            ),
+        ]
+    )
+
+
+def _fit_platt(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    z = np.log(q / (1 - q)).reshape(-1, 1)
+    if len(np.unique(y)) < 2:
+        return {"method": "platt", "a": 1.0, "b": 0.0}
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(z, y)
+    return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width probability bins."""
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() / len(p) * abs(float(p[m].mean()) - float(y[m].mean()))
+    return float(total)
+
+
+def calibration_table(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        m = idx == b
+        out.append(
+            {
+                "from": b / bins,
+                "to": (b + 1) / bins,
+                "count": int(m.sum()),
+                "mean_predicted": round(float(p[m].mean()), 4) if m.any() else None,
+                "won_rate": round(float(y[m].mean()), 4) if m.any() else None,
+            }
+        )
+    return out
+
+
+def evaluate(p: np.ndarray, y: np.ndarray, readiness: Sequence[float] = DEFAULT_READINESS) -> dict[str, Any]:
+    """Metrics at the F1-optimal threshold (scores above it are predicted won) + AUC, Brier, ECE."""
+    y = y.astype(int)
+    best = (-1.0, 0.5)
+    for thr in np.unique(np.round(p, 2)):
+        pred = p > thr
+        tp = int((pred & (y == 1)).sum())
+        fp = int((pred & (y == 0)).sum())
+        fn = int((~pred & (y == 1)).sum())
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        if f1 > best[0]:
+            best = (f1, float(thr))
+    thr = best[1]
+    pred = p > thr
+    tp = int((pred & (y == 1)).sum())
+    tn = int((~pred & (y == 0)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    n = len(y)
+    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    ready, ok = readiness
+    status = "Ready" if auc >= ready else "OK" if auc >= ok else "Not ready"
+    return {
+        "threshold": round(thr * 100),
+        "accuracy": round((tp + tn) / n, 4) if n else None,
+        "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0,
+        "f1": round(best[0], 4),
+        "conversion_rate": round((tp + fn) / n, 4) if n else None,
+        "confusion_matrix": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
+        "auc": round(auc, 4),
+        "brier": round(float(brier_score_loss(y, p)), 4),
+        "ece": round(ece(p, y), 4),
+        "calibration": calibration_table(p, y),
+        "readiness": status,
+        "readiness_cutoffs": {"ready": ready, "ok": ok},
+        "test_rows": n,
+    }
+
+
+def _best_iterations(model: Pipeline, x_val: pd.DataFrame, y_val: np.ndarray) -> tuple[int, float]:
+    """Number of boosting iterations with the best validation AUC (checked every 10 iterations)."""
+    hgb = model.named_steps["model"]
+    xt = model.named_steps["prep"].transform(x_val)
+    best_auc, best_it = -1.0, hgb.n_iter_
+    for i, proba in enumerate(hgb.staged_predict_proba(xt), start=1):
+        if i % 10 and i != hgb.n_iter_:
+            continue
+        auc = float(roc_auc_score(y_val, proba[:, 1]))
+        if auc > best_auc + 1e-4:
+            best_auc, best_it = auc, i
+    return best_it, best_auc
+
+
+def export_onnx(model: Pipeline, spec: Mapping[str, Any]) -> bytes:
+    inputs: list[tuple[str, Any]] = []
+    for f in spec["features"]:
+        inputs.append(
+            (
+                f["input"],
+                StringTensorType([None, 1]) if f["kind"] == "category" else FloatTensorType([None, 1]),
+            )
+        )
+    onx = convert_sklearn(
+        model, initial_types=inputs, options={id(model): {"zipmap": False}}, target_opset=ONNX_TARGET_OPSET
+    )
+    return bytes(onx.SerializeToString())
+
+
+def train_model(
+    data: TrainingData,
+    config: ModelConfig,
+    *,
+    seed: int = 0,
+    readiness: Sequence[float] = DEFAULT_READINESS,
+    candidates: Sequence[str] | None = None,
+) -> TrainedModel:
+    """Trains, evaluates and exports one version. Raises ExportError when ONNX parity fails."""
+    t0 = time.perf_counter()
+    y_all = np.asarray(data.labels, dtype=int)
+    order = np.argsort(pd.to_datetime(pd.Series(data.closed_at), utc=True).to_numpy(), kind="stable")
+    frame = data.frame.iloc[order].reset_index(drop=True)
+    y_all = y_all[order]
+    closed_at = pd.to_datetime(pd.Series(data.closed_at), utc=True).iloc[order].reset_index(drop=True)
+    n = len(frame)
+    n_test = max(int(np.ceil(n * TEST_SHARE)), 1)
+    n_train = n - n_test
+    n_val = max(int(np.ceil(n_train * VALID_SHARE)), 1)
+    n_fit = n_train - n_val
+    for part, yy in (
+        ("training", y_all[:n_fit]),
+        ("validation", y_all[n_fit:n_train]),
+        ("test", y_all[n_train:]),
+    ):
+        if len(np.unique(yy)) < 2:
+            raise InsufficientDataError(
+                f"the {part} part of the time-ordered split has only one outcome",
+                found={part + "Won": int(yy.sum()), part + "Lost": int((1 - yy).sum())},
+                needed={part + "Won": 1, part + "Lost": 1},
+            )
+    train_frame = frame.iloc[:n_train]
+    stage_app = {s: list(v) for s, v in config.stage_attributes.items()} if config.per_stage else None
+    if stage_app:  # derived features always apply
+        derived = [f["name"] for f in data.features if f.get("derived")]
+        stage_app = {s: list(v) + derived for s, v in stage_app.items()}
+    spec_all = build_spec(train_frame, data.features, stage_applicability=stage_app)
+    leak = leakage_report(train_frame, y_all[:n_train], data.open_frame, spec_all)
+    spec = dict(spec_all)
+    spec["features"] = [f for f in spec_all["features"] if not leak[f["name"]]["excluded"]]
+    if not spec["features"]:
+        raise InsufficientDataError(
+            "every attribute was excluded by the leakage guard",
+            found={"attributes": 0},
+            needed={"attributes": 1},
+        )
+    if config.per_stage:
+        spec["features"].append(
+            {
+                "name": STAGE_COLUMN,
+                "input": "stage",
+                "kind": "category",
+                "label": "Stage",
+                "source": STAGE_COLUMN,
+                "derived": True,
+                "options": None,
+                "presence": False,
+                "categories": sorted(str(s) for s in data.stages) + ["__other__", MISSING],
+            }
+        )
+    feed = prepare(frame, spec)
+    x = feed_to_frame(feed, spec)
+    x_fit, y_fit = x.iloc[:n_fit], y_all[:n_fit]
+    x_val, y_val = x.iloc[n_fit:n_train], y_all[n_fit:n_train]
+
+    kinds = list(candidates or ("logistic_regression", "hist_gradient_boosting"))
+    results: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        t = time.perf_counter()
+        model = make_candidate(kind, spec, seed)
+        model.fit(x_fit, y_fit)
+        iters = None
+        if kind == "hist_gradient_boosting":
+            iters, _ = _best_iterations(model, x_val, y_val)
+            model = make_candidate(kind, spec, seed, max_iter=iters)
+            model.fit(x_fit, y_fit)
+        p_val = model.predict_proba(x_val)[:, 1]
+        results[kind] = {
+            "auc": float(roc_auc_score(y_val, p_val)),
+            "iterations": iters,
+            "p_val": p_val,
+            "seconds": round(time.perf_counter() - t, 2),
+        }
+        log.info(
+            "candidate=%s validation_auc=%.4f seconds=%.1f",
+            kind,
+            results[kind]["auc"],
+            results[kind]["seconds"],
+        )
+    chosen = max(kinds, key=lambda k: results[k]["auc"])
+    cal = _fit_platt(results[chosen]["p_val"], y_val)
+    final = make_candidate(chosen, spec, seed, max_iter=results[chosen]["iterations"] or HGB_MAX_ITER)
+    final.fit(x.iloc[:n_train], y_all[:n_train])
+
+    x_test, y_test = x.iloc[n_train:], y_all[n_train:]
+    p_test_raw = final.predict_proba(x_test)[:, 1]
+    onnx_bytes = export_onnx(final, spec)
+    sess = session(onnx_bytes)
+    test_feed = {k: v[n_train:] for k, v in feed.items()}
+    p_onnx = raw_probabilities(sess, test_feed)
+    diff = float(np.max(np.abs(p_onnx - p_test_raw))) if len(p_onnx) else 0.0
+    if not diff <= PARITY_TOLERANCE:
+        raise ExportError(
+            f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set"
+        )
+    p_test = calibrate(p_test_raw, cal)
+    metrics = evaluate(p_test, y_test, readiness)
+    metrics["auc_uncalibrated"] = round(float(roc_auc_score(y_test, p_test_raw)), 4)
+    metrics["ece_uncalibrated"] = round(ece(p_test_raw, y_test), 4)
+
+    # baselines for reasons + insights
+    for f in spec["features"]:
+        v = feed[f["input"]][:n_train].ravel()
+        if f["kind"] == "category":
+            vals = pd.Series(v[v != MISSING]) if (v != MISSING).any() else pd.Series(v)
+            f["baseline"] = str(vals.mode().iloc[0]) if len(vals) else MISSING
+        else:
+            finite = v[~np.isnan(v)]
+            f["baseline"] = float(np.median(finite)) if len(finite) else 0.0
+            f["bins"] = insights.number_bins(v.astype(float))
+    train_feed = {k: v[:n_train] for k, v in feed.items()}
+    rates = insights.value_win_rates(train_feed, y_all[:n_train], spec)
+    infl, infl_stage = _influence(sess, cal, spec, train_feed, frame.iloc[:n_train], seed)
+    table = insights.influence_table(infl, spec)
+    per_stage = {s: insights.influence_table(v, spec) for s, v in infl_stage.items()}
+    meta: dict[str, Any] = {
+        "format": 1,
+        "model": config.name,
+        "algorithm": chosen,
+        "candidates": {
+            k: {"validation_auc": round(r["auc"], 4), "iterations": r["iterations"], "seconds": r["seconds"]}
+            for k, r in results.items()
+        },
+        "spec": spec,
+        "calibration": cal,
+        "metrics": metrics,
+        "readiness": metrics["readiness"],
+        "onnx_parity_max_diff": diff,
+        "leakage": leak,
+        "excluded_attributes": [k for k, v in leak.items() if v["excluded"]],
+        "insights": {
+            "top_fields": insights.top_fields(table),
+            "influence": table,
+            "per_stage": per_stage,
+            "value_rates": rates,
+        },
+        "value_rates": rates,
+        "grade_ranges": list(config.grade_ranges),
+        "stats": data.stats,
+        "counts": dict(
+            data.counts, training_rows=int(n_train), test_rows=int(n_test), validation_rows=int(n_val)
+        ),
+        "data_range": {
+            "first_close": str(closed_at.iloc[0]),
+            "last_close": str(closed_at.iloc[-1]),
+            "test_from": str(closed_at.iloc[n_train]),
+            "period": data.period,
+        },
+        "per_stage": config.per_stage,
+        "stages": list(data.stages),
+        "seed": seed,
+        "training_seconds": round(time.perf_counter() - t0, 2),
+    }
+    log.info(
+        "model=%s algorithm=%s rows=%d auc=%.4f seconds=%.1f",
+        config.name,
+        chosen,
+        n,
+        metrics["auc"],
+        meta["training_seconds"],
+    )
+    return TrainedModel(onnx_bytes=onnx_bytes, meta=meta)
+
+
+def _influence(
+    sess: Any,
+    cal: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    feed: Mapping[str, np.ndarray],
+    frame: pd.DataFrame,
+    seed: int,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Mean |change in calibrated P| when each attribute is set to its baseline (sampled rows)."""
+    n = len(next(iter(feed.values())))
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n, INFLUENCE_SAMPLE), replace=False))
+    sub = {k: v[idx] for k, v in feed.items()}
+    p0 = calibrate(raw_probabilities(sess, sub), cal)
+    deltas = np.zeros((len(idx), len(spec["features"])))
+    for j, f in enumerate(spec["features"]):
+        g = dict(sub)
+        v = sub[f["input"]]
+        g[f["input"]] = (
+            np.full(v.shape, f["baseline"], dtype=object)
+            if v.dtype == object
+            else np.full_like(v, f["baseline"])
+        )
+        deltas[:, j] = np.abs(p0 - calibrate(raw_probabilities(sess, g), cal))
+    names = [f["name"] for f in spec["features"]]
+    overall = {nm: float(deltas[:, j].mean()) for j, nm in enumerate(names)}
+    per_stage: dict[str, dict[str, float]] = {}
+    if STAGE_COLUMN in frame.columns:
+        stages = frame[STAGE_COLUMN].to_numpy(dtype=object)[idx]
+        for s in pd.unique(stages):
+            if s is None or (isinstance(s, float) and np.isnan(s)):
+                continue
+            m = stages == s
+            per_stage[str(s)] = {nm: float(deltas[m, j].mean()) for j, nm in enumerate(names)}
+    return overall, per_stage
