@@ -23,8 +23,16 @@ class FakeContainer:
         self._upload(name, data, **kw)
         return self.get_blob_client(name)
 
-    def _upload(self, name: str, data: Any, *, overwrite: bool = False, etag: str | None = None,
-                match_condition: Any = None, **_: Any) -> dict[str, str]:
+    def _upload(
+        self,
+        name: str,
+        data: Any,
+        *,
+        overwrite: bool = False,
+        etag: str | None = None,
+        match_condition: Any = None,
+        **_: Any,
+    ) -> dict[str, str]:
         body = data if isinstance(data, bytes) else bytes(data)
         with self._lock:
             if name in self.blobs and not overwrite:
