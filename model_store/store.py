@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import re
 import uuid
@@ -25,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ContentSettings
 
@@ -66,28 +64,10 @@ class LoadedVersion:
     meta: dict[str, Any]
 
 
-class _JsonBlobs(JsonBlobs):
-    """JsonBlobs whose write returns the new ETag. `ContainerClient.upload_blob` returns a BlobClient (not the
-    response dict `JsonBlobs.write` reads), so write through `BlobClient.upload_blob`, which returns it.
-    TODO(lead): fold into connectors/blobs.py (JobStore.create hits the same AttributeError on Azurite)."""
-
-    def write(self, path: str, doc: Any, *, etag: str | None = None, create_only: bool = False) -> str:
-        body = json.dumps(doc, default=str, indent=1).encode()
-        kwargs: dict[str, Any] = {
-            "content_settings": ContentSettings(content_type="application/json"),
-            "overwrite": not create_only,
-        }
-        if etag is not None and not create_only:
-            kwargs["etag"] = etag
-            kwargs["match_condition"] = MatchConditions.IfNotModified
-        result = self.container.get_blob_client(path).upload_blob(body, **kwargs)
-        return str(result.get("etag", ""))
-
-
 class ModelStore:
     def __init__(self, container: ContainerClient, *, clock: Callable[[], dt.datetime] = utcnow):
         self.container = container
-        self.blobs = _JsonBlobs(container)
+        self.blobs = JsonBlobs(container)
         self.clock = clock
 
     # ------------------------------------------------------------------ paths

@@ -86,7 +86,7 @@ def _version_summary(store: ModelStore, ctx: AppContext, name: str, version: int
         "readiness": lifecycle.readiness(
             metrics.get("auc"), ready=ctx.settings.readiness_auc_ready, ok=ctx.settings.readiness_auc_ok
         ),
-        "topFields": insights.get("top5") or insights.get("topFields"),
+        "topFields": insights.get("top_fields"),
         "counts": meta.get("counts"),
     }
 

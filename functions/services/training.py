@@ -82,12 +82,15 @@ def build_training_data(ctx: AppContext, config_doc: dict[str, Any], now: dt.dat
 # ---------------------------------------------------------------------------------------------- training
 
 
-def train_model(data: Any, config_doc: dict[str, Any], *, seed: int = 0) -> Any:
+def train_model(
+    data: Any, config_doc: dict[str, Any], *, seed: int = 0, readiness: tuple[float, float] | None = None
+) -> Any:
     """modeling.train.train_model on a stored configuration -> TrainedModel(onnx_bytes, meta, ...)."""
     from modeling.config import ModelConfig
+    from modeling.train import DEFAULT_READINESS
     from modeling.train import train_model as fit
 
-    return fit(data, ModelConfig.from_json(config_doc), seed=seed)
+    return fit(data, ModelConfig.from_json(config_doc), seed=seed, readiness=readiness or DEFAULT_READINESS)
 
 
 def scorer(onnx: bytes, meta: dict[str, Any]) -> Any:
@@ -131,7 +134,8 @@ def train(
     store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=now.isoformat())
     try:
         data = build_training_data(ctx, config_doc, now)
-        trained = train_model(data, config_doc, seed=seed)
+        cutoffs = (ctx.settings.readiness_auc_ready, ctx.settings.readiness_auc_ok)
+        trained = train_model(data, config_doc, seed=seed, readiness=cutoffs)
         meta = dict(trained.meta)
         meta.update(
             {
@@ -139,9 +143,9 @@ def train(
                 "reason": reason,
                 "actor": actor,
                 "jobId": job_id,
-                "counts": data.counts,
+                "counts": meta.get("counts") or data.counts,
                 "config": {k: v for k, v in config_doc.items() if k not in _STATUS_FIELDS},
-                "trainingSeconds": round(time.perf_counter() - started, 2),
+                "pipelineSeconds": round(time.perf_counter() - started, 2),
             }
         )
         version = store.save_version(name, trained.onnx_bytes, meta)
@@ -169,7 +173,7 @@ def train(
                 "jobId": job_id,
                 "auc": info["auc"],
                 "counts": data.counts,
-                "seconds": meta["trainingSeconds"],
+                "seconds": meta["pipelineSeconds"],
             },
         )
         log.info(
@@ -213,12 +217,19 @@ _STATUS_FIELDS = frozenset(
 )
 
 
-def _test_rows(data: Any, trained: Any) -> np.ndarray | None:
-    """Positions of the new version's test records in data.frame (TrainedModel.test_index)."""
+def _test_rows(data: Any, trained: Any) -> np.ndarray:
+    """Positions in data.frame of the new version's test records: `TrainedModel.test_index` when modeling
+    provides it, else the most recent TEST_SHARE of rows by close time (modeling.train's split rule).
+    TODO(modeling): expose test_index on TrainedModel so this fallback can go."""
     index = getattr(trained, "test_index", None)
-    if index is None:
-        return None
-    return np.asarray(index)
+    if index is not None:
+        return np.asarray(index)
+    from modeling.train import TEST_SHARE
+
+    closed = pd.to_datetime(pd.Series(data.closed_at), utc=True).to_numpy()
+    order = np.argsort(closed, kind="stable")
+    n_test = max(int(np.ceil(len(order) * TEST_SHARE)), 1)
+    return order[len(order) - n_test :]
 
 
 def _auto_publish(
@@ -236,10 +247,10 @@ def _auto_publish(
             current.meta.get("trainedAt") or current.meta.get("createdAt")
         )
         rows = _test_rows(data, trained)
-        if rows is not None and len(rows):
+        if len(rows):
             frame = data.frame.iloc[rows].reset_index(drop=True)
             labels = np.asarray(data.labels)[rows]
-            scored = scorer(current.onnx, current.meta).score(frame)
+            scored = scorer(current.onnx, current.meta).score(frame, with_reasons=False)
             column = "probability" if "probability" in scored.columns else "score"
             current_auc = _auc(labels, scored[column].to_numpy(dtype=float))
     except Exception as exc:  # noqa: BLE001 - a broken current version must not block the decision

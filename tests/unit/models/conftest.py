@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from connectors.blobs import JsonBlobs
 from connectors.jobs import JobStore
 from functions.app_context import AppContext, set_context
 from functions.services import training
 from functions.settings import load_settings
-from model_store.store import ModelStore, _JsonBlobs
+from model_store.store import ModelStore
 from modeling.errors import InsufficientDataError
 from tests.conftest import registry
 from tests.unit.models.fakes import FakeContainer
@@ -104,14 +105,17 @@ class Domain:
         frame = pd.DataFrame({"opportunityid": [f"o{i}" for i in range(n)], "x": labels.astype(float)})
         return SimpleNamespace(frame=frame, labels=labels, counts={"won": self.won, "lost": self.lost})
 
-    def train(self, data: Any, config_doc: dict[str, Any], *, seed: int = 0) -> Any:
+    def train(self, data: Any, config_doc: dict[str, Any], *, seed: int = 0, **_: Any) -> Any:
         if self.fail_with is not None:
             raise self.fail_with
         self.trained += 1
         auc = self.aucs.pop(0) if self.aucs else 0.8
         meta = {
             "metrics": {"auc": auc, "accuracy": 0.7, "f1": 0.6, "brier": 0.2},
-            "insights": {"top5": ["budgetstatus"], "attributes": {"budgetstatus": {"influence": "high"}}},
+            "insights": {
+                "top_fields": ["budgetstatus"],
+                "attributes": {"budgetstatus": {"influence": "high"}},
+            },
             "leakage": {"excluded": []},
         }
         return SimpleNamespace(
@@ -122,7 +126,7 @@ class Domain:
         domain = self
 
         class _Scorer:
-            def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+            def score(self, frame: pd.DataFrame, **_: Any) -> pd.DataFrame:
                 probs = domain.old_scores if domain.old_scores is not None else frame["x"].to_numpy()
                 return pd.DataFrame(
                     {"opportunityid": frame["opportunityid"], "probability": probs[: len(frame)]}
@@ -144,7 +148,7 @@ def domain(monkeypatch: pytest.MonkeyPatch) -> Domain:
 def ctx(domain: Domain) -> Iterator[AppContext]:
     context = AppContext(load_settings(ENV))
     context.__dict__["model_store"] = ModelStore(FakeContainer())  # type: ignore[arg-type]
-    context.__dict__["jobs"] = JobStore(_JsonBlobs(FakeContainer()))  # type: ignore[arg-type]
+    context.__dict__["jobs"] = JobStore(JsonBlobs(FakeContainer()))  # type: ignore[arg-type]
     context.__dict__["lake"] = FakeLake()
     queue = FakeQueue()
     context.queue = lambda name: queue  # type: ignore[method-assign]

@@ -279,7 +279,7 @@ def test_performance_and_insights_by_version(ctx, domain):
     assert call("model_performance", route={"name": "M1"}, params={"version": "7"})[0] == 404
     assert call("model_performance", route={"name": "M1"}, params={"version": "x"})[0] == 400
     status, body, _ = call("model_insights", route={"name": "M1"}, params={"version": "1"})
-    assert status == 200 and body["insights"]["top5"] == ["budgetstatus"]
+    assert status == 200 and body["insights"]["top_fields"] == ["budgetstatus"]
     status, body, _ = call("model_audit", route={"name": "M1"})
     assert status == 200 and {e["action"] for e in body["entries"]} >= {"create", "train", "train-requested"}
 
