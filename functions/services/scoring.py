@@ -243,39 +243,44 @@ def clear_model_cache() -> None:
         _model_cache.clear()
 
 
-LAKE_TABLES = ("opportunity", "account", "systemuser", "opportunitysalesprocess", "processstage", "workflow")
-
-
 def read_lake_inputs(ctx: Any) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dt.datetime]:
-    """The lake's current tables as pandas, the metadata, and the snapshot time ("as of")."""
+    """The lake's current tables as pandas (the training service's readers), the metadata, and "as of"."""
+    from functions.services.training import load_metadata, load_tables
+
     lake = ctx.lake
-    tables = {name: lake.read_current(name).to_pandas() for name in LAKE_TABLES}
-    try:  # stage entry times for time-in-stage when the BPF instance lacks them
+    tables = load_tables(lake, history=False)
+    try:  # stage entry times for time-in-stage when the BPF instance lacks them (3 columns, not all)
         hist = lake.read_history("opportunity", columns=["opportunityid", "stepname", "modifiedon"])
         tables["opportunity_history"] = hist.to_pandas()
     except Exception as exc:  # noqa: BLE001 - optional input; the dataset code works without it
         log.info("opportunity history not used for scoring: %s", type(exc).__name__)
-    attributes = {t: lake.read_json(f"metadata/attributes/{t}.json") or [] for t in ("opportunity", "account")}
-    metadata = {
-        "attributes": attributes,
-        "optionsets": lake.read_json("metadata/optionsets.json") or {},
-        "processes": lake.read_json("metadata/processes.json") or [],
-    }
-    as_of = _snapshot_time(lake)
-    return tables, metadata, as_of
+    return tables, load_metadata(lake), snapshot_time(lake, tables)
 
 
-def _snapshot_time(lake: Any) -> dt.datetime:
-    """When the lake's opportunity view was last synced (so reruns between syncs see the same 'now')."""
+def snapshot_time(lake: Any, tables: Mapping[str, pd.DataFrame]) -> dt.datetime:
+    """The moment the lake's data describes: the later of the opportunity manifest's sync time and the
+    newest createdon/modifiedon in the data. Derived features (days open, days in stage) are measured
+    to it, so two runs over the same snapshot give the same scores (and write nothing the second time),
+    and an org whose clock runs ahead (the mock after /_mock/simulate) still has its new rows eligible."""
+    candidates: list[pd.Timestamp] = []
     manifest = lake.read_json("tables/opportunity/manifest.json") or {}
-    raw = manifest.get("updated_at") if isinstance(manifest, Mapping) else None
-    if raw:
-        try:
-            t = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-            return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-        except ValueError:
-            log.warning("lake manifest has an unreadable updated_at %r; using the clock", raw)
-    return _utcnow()
+    for key in ("updated_at", "synced_at", "server_time"):
+        raw = manifest.get(key) if isinstance(manifest, Mapping) else None
+        if raw:
+            t = pd.to_datetime(str(raw), utc=True, errors="coerce")
+            if not pd.isna(t):
+                candidates.append(t)
+                break
+    for table, cols in (("opportunity", ("createdon", "modifiedon")), ("opportunitysalesprocess", ("modifiedon",))):
+        frame = tables.get(table)
+        for col in cols:
+            if frame is not None and col in frame.columns and len(frame):
+                t = pd.to_datetime(frame[col], utc=True, errors="coerce").max()
+                if not pd.isna(t):
+                    candidates.append(t)
+    if not candidates:
+        return _utcnow()
+    return max(candidates).to_pydatetime()
 
 
 def build_scoring_frame(

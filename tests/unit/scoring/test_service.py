@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from functions.services import scoring
-from tests.unit.scoring.fakes import FakeContext, FakeScorer
+from tests.unit.scoring.fakes import FakeContext
 
 
 def _ids(n: int, seed: int = 0) -> list[str]:
@@ -32,29 +32,6 @@ def _opps(n: int, *, channel: list[str] | None = None) -> pd.DataFrame:
 def _config(name: str, filter_values: list[str] | None = None, bpf: str | None = None) -> dict[str, Any]:
     return {"name": name, "filterColumn": "new_channel" if filter_values else None,
             "filterValues": filter_values or [], "businessProcessFlow": bpf, "gradeRanges": [75, 50, 25]}
-
-
-@pytest.fixture
-def patched(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeScorer]:
-    """Eligibility = open + the model's filter; scores from the `points` column."""
-    scorers: dict[str, FakeScorer] = {}
-
-    def build(tables: Any, metadata: Any, model: scoring.PublishedModel, now: Any, scorer: Any,
-              opportunity_ids: Any = None) -> tuple[pd.DataFrame, dict[str, int]]:
-        opp = tables["opportunity"]
-        keep = opp["statecode"] == 0
-        if model.config.filter_column:
-            keep &= opp[model.config.filter_column].isin(model.config.filter_values)
-        if opportunity_ids is not None:
-            keep &= opp["opportunityid"].isin(opportunity_ids)
-        return opp.loc[keep, ["opportunityid", "points", "new_channel"]].reset_index(drop=True), {}
-
-    def load(ctx: Any, name: str, version: int) -> FakeScorer:
-        return scorers.setdefault(f"{name}@{version}", FakeScorer(name, version))
-
-    monkeypatch.setattr(scoring, "build_scoring_frame", build)
-    monkeypatch.setattr(scoring, "load_scorer", load)
-    return scorers
 
 
 def _drain(ctx: FakeContext) -> list[dict[str, Any]]:
