@@ -87,9 +87,10 @@ class FakeLake:
         for path, doc in (metadata or {}).items():
             self.json.write(path, doc)
 
-    def read_current(self, table: str, columns: list[str] | None = None) -> pa.Table:
+    def read_current(self, table: str, columns: list[str] | None = None) -> Any:
+        """Frames as given (bad values of mixed types included, as a sync of a messy org could hand over)."""
         frame = self.tables.get(table, pd.DataFrame())
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        return SimpleNamespace(to_pandas=lambda: frame.copy())
 
     def read_history(self, table: str, columns: list[str] | None = None) -> pa.Table:
         raise FileNotFoundError("no history in the fake lake")
@@ -123,9 +124,12 @@ class FakeStore:
     def get_alias(self, name: str) -> dict[str, Any]:
         return dict(self.aliases.get(name, {"published": None, "publishedAt": None}))
 
+    artifacts: dict[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
+
     def load_version(self, name: str, version: int) -> Any:
         self.loads += 1
-        return SimpleNamespace(name=name, version=version, onnx=b"onnx", meta={"name": name, "version": version})
+        onnx, meta = self.artifacts.get(f"{name}@{version}", (b"onnx", {"name": name, "version": version}))
+        return SimpleNamespace(name=name, version=version, onnx=onnx, meta=meta)
 
 
 @dataclass
@@ -203,10 +207,20 @@ class FakeSettings:
 
 
 class FakeContext:
-    def __init__(self, *, opportunities: pd.DataFrame, configs: list[dict[str, Any]],
-                 published: dict[str, int], quota: int | None = None):
+    def __init__(self, *, opportunities: pd.DataFrame | None = None, configs: list[dict[str, Any]],
+                 published: dict[str, int], quota: int | None = None,
+                 tables: dict[str, pd.DataFrame] | None = None, metadata: dict[str, Any] | None = None):
         self.lake_container = FakeContainer()
-        self.lake = FakeLake(self.lake_container, {"opportunity": opportunities})
+        tables = dict(tables or {})
+        if opportunities is not None:
+            tables["opportunity"] = opportunities
+        docs: dict[str, Any] = {}
+        if metadata:
+            for t, attrs in metadata["attributes"].items():
+                docs[f"metadata/attributes/{t}.json"] = attrs
+            docs["metadata/optionsets.json"] = metadata["optionsets"]
+            docs["metadata/processes.json"] = metadata["processes"]
+        self.lake = FakeLake(self.lake_container, tables, docs)
         self.model_store = FakeStore(configs, {n: {"published": v, "publishedAt": f"2026-01-0{i + 1}T00:00:00+00:00"}
                                                for i, (n, v) in enumerate(published.items())})
         self.dataverse = FakeDataverse()
