@@ -32,12 +32,24 @@ OUT_DIR = ROOT / "bench" / "out"
 DATASETS_DIR = ROOT.parent / "shared" / "datasets"
 ECE_BINS = 10
 LIBRARIES = (
-    "numpy", "pandas", "scikit-learn", "scipy", "onnx", "onnxruntime", "skl2onnx", "pyarrow",
-    "azure-functions", "azure-storage-blob", "msal", "requests", "matplotlib",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "onnx",
+    "onnxruntime",
+    "skl2onnx",
+    "pyarrow",
+    "azure-functions",
+    "azure-storage-blob",
+    "msal",
+    "requests",
+    "matplotlib",
 )
 
 
 # ---------------------------------------------------------------- repetitions and the JSON shape
+
 
 @dataclass(frozen=True)
 class Stat:
@@ -73,8 +85,15 @@ def result(
     metric: str, value: float | None, unit: str, *, reps: int = 1, spread: float = 0.0, note: str = ""
 ) -> dict[str, Any]:
     v = None if value is None or not np.isfinite(value) else float(value)
-    return {"metric": metric, "value": v, "unit": unit, "reps": reps, "median": v,
-            "spread": float(spread), "note": note}
+    return {
+        "metric": metric,
+        "value": v,
+        "unit": unit,
+        "reps": reps,
+        "median": v,
+        "spread": float(spread),
+        "note": note,
+    }
 
 
 def stat_result(metric: str, stat: Stat, unit: str, note: str = "") -> dict[str, Any]:
@@ -89,9 +108,14 @@ def comparison(
         ratio = ours / naive if naive else float("nan")
     else:
         ratio = naive / ours if ours else float("nan")
-    return {"what": what, "ours": float(ours), "naive": float(naive), "unit": unit,
-            "ratio": None if not np.isfinite(ratio) else round(float(ratio), 4),
-            "higher_is_better": higher_is_better}
+    return {
+        "what": what,
+        "ours": float(ours),
+        "naive": float(naive),
+        "unit": unit,
+        "ratio": None if not np.isfinite(ratio) else round(float(ratio), 4),
+        "higher_is_better": higher_is_better,
+    }
 
 
 def emit(
@@ -102,8 +126,13 @@ def emit(
     **extra: Any,
 ) -> dict[str, Any]:
     """Prints the one JSON line the runner collects, and returns it."""
-    doc = {"name": name, "params": params, "results": list(results), "comparisons": list(comparisons),
-           **extra}
+    doc = {
+        "name": name,
+        "params": params,
+        "results": list(results),
+        "comparisons": list(comparisons),
+        **extra,
+    }
     sys.stdout.write(json.dumps(doc, default=_json_default) + "\n")
     sys.stdout.flush()
     return doc
@@ -142,6 +171,7 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------- machine facts
 
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
@@ -150,8 +180,11 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "libraries": {},
-        "blas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
-                     if k in os.environ},
+        "blas_env": {
+            k: os.environ[k]
+            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
+            if k in os.environ
+        },
     }
     for name in LIBRARIES:
         try:
@@ -183,6 +216,7 @@ def _memory_gib() -> float | None:
 
 # ---------------------------------------------------------------- quality metrics
 
+
 def _check(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
     ya = np.asarray(y).astype(int).ravel()
     pa = np.asarray(p, dtype=float).ravel()
@@ -206,8 +240,15 @@ def calibration_table(y: Any, p: Any, bins: int = ECE_BINS) -> list[dict[str, fl
         mask = idx == b
         n = int(mask.sum())
         if n:
-            table.append({"lo": b / bins, "hi": (b + 1) / bins, "n": n,
-                          "mean_p": float(pa[mask].mean()), "won_rate": float(ya[mask].mean())})
+            table.append(
+                {
+                    "lo": b / bins,
+                    "hi": (b + 1) / bins,
+                    "n": n,
+                    "mean_p": float(pa[mask].mean()),
+                    "won_rate": float(ya[mask].mean()),
+                }
+            )
     return table
 
 
@@ -256,8 +297,15 @@ def evaluate(y: Any, p: Any, threshold: float) -> dict[str, float]:
     }
 
 
-HIGHER_IS_BETTER = {"auc": True, "brier": False, "ece": False, "precision": True, "recall": True, "f1": True,
-                    "accuracy": True}
+HIGHER_IS_BETTER = {
+    "auc": True,
+    "brier": False,
+    "ece": False,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "accuracy": True,
+}
 
 
 def ratio_to_best(ours: float, peers: Sequence[float], metric: str) -> tuple[float | None, int | None]:

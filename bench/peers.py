@@ -115,8 +115,9 @@ class PlainLogisticRegression(_SklearnPeer):
         if self.nums:
             numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
             parts.append(("num", numeric, self.nums))
-        return Pipeline([("prep", ColumnTransformer(parts)),
-                         ("lr", LogisticRegression(max_iter=2000, random_state=seed))])
+        return Pipeline(
+            [("prep", ColumnTransformer(parts)), ("lr", LogisticRegression(max_iter=2000, random_state=seed))]
+        )
 
 
 class PlainHistGradientBoosting(_SklearnPeer):
@@ -135,13 +136,18 @@ class PlainHistGradientBoosting(_SklearnPeer):
         parts: list[tuple[str, Any, list[str]]] = []
         if self.cats:
             # max_categories keeps each feature within HGB's 255-bin limit (rare values grouped).
-            enc = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
-                                 encoded_missing_value=np.nan, max_categories=250)
+            enc = OrdinalEncoder(
+                handle_unknown="use_encoded_value",
+                unknown_value=np.nan,
+                encoded_missing_value=np.nan,
+                max_categories=250,
+            )
             parts.append(("cat", enc, self.cats))
         if self.nums:
             parts.append(("num", "passthrough", self.nums))
-        hgb = HistGradientBoostingClassifier(categorical_features=list(range(len(self.cats))) or None,
-                                             random_state=seed)
+        hgb = HistGradientBoostingClassifier(
+            categorical_features=list(range(len(self.cats))) or None, random_state=seed
+        )
         return Pipeline([("prep", ColumnTransformer(parts)), ("hgb", hgb)])
 
 
@@ -195,8 +201,10 @@ class OdooNaiveBayes:
                 continue
             frame = pd.DataFrame({"v": s[known].to_numpy(), "y": ya[known]})
             grouped = frame.groupby("v")["y"].agg(["sum", "count"])
-            table = {str(v): (float(r["sum"]) + self.smoothing, float(r["count"] - r["sum"]) + self.smoothing)
-                     for v, r in grouped.iterrows()}
+            table = {
+                str(v): (float(r["sum"]) + self.smoothing, float(r["count"] - r["sum"]) + self.smoothing)
+                for v, r in grouped.iterrows()
+            }
             self.counts[col] = table
             self.totals[col] = (sum(w for w, _ in table.values()), sum(lo for _, lo in table.values()))
         return self

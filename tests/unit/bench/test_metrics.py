@@ -55,8 +55,13 @@ def test_evaluate_by_hand() -> None:
 
 @pytest.mark.parametrize(
     ("y", "p", "message"),
-    [([1, 0], [0.5], "differ in length"), ([], [], "no records"), ([1, 0], [0.5, 1.2], "within"),
-     ([1, 2], [0.5, 0.5], "labels"), ([1, 0], [np.nan, 0.1], "finite")],
+    [
+        ([1, 0], [0.5], "differ in length"),
+        ([], [], "no records"),
+        ([1, 0], [0.5, 1.2], "within"),
+        ([1, 2], [0.5, 0.5], "labels"),
+        ([1, 0], [np.nan, 0.1], "finite"),
+    ],
 )
 def test_bad_input_gets_a_clear_error(y: list, p: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -83,8 +88,9 @@ def test_measure_and_stat() -> None:
 
 
 def test_emit_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
-    common.emit("x", {"size": 1}, [common.result("m", np.float64(1.5), "s")],
-                [common.comparison("c", 2, 1, "rows/s")])
+    common.emit(
+        "x", {"size": 1}, [common.result("m", np.float64(1.5), "s")], [common.comparison("c", 2, 1, "rows/s")]
+    )
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     doc = json.loads(out)

@@ -45,15 +45,17 @@ def _planted(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     amount = rng.lognormal(10, 1, n)
     logit = np.where(region == "north", 1.5, -0.5) - 0.5 * (np.log(amount) - 10)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    X = pd.DataFrame({"region": pd.Series(region, dtype="str"), "amount": amount,
-                      "flag": rng.random(n) < 0.5})
+    X = pd.DataFrame(
+        {"region": pd.Series(region, dtype="str"), "amount": amount, "flag": rng.random(n) < 0.5}
+    )
     X.loc[X.sample(frac=0.1, random_state=seed).index, "region"] = np.nan
     X.loc[X.sample(frac=0.1, random_state=seed + 1).index, "amount"] = np.nan
     return X, y
 
 
-@pytest.mark.parametrize("make", [peers.PlainLogisticRegression, peers.PlainHistGradientBoosting,
-                                  peers.OdooNaiveBayes])
+@pytest.mark.parametrize(
+    "make", [peers.PlainLogisticRegression, peers.PlainHistGradientBoosting, peers.OdooNaiveBayes]
+)
 def test_every_peer_learns_planted_signal_and_survives_unseen_values(make: type) -> None:
     X, y = _planted(3000, 1)
     Xt, yt = _planted(1000, 2)
