@@ -649,42 +649,51 @@ class DataverseClient:
         return out
 
     def processes(self, primary_entity: str = "opportunity") -> list[dict[str, Any]]:
-        """Business process flows of a table with their stages, ordered by stage category."""
-        from connectors.odata import filter_eq, guid
+        """Business process flows of a table with their stages (see `processes_from_rows`)."""
+        from connectors.odata import filter_eq
 
-        flows: list[dict[str, Any]] = []
-        for page in self.iter_pages("workflows", filter=filter_eq("category", 4)):
-            flows.extend(page.rows)
-        out: list[dict[str, Any]] = []
-        for wf in flows:
-            if wf.get("primaryentity") not in (None, primary_entity):
-                continue
-            stages: list[dict[str, Any]] = []
-            for page in self.iter_pages(
-                "processstages", filter=filter_eq("_processid_value", guid(wf["workflowid"]))
-            ):
-                stages.extend(page.rows)
-            stages.sort(
-                key=lambda s: (s.get("stagecategory") is None, s.get("stagecategory"), s.get("stagename"))
+        flows = [r for p in self.iter_pages("workflows", filter=filter_eq("category", 4)) for r in p.rows]
+        stages = [r for p in self.iter_pages("processstages") for r in p.rows]
+        return processes_from_rows(flows, stages, primary_entity)
+
+
+def processes_from_rows(
+    workflows: Sequence[Mapping[str, Any]], stages: Sequence[Mapping[str, Any]], primary_entity: str
+) -> list[dict[str, Any]]:
+    """BPFs (workflow rows of category 4) for `primary_entity` with their processstage rows, stages ordered
+    by stage category then name: [{"workflowid","name","uniquename","stages":[{"processstageid",
+    "stagename","stagecategory","order"}]}]."""
+    out: list[dict[str, Any]] = []
+    for wf in workflows:
+        if wf.get("category") not in (None, 4) or wf.get("primaryentity") not in (None, primary_entity):
+            continue
+        wid = str(wf.get("workflowid") or "").lower()
+        mine = [s for s in stages if str(s.get("_processid_value") or "").lower() == wid]
+        mine.sort(
+            key=lambda s: (
+                s.get("stagecategory") is None,
+                s.get("stagecategory") or 0,
+                s.get("stagename") or "",
             )
-            out.append(
-                {
-                    "workflowid": wf.get("workflowid"),
-                    "name": wf.get("name"),
-                    "uniquename": wf.get("uniquename"),
-                    "statecode": wf.get("statecode"),
-                    "stages": [
-                        {
-                            "processstageid": s.get("processstageid"),
-                            "stagename": s.get("stagename"),
-                            "stagecategory": s.get("stagecategory"),
-                            "order": i,
-                        }
-                        for i, s in enumerate(stages)
-                    ],
-                }
-            )
-        return out
+        )
+        out.append(
+            {
+                "workflowid": wf.get("workflowid"),
+                "name": wf.get("name"),
+                "uniquename": wf.get("uniquename"),
+                "statecode": wf.get("statecode"),
+                "stages": [
+                    {
+                        "processstageid": s.get("processstageid"),
+                        "stagename": s.get("stagename"),
+                        "stagecategory": s.get("stagecategory"),
+                        "order": i,
+                    }
+                    for i, s in enumerate(mine)
+                ],
+            }
+        )
+    return out
 
 
 _LOOKUP_TYPES = frozenset({"Lookup", "Owner", "Customer"})

@@ -219,9 +219,10 @@ class PartWriter:
         self._part_rows += table.num_rows
         self.rows += table.num_rows
         if self._part_rows >= self.max_rows:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Upload the part being written (if any); the next write starts a new part."""
         if self._writer is None:
             return
         self._writer.close()
@@ -244,7 +245,7 @@ class PartWriter:
 
     def close(self) -> list[str]:
         """Upload what remains; return the part paths (none when nothing was written)."""
-        self._flush()
+        self.flush()
         return list(self.parts)
 
     def abort(self) -> None:

@@ -1,0 +1,628 @@
+"""Dataverse -> lake sync: metadata, full and incremental (change-tracked) table syncs, reports, the sync
+lease and retention.
+
+One run, under the lease `locks/sync.lock`:
+1. metadata: entity set names, attributes (-> Arrow schema) and option-set labels of every table;
+2. per table, stage new Parquet parts: rows that are new or changed (by `@odata.etag`) go to a history
+   partition with `_synced_at`/`_deleted`, and a new compacted current view is built;
+3. swap every table's manifest (ETag-conditioned; the delta link is stored in the manifest, so data and
+   link move together), write `metadata/processes.json`, the report and `state/sync.json`.
+A run killed at any point leaves the previous manifests untouched (or some tables already at the new
+version, each consistent with its own delta link); the next run removes unlisted parts and resumes from
+the delta links the manifests hold, so nothing is duplicated and nothing is missed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.dataverse import (
+    DataverseBadRequest,
+    DataverseClient,
+    DataverseNotFound,
+    Page,
+    processes_from_rows,
+)
+from connectors.lake import (
+    DELETED,
+    ETAG_COLUMN,
+    SYNCED_AT,
+    TIMESTAMP,
+    Lake,
+    LeaseBusy,
+    conform,
+    history_schema,
+    rows_to_table,
+    schema_from_attributes,
+    schema_to_json,
+)
+from connectors.odata import filter_eq
+
+log = logging.getLogger(__name__)
+
+RETENTION_DAYS = 30
+LEASE_NAME = "sync"
+# Prefixes kept by the retention purge: job records and the purge marker itself are not org data.
+_PURGE_KEEP = ("jobs/", "locks/", "retention/")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table to sync: logical name, whether to use change tracking, an optional server-side filter."""
+
+    logical: str
+    track_changes: bool = True
+    filter: str | None = None
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec("opportunity"),
+    TableSpec("account"),
+    TableSpec("systemuser"),
+    TableSpec("opportunitysalesprocess"),
+    # Small tables: a full read each run (change tracking is often off for them, and filters are not
+    # allowed with it); the comparison with the current view still yields exact new/changed/deleted.
+    TableSpec("processstage", track_changes=False),
+    TableSpec("workflow", track_changes=False, filter=filter_eq("category", 4)),
+)
+
+
+class SyncRefused(Exception):
+    """The org is expired or deleted: no sync runs (status 409)."""
+
+    status = 409
+    code = "OrgNotActive"
+
+
+@dataclass
+class TableResult:
+    table: str
+    mode: str
+    manifest: dict[str, Any]
+    etag: str | None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _history_rows(table: pa.Table, synced_at: dt.datetime, deleted: bool) -> pa.Table:
+    n = table.num_rows
+    table = table.append_column(pa.field(SYNCED_AT, TIMESTAMP), pa.array([synced_at] * n, type=TIMESTAMP))
+    return table.append_column(pa.field(DELETED, pa.bool_()), pa.array([deleted] * n, type=pa.bool_()))
+
+
+def _deletion_rows(ids: Sequence[str], key: str, schema: pa.Schema, synced_at: dt.datetime) -> pa.Table:
+    base = conform(pa.table({key: pa.array(list(ids), type=pa.string())}), schema)
+    return _history_rows(base, synced_at, True)
+
+
+def _not_in(table: pa.Table, key: str, ids: set[str]) -> pa.Table:
+    if not ids or table.num_rows == 0:
+        return table
+    mask = pc.invert(pc.is_in(table.column(key), value_set=pa.array(list(ids), type=pa.string())))
+    return table.filter(mask)
+
+
+# ---------------------------------------------------------------------------------------------- one table
+class TableSync:
+    """Stages one table's new version (parts uploaded, manifest not yet swapped)."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        client: DataverseClient,
+        spec: TableSpec,
+        *,
+        entity_set: str,
+        key: str,
+        attributes: list[dict[str, Any]],
+        synced_at: dt.datetime,
+        run_id: str,
+        full: bool,
+        page_size: int,
+        max_rows_per_part: int,
+    ):
+        self.lake, self.client, self.spec = lake, client, spec
+        self.entity_set, self.key = entity_set, key
+        self.schema = schema_from_attributes(attributes, key=key)
+        if key not in self.schema.names:
+            self.schema = pa.schema([pa.field(key, pa.string()), *self.schema])
+        self.select = [n for n in self.schema.names if n != ETAG_COLUMN]
+        self.synced_at, self.run_id = synced_at, run_id
+        self.full, self.page_size, self.max_rows = full, page_size, max_rows_per_part
+        self.staged: set[str] = set()  # ids whose new version went to history in this run
+        self.stats: dict[str, Any] = {
+            "fetched": 0,
+            "new": 0,
+            "changed": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "pages": 0,
+        }
+
+    def _pages(self, manifest: dict[str, Any] | None) -> tuple[str, Iterator[Page]]:
+        link = (manifest or {}).get("delta_link")
+        if not self.full and self.spec.track_changes and link:
+            return "incremental", self.client.iter_delta(link, page_size=self.page_size)
+        return "full", self._full_pages()
+
+    def _full_pages(self) -> Iterator[Page]:
+        kwargs: dict[str, Any] = {
+            "filter": self.spec.filter,
+            "track_changes": self.spec.track_changes,
+            "page_size": self.page_size,
+        }
+        try:
+            first = True
+            for page in self.client.iter_pages(self.entity_set, select=self.select, **kwargs):
+                first = False
+                yield page
+        except DataverseBadRequest as exc:
+            if not first:
+                raise
+            # A column the metadata lists but the server will not select: read every column instead.
+            log.warning("sync %s: $select refused (%s); reading all columns", self.spec.logical, exc.code)
+            yield from self.client.iter_pages(self.entity_set, **kwargs)
+
+    def run(self) -> TableResult:
+        t0 = time.perf_counter()
+        table = self.spec.logical
+        manifest, etag = self.lake.manifest_with_etag(table)
+        self.lake.collect_garbage(table)
+        old: dict[str, str | None] = {}
+        if manifest:
+            for batch in self.lake.iter_current_batches(table, manifest, columns=[self.key, ETAG_COLUMN]):
+                ids = batch.column(0).to_pylist()
+                tags = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(ids)
+                old.update(zip(ids, tags, strict=True))
+        version = int((manifest or {}).get("version", 0)) + 1
+        hist_schema = history_schema(self.schema)
+        hist = self.lake.part_writer(
+            f"tables/{table}/history/{_stamp(self.synced_at)}-{self.run_id[:8]}/",
+            hist_schema,
+            max_rows=self.max_rows,
+        )
+        cur = self.lake.part_writer(
+            f"tables/{table}/current/{version:06d}/", self.schema, max_rows=self.max_rows
+        )
+        mode, pages = self._pages(manifest)
+        try:
+            try:
+                delta_link, seen, deleted = self._consume(pages, mode, old, hist, cur)
+            except (DataverseBadRequest, DataverseNotFound) as exc:
+                if mode != "incremental":
+                    raise
+                # an expired or unknown delta token: start this table over with a full read
+                log.warning(
+                    "sync %s: delta link refused (%s %s); full read instead", table, exc.status, exc.code
+                )
+                hist.abort()
+                cur.abort()
+                hist = self.lake.part_writer(hist.prefix + "full/", hist_schema, max_rows=self.max_rows)
+                cur = self.lake.part_writer(cur.prefix, self.schema, max_rows=self.max_rows)
+                self.stats.update(fetched=0, new=0, changed=0, unchanged=0, deleted=0, pages=0)
+                self.staged = set()
+                mode = "full"
+                delta_link, seen, deleted = self._consume(self._full_pages(), mode, old, hist, cur)
+            if mode == "full":
+                gone = [i for i in old if i not in seen]
+                if gone:
+                    hist.write(_deletion_rows(gone, self.key, self.schema, self.synced_at))
+                self.stats["deleted"] = len(gone)
+                rows = len(seen)
+            else:
+                rows = self._compact(manifest or {}, old, seen, deleted, hist, cur)
+            hist_parts = hist.close()
+            cur_parts = cur.close()
+        except BaseException:
+            hist.abort()
+            cur.abort()
+            raise
+        new_manifest = {
+            "version": version,
+            "table": table,
+            "entity_set": self.entity_set,
+            "key": self.key,
+            "current": cur_parts,
+            "previous_current": list((manifest or {}).get("current", [])),
+            "history": list((manifest or {}).get("history", [])) + hist_parts,
+            "schema": schema_to_json(self.schema),
+            "rows": rows,
+            "history_rows": int((manifest or {}).get("history_rows", 0)) + hist.rows,
+            "delta_link": delta_link if self.spec.track_changes else None,
+            "synced_at": _iso(self.synced_at),
+            "updated_at": _iso(dt.datetime.now(dt.UTC)),
+            "run_id": self.run_id,
+            "mode": mode,
+        }
+        self.stats.update(
+            mode=mode, rows=rows, version=version, duration_s=round(time.perf_counter() - t0, 3)
+        )
+        log.info(
+            "sync %s: %s, %d pages, %d fetched, %d new, %d changed, %d deleted, %d rows, %.1f s",
+            table,
+            mode,
+            self.stats["pages"],
+            self.stats["fetched"],
+            self.stats["new"],
+            self.stats["changed"],
+            self.stats["deleted"],
+            rows,
+            self.stats["duration_s"],
+        )
+        return TableResult(table, mode, new_manifest, etag, self.stats)
+
+    def _consume(
+        self, pages: Iterator[Page], mode: str, old: dict[str, str | None], hist: Any, cur: Any
+    ) -> tuple[str | None, set[str], set[str]]:
+        """Write each page: changed rows to history; in full mode every row to the current view."""
+        delta_link: str | None = None
+        seen: set[str] = set()
+        deleted: set[str] = set()
+        for page in pages:
+            self.stats["pages"] += 1
+            delta_link = page.delta_link or delta_link
+            if page.rows:
+                t = rows_to_table(page.rows, self.schema)
+                ids = t.column(self.key).to_pylist()
+                tags = t.column(ETAG_COLUMN).to_pylist()
+                keep, changed_mask = [], []
+                for i, (rid, tag) in enumerate(zip(ids, tags, strict=True)):
+                    if rid is None or rid in seen:
+                        continue
+                    seen.add(rid)
+                    keep.append(i)
+                    if rid not in old:
+                        self.stats["new"] += 1
+                        changed_mask.append(i)
+                        self.staged.add(rid)
+                    elif tag is None or old[rid] != tag:
+                        self.stats["changed"] += 1
+                        changed_mask.append(i)
+                        self.staged.add(rid)
+                    else:
+                        self.stats["unchanged"] += 1
+                self.stats["fetched"] += len(ids)
+                if changed_mask:
+                    hist.write(_history_rows(t.take(changed_mask), self.synced_at, False))
+                if mode == "full" and keep:
+                    cur.write(t.take(keep) if len(keep) < t.num_rows else t)
+            for rid in page.deleted_ids:
+                deleted.add(rid)
+        if mode == "incremental":
+            gone = sorted(i for i in deleted if i in old or i in seen)
+            if gone:
+                hist.write(_deletion_rows(gone, self.key, self.schema, self.synced_at))
+            self.stats["deleted"] = len(gone)
+        return delta_link, seen, deleted
+
+    def _compact(
+        self,
+        manifest: dict[str, Any],
+        old: dict[str, str | None],
+        seen: set[str],
+        deleted: set[str],
+        hist: Any,
+        cur: Any,
+    ) -> int:
+        """Incremental: the new current view = old rows neither changed nor deleted + this run's changed
+        rows (staged in history; rows the delta returned unchanged stay as they were)."""
+        rows = 0
+        replaced = self.staged | deleted
+        for batch in self.lake.iter_current_batches(self.spec.logical, manifest):
+            t = _not_in(pa.Table.from_batches([batch]), self.key, replaced)
+            cur.write(t)
+            rows += t.num_rows
+        # this run's rows are in the staged history parts; read them back row group by row group
+        hist.flush()  # upload what is buffered so it can be read back
+        for path in list(hist.parts):
+            t = self.lake.read_parquet(path)
+            t = t.filter(pc.invert(t.column(DELETED)))
+            t = _not_in(t, self.key, deleted)
+            t = t.drop_columns([SYNCED_AT, DELETED])
+            cur.write(t)
+            rows += t.num_rows
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------- one run
+def _metadata(client: DataverseClient, lake: Lake, specs: Sequence[TableSpec]) -> dict[str, dict[str, Any]]:
+    """Entity set, key and attributes of each table; writes metadata/attributes/* and optionsets.json."""
+    out: dict[str, dict[str, Any]] = {}
+    labels: dict[str, Any] = {}
+    for spec in specs:
+        try:
+            definition = client.entity_definition(spec.logical)
+        except DataverseNotFound:
+            log.warning("sync: table %s does not exist in this org; skipped", spec.logical)
+            continue
+        attributes = client.attributes(spec.logical)
+        lake.write_json(f"metadata/attributes/{spec.logical}.json", attributes)
+        labels[spec.logical] = client.option_sets(spec.logical)
+        out[spec.logical] = {
+            "entity_set": definition.get("EntitySetName") or spec.logical + "s",
+            "key": definition.get("PrimaryIdAttribute") or spec.logical + "id",
+            "attributes": attributes,
+        }
+    lake.write_json("metadata/optionsets.json", labels)
+    return out
+
+
+def run_sync(
+    lake: Lake,
+    client: DataverseClient,
+    *,
+    full: bool = False,
+    job_id: str | None = None,
+    now: Callable[[], dt.datetime] | None = None,
+    tables: Sequence[TableSpec] = TABLES,
+    page_size: int = 5000,
+    lease_wait: float = 0.0,
+    lease_duration: int = 60,
+    workers: int = 2,
+    max_rows_per_part: int = 1_000_000,
+) -> dict[str, Any]:
+    """Run one sync and return its report. If another sync holds the lease beyond `lease_wait` seconds,
+    return a report with `"skipped": true` and do nothing."""
+    run_id = uuid.uuid4().hex
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.UTC)
+    try:
+        with lake.lease(LEASE_NAME, duration=lease_duration, wait=lease_wait) as lease:
+            log.info("sync %s started (job %s, full=%s, lease %s)", run_id, job_id, full, lease.id)
+            report = _run_locked(
+                lake,
+                client,
+                run_id=run_id,
+                job_id=job_id,
+                full=full,
+                now=now,
+                tables=tables,
+                page_size=page_size,
+                workers=workers,
+                max_rows=max_rows_per_part,
+                lease_lost=lambda: lease.lost,
+            )
+            report["started_at"] = _iso(started_at)
+            report["duration_s"] = round(time.perf_counter() - started, 3)
+            _write_report(lake, report)
+    except LeaseBusy:
+        log.warning(
+            "sync %s skipped: another sync is running (lease locks/%s.lock is held)", run_id, LEASE_NAME
+        )
+        return {
+            "run_id": run_id,
+            "job_id": job_id,
+            "skipped": True,
+            "reason": "another sync is running (the sync lease is held)",
+            "started_at": _iso(started_at),
+        }
+    log.info(
+        "sync %s done in %.1f s: %s",
+        run_id,
+        report["duration_s"],
+        {t: (s["new"], s["changed"], s["deleted"]) for t, s in report["tables"].items()},
+    )
+    return report
+
+
+def _write_report(lake: Lake, report: dict[str, Any]) -> None:
+    """reports/sync/<ts>.json and state/sync.json (delta links mirrored from the manifests, last report)."""
+    links = report.pop("_links")
+    lake.write_json(f"reports/sync/{report['synced_at_stamp']}-{report['run_id'][:8]}.json", report)
+    state = lake.read_json("state/sync.json") or {}
+    merged = dict(state.get("delta_links", {}))
+    merged.update(links)
+    lake.write_json(
+        "state/sync.json", {"delta_links": merged, "last_report": report, "updated_at": report["finished_at"]}
+    )
+
+
+def _run_locked(
+    lake: Lake,
+    client: DataverseClient,
+    *,
+    run_id: str,
+    job_id: str | None,
+    full: bool,
+    now: Callable[[], dt.datetime] | None,
+    tables: Sequence[TableSpec],
+    page_size: int,
+    workers: int,
+    max_rows: int,
+    lease_lost: Callable[[], bool],
+) -> dict[str, Any]:
+    meta = _metadata(client, lake, tables)
+    # The sync time is the org's clock (its Date header) so history lines up with createdon/modifiedon.
+    synced_at = now() if now else (client.last_server_date or dt.datetime.now(dt.UTC))
+    synced_at = synced_at.astimezone(dt.UTC).replace(microsecond=0)
+    specs = [s for s in tables if s.logical in meta]
+
+    def one(spec: TableSpec) -> TableResult:
+        m = meta[spec.logical]
+        return TableSync(
+            lake,
+            client,
+            spec,
+            entity_set=m["entity_set"],
+            key=m["key"],
+            attributes=m["attributes"],
+            synced_at=synced_at,
+            run_id=run_id,
+            full=full,
+            page_size=page_size,
+            max_rows_per_part=max_rows,
+        ).run()
+
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
+            results = list(pool.map(one, specs))
+    else:
+        results = [one(s) for s in specs]
+    if lease_lost():
+        raise RuntimeError("the sync lease was lost; nothing committed")
+    for r in results:  # the commit: each swap is atomic and carries its own delta link
+        r.etag = lake.commit_manifest(r.table, r.manifest, r.etag)
+    by_table = {r.table: r for r in results}
+    if "workflow" in by_table and "processstage" in by_table:
+        workflows = lake.read_current("workflow").to_pylist()
+        stages = lake.read_current("processstage").to_pylist()
+        lake.write_json("metadata/processes.json", processes_from_rows(workflows, stages, "opportunity"))
+    totals = {
+        k: sum(int(r.stats.get(k, 0)) for r in results)
+        for k in ("fetched", "new", "changed", "deleted", "pages")
+    }
+    finished = dt.datetime.now(dt.UTC)
+    return {
+        "run_id": run_id,
+        "job_id": job_id,
+        "skipped": False,
+        "mode": "full" if all(r.mode == "full" for r in results) else "incremental",
+        "requested_full": full,
+        "synced_at": _iso(synced_at),
+        "synced_at_stamp": _stamp(synced_at),
+        "finished_at": _iso(finished),
+        "tables": {r.table: r.stats for r in results},
+        "totals": totals,
+        "requests": client.stats.get("requests"),
+        "retries": client.stats.get("retries"),
+        "throttled": client.stats.get("throttled"),
+        "_links": {r.table: r.manifest.get("delta_link") for r in results},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- retention
+def parse_since(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    when = (
+        dt.datetime.fromisoformat(text) if "T" in text else dt.datetime.fromisoformat(text[:10] + "T00:00:00")
+    )
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def retention(lake: Lake, *, org_status: str, since: str | None, now: dt.datetime) -> dict[str, Any] | None:
+    """None when the org is active (sync may run). Otherwise the sync is refused, and once
+    RETENTION_DAYS have passed since `since` every lake blob (except job records) is purged, once."""
+    if org_status == "active":
+        return None
+    start = parse_since(since)
+    if start is None:
+        return {"refused": True, "purged": False, "reason": f"org is {org_status} (no date given)"}
+    due = start + dt.timedelta(days=RETENTION_DAYS)
+    result: dict[str, Any] = {
+        "refused": True,
+        "org_status": org_status,
+        "since": _iso(start),
+        "purge_due": _iso(due),
+        "now": _iso(now),
+        "purged": False,
+    }
+    if now < due:
+        log.warning(
+            "sync refused: org is %s since %s; lake data will be purged on %s",
+            org_status,
+            result["since"],
+            result["purge_due"],
+        )
+        return result
+    marker = lake.read_json("retention/purged.json")
+    if marker:
+        result.update(purged=True, already=True, purged_at=marker.get("purged_at"))
+        return result
+    with lake.lease(LEASE_NAME, duration=60, wait=30):
+        names = [n for n in lake.list("") if not n.startswith(_PURGE_KEEP)]
+        count = lake.delete_paths(names)
+    lake.write_json(
+        "retention/purged.json",
+        {"purged_at": _iso(now), "org_status": org_status, "since": result["since"], "blobs": count},
+    )
+    log.warning("retention: org %s since %s; purged %d lake blobs", org_status, result["since"], count)
+    result.update(purged=True, blobs=count, purged_at=_iso(now))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+QUEUE = "sync-jobs"
+
+
+def start(ctx: Any, *, full: bool, actor: str) -> dict[str, Any]:
+    """Create a sync job and queue it for `sync_worker`; returns the job (status queued)."""
+    job = ctx.jobs.create("sync", {"full": full, "actor": actor})
+    ctx.queue(QUEUE).send({"job_id": job["id"], "full": full, "lake": ctx.settings.lake_container})
+    log.info("sync job %s queued (full=%s) by %s", job["id"], full, actor)
+    return dict(job)
+
+
+def _clock(ctx: Any) -> dt.datetime:
+    """The org's clock (Dataverse's Date header); the machine's clock if Dataverse does not answer."""
+    try:
+        return ctx.dataverse.server_now()  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to the local clock
+        log.info("retention clock: Dataverse unreachable (%s); using the local clock", type(exc).__name__)
+        return dt.datetime.now(dt.UTC)
+
+
+def run_checked(
+    ctx: Any, *, full: bool, job_id: str | None = None, lease_wait: float = 0.0
+) -> dict[str, Any]:
+    """Retention first (refuse or purge when the org is not active), then one sync."""
+    s = ctx.settings
+    if s.org_status != "active":
+        result = retention(ctx.lake, org_status=s.org_status, since=s.org_status_since, now=_clock(ctx))
+        if result is not None:
+            return {
+                "job_id": job_id,
+                "skipped": True,
+                "reason": f"org is {s.org_status}",
+                "retention": result,
+            }
+    return run_sync(ctx.lake, ctx.dataverse, full=full, job_id=job_id, lease_wait=lease_wait)
+
+
+def run_job(ctx: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+    """The queue worker: run the job's sync and record its result or error on the job."""
+    job_id = str(message.get("job_id") or "")
+    lake_name = message.get("lake")
+    if lake_name and lake_name != ctx.settings.lake_container:
+        log.warning(
+            "sync job %s belongs to lake %s, not %s; ignored", job_id, lake_name, ctx.settings.lake_container
+        )
+        return None
+    try:
+        ctx.jobs.start(job_id)
+    except Exception as exc:  # noqa: BLE001 - an unknown job id is dropped, not retried forever
+        log.error("sync job %s cannot start: %s", job_id, type(exc).__name__)
+        return None
+    try:
+        report = run_checked(ctx, full=bool(message.get("full")), job_id=job_id, lease_wait=30.0)
+    except Exception as exc:  # noqa: BLE001 - the job records the failure; the message is not retried
+        code = str(getattr(exc, "code", "") or type(exc).__name__)
+        ctx.jobs.fail(job_id, code, str(exc)[:1000])
+        log.error("sync job %s failed: %s", job_id, code)
+        return None
+    ctx.jobs.succeed(job_id, report)
+    return report
+
+
+def run_scheduled(ctx: Any) -> dict[str, Any]:
+    """The timer: an incremental sync (or a skip if one is running, or retention when the org is gone)."""
+    return run_checked(ctx, full=False, lease_wait=0.0)

@@ -1,0 +1,55 @@
+"""Sync triggers: the `SYNC_SCHEDULE` timer, `POST /api/sync` (202 + job) and the `sync-jobs` queue worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+from azure.functions.timer import TimerRequest
+
+from functions.app_context import get_context
+from functions.http import BadRequest, caller_identity, handle_errors, json_body, json_response
+from functions.services import sync as sync_jobs
+
+log = logging.getLogger(__name__)
+
+bp = func.Blueprint()
+
+
+@bp.function_name("sync_timer")
+@bp.timer_trigger(schedule="%SYNC_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def sync_timer(timer: TimerRequest) -> None:
+    report = sync_jobs.run_scheduled(get_context())
+    log.info("sync_timer: %s", {k: report.get(k) for k in ("run_id", "skipped", "refused", "purged")})
+
+
+@bp.function_name("start_sync")
+@bp.route(route="sync", methods=["POST"])
+@handle_errors
+def start_sync(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req)
+    unknown = sorted(set(body) - {"full"})
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s): {', '.join(unknown)}; only 'full' is accepted", code="UnknownField"
+        )
+    full = body.get("full", False)
+    if not isinstance(full, bool):
+        raise BadRequest("'full' must be true or false", code="InvalidField")
+    job = sync_jobs.start(get_context(), full=full, actor=caller_identity(req))
+    return json_response({"job": job}, status=202, headers={"Location": f"/api/jobs/{job['id']}"})
+
+
+@bp.function_name("sync_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=sync_jobs.QUEUE, connection="AzureWebJobsStorage")
+def sync_worker(msg: func.QueueMessage) -> None:
+    try:
+        message = json.loads(msg.get_body())
+    except (ValueError, UnicodeDecodeError):
+        log.error("sync_worker: message %s is not JSON; dropped", msg.id)
+        return
+    if not isinstance(message, dict):
+        log.error("sync_worker: message %s is not a JSON object; dropped", msg.id)
+        return
+    sync_jobs.run_job(get_context(), message)
