@@ -1,0 +1,169 @@
+"""Test control plane state: injected faults, request statistics, service-protection limits."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors as E
+from .errors import DataverseError
+
+FAULT_FIELDS = {
+    "rate_429": float,
+    "rate_500": float,
+    "rate_503": float,
+    "rate_drop": float,
+    "latency_ms": float,
+    "retry_after": int,
+    "seed": int,
+    "paths": str,
+}
+
+
+@dataclass
+class Faults:
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_503: float = 0.0
+    rate_drop: float = 0.0
+    latency_ms: float = 0.0
+    retry_after: int = 1
+    seed: int = 0
+    paths: str | None = None
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @staticmethod
+    def parse(body: Any) -> Faults:
+        if not isinstance(body, dict):
+            raise E.bad_request("The faults body must be a JSON object.")
+        f = Faults()
+        for k, v in body.items():
+            kind = FAULT_FIELDS.get(k)
+            if kind is None:
+                raise E.bad_request(f"Unknown fault setting '{k}'; known: {', '.join(FAULT_FIELDS)}.")
+            if v is None and k == "paths":
+                continue
+            ok = (
+                isinstance(v, str)
+                if kind is str
+                else (isinstance(v, (int, float)) and not isinstance(v, bool))
+            )
+            if not ok or (kind is int and not float(v).is_integer()):
+                raise E.bad_request(f"Fault setting '{k}' must be {kind.__name__}.")
+            if k.startswith("rate_") and not 0 <= v <= 1:
+                raise E.bad_request(f"Fault setting '{k}' must be between 0 and 1.")
+            if kind is not str and v < 0:
+                raise E.bad_request(f"Fault setting '{k}' must not be negative.")
+            setattr(f, k, kind(v))
+        if f.rate_429 + f.rate_500 + f.rate_503 + f.rate_drop > 1:
+            raise E.bad_request("The fault rates add up to more than 1.")
+        f.rng = random.Random(f.seed)
+        return f
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in FAULT_FIELDS}
+
+    def draw(self, path: str, api_path: str) -> str | None:
+        """Returns "429", "500", "503", "drop" or None for a request to `path`."""
+        if self.paths and not (path.startswith(self.paths) or api_path.startswith(self.paths)):
+            return None
+        x = self.rng.random()
+        for name, rate in (
+            ("429", self.rate_429),
+            ("500", self.rate_500),
+            ("503", self.rate_503),
+            ("drop", self.rate_drop),
+        ):
+            if x < rate:
+                return name
+            x -= rate
+        return None
+
+    def error(self, kind: str) -> DataverseError:
+        if kind == "429":
+            return DataverseError(
+                429,
+                E.THROTTLED_COUNT,
+                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+                {"Retry-After": str(self.retry_after)},
+            )
+        if kind == "503":
+            return DataverseError(
+                503,
+                "0x80040216",
+                "Service Unavailable (injected fault).",
+                {"Retry-After": str(self.retry_after)},
+            )
+        return DataverseError(500, "0x80040216", "An unexpected error occurred (injected fault).")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: dict[str, int] = defaultdict(int)
+        self.by_table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.by_status: dict[str, int] = defaultdict(int)
+        self.batch_parts = 0
+        self.batch_requests = 0
+        self.writes = 0
+        self.token_requests = 0
+        self.faults_injected: dict[str, int] = defaultdict(int)
+
+    def record(self, method: str, table: str | None, status: int, write: bool = False) -> None:
+        with self.lock:
+            self.requests[method] += 1
+            if table:
+                self.by_table[table][method] += 1
+            self.by_status[str(status)] += 1
+            if write and status < 400:
+                self.writes += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "by_table": {k: dict(v) for k, v in self.by_table.items()},
+                "by_status": dict(self.by_status),
+                "batch_parts": self.batch_parts,
+                "batch_requests": self.batch_requests,
+                "writes": self.writes,
+                "token_requests": self.token_requests,
+                "faults_injected": dict(self.faults_injected),
+            }
+
+
+class Limiter:
+    """Dataverse service protection: at most `limit` requests per client in a sliding `window` seconds."""
+
+    def __init__(self, limit: int = 6000, window: float = 300.0):
+        self.limit, self.window = limit, window
+        self._hits: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            q = self._hits[client]
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                retry = max(1, int(q[0] + self.window - now) + 1)
+                raise DataverseError(
+                    429,
+                    E.THROTTLED_COUNT,
+                    f"Number of requests exceeded the limit of {self.limit} "
+                    f"over time window of {int(self.window)} seconds.",
+                    {"Retry-After": str(retry)},
+                )
+            q.append(now)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._hits.clear()
