@@ -85,6 +85,9 @@ def build_spec(
             item["lower"] = lo
             item["upper"] = hi
             item["median"] = float(num.median()) if len(num) else 0.0
+            # winsorising bounds: values beyond the training range are clipped (linear models must not
+            # extrapolate, e.g. counts that keep growing after training)
+            item["clip"] = [float(num.quantile(0.005)), float(num.quantile(0.995))] if len(num) else None
         out.append(item)
     spec: dict[str, Any] = {"version": 1, "features": out}
     if stage_applicability:
@@ -190,6 +193,8 @@ def prepare_with_report(
                 out_of_bounds = (arr < item["lower"]) | (arr > item["upper"])
                 bad[0] += int(wrong.sum() + out_of_bounds.sum())
                 arr = np.where(out_of_bounds, np.nan, arr)
+            if item.get("clip"):
+                arr = np.clip(arr, item["clip"][0], item["clip"][1])
             if stage is not None:
                 arr = np.where(_inapplicable(stage, name, applic), np.nan, arr)
             feed[item["input"]] = arr.astype(np.float32).reshape(-1, 1)

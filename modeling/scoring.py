@@ -25,6 +25,7 @@ from modeling.insights import display_value, value_keys
 TREND_TOLERANCE = 3
 REASONS_MAX_CHARS = 10_000
 TOP_REASONS = 5
+MIN_IMPACT = 5e-4  # a reason must move the win probability by at least 0.05 points
 IMPROVING, STEADY, DECLINING, NOT_ENOUGH_INFO = 0, 1, 2, 3
 
 
@@ -134,7 +135,7 @@ class Scorer:
         self, frame: pd.DataFrame, *, with_reasons: bool = True, batch_size: int = 20_000
     ) -> pd.DataFrame:
         """opportunityid, probability, score (0-100), grade (0=A..3=D), reasons ({"positive", "negative"}),
-        bad_values (count of values treated as missing)."""
+        `.attrs["bad_values"]`: per attribute, the count of bad values treated as missing."""
         parts = []
         for start in range(0, max(len(frame), 1), batch_size):
             part = frame.iloc[start : start + batch_size]
@@ -142,10 +143,14 @@ class Scorer:
                 break
             parts.append(self._score_batch(part, with_reasons))
         if not parts:
-            return pd.DataFrame(
-                columns=["opportunityid", "probability", "score", "grade", "reasons", "bad_values"]
-            )
-        return pd.concat(parts, ignore_index=True)
+            return pd.DataFrame(columns=["opportunityid", "probability", "score", "grade", "reasons"])
+        out = pd.concat(parts, ignore_index=True)
+        total: dict[str, int] = {}
+        for part in parts:
+            for k, v in part.attrs.get("bad_values", {}).items():
+                total[k] = total.get(k, 0) + int(v)
+        out.attrs["bad_values"] = total
+        return out
 
     def _score_batch(self, frame: pd.DataFrame, with_reasons: bool) -> pd.DataFrame:
         feed, report = prepare_with_report(frame, self.spec)
@@ -153,10 +158,6 @@ class Scorer:
         scores = np.clip(np.rint(p * 100), 0, 100).astype(int)
         a, b, c = self.grade_ranges
         grades = np.where(scores >= a, 0, np.where(scores >= b, 1, np.where(scores >= c, 2, 3)))
-        bad = np.zeros(len(frame), dtype=int)
-        for item in self.spec["features"]:
-            if item["name"] in report and item["kind"] == "number" and item["name"] in frame.columns:
-                pass  # counts are per column; per-row attribution below is approximate
         out = pd.DataFrame(
             {
                 "opportunityid": frame["opportunityid"].astype(str).to_numpy(),
@@ -165,7 +166,7 @@ class Scorer:
                 "grade": grades,
             }
         )
-        out["bad_values"] = bad + 0
+        out.attrs["bad_values"] = report  # per attribute: values treated as missing
         if with_reasons:
             out["reasons"] = self._reasons(feed, p)
         return out
@@ -181,8 +182,14 @@ class Scorer:
         order_neg = np.argsort(imp, axis=1)[:, :k]
         out = []
         for i in range(len(p)):
-            pos = [self._reason(feats[j], keys[j][i], imp[i, j]) for j in order_pos[i] if imp[i, j] > 1e-4]
-            neg = [self._reason(feats[j], keys[j][i], imp[i, j]) for j in order_neg[i] if imp[i, j] < -1e-4]
+            pos = [
+                self._reason(feats[j], keys[j][i], imp[i, j]) for j in order_pos[i] if imp[i, j] >= MIN_IMPACT
+            ]
+            neg = [
+                self._reason(feats[j], keys[j][i], imp[i, j])
+                for j in order_neg[i]
+                if imp[i, j] <= -MIN_IMPACT
+            ]
             out.append({"positive": pos, "negative": neg})
         return out
 
@@ -202,6 +209,6 @@ class Scorer:
             "attribute": item["name"],
             "label": item["label"],
             "value": display_value(key),
-            "impact": round(float(impact) * 100, 1),
+            "impact": round(float(impact) * 100, 2),
             "text": text,
         }
