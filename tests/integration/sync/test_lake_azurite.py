@@ -51,8 +51,17 @@ def test_streamed_parts_manifest_and_reads(lake: Lake) -> None:
         for page in range(5):
             w.write(rows_to_table(_rows(1000, page * 1000), schema))
     assert len(w.parts) == 2 and w.rows == 5000  # rolled at 2,500 rows: 3 + 2 row groups
-    etag = lake.commit_manifest("account", {"version": 1, "current": w.parts, "history": [],
-                                            "schema": {f.name: str(f.type) for f in schema}, "rows": 5000}, None)
+    etag = lake.commit_manifest(
+        "account",
+        {
+            "version": 1,
+            "current": w.parts,
+            "history": [],
+            "schema": {f.name: str(f.type) for f in schema},
+            "rows": 5000,
+        },
+        None,
+    )
     t = lake.read_current("account")
     assert t.num_rows == 5000
     assert t.schema.field("createdon").type == pa.timestamp("us", tz="UTC")
@@ -73,8 +82,16 @@ def test_absent_table_reads_empty_and_gc_removes_unlisted(lake: Lake) -> None:
     schema = schema_from_attributes(ATTRS, key="accountid")
     lake.write_parquet("tables/account/current/v9/part-00000.parquet", rows_to_table(_rows(3), schema))
     lake.write_parquet("tables/account/current/v1/part-00000.parquet", rows_to_table(_rows(3), schema))
-    lake.commit_manifest("account", {"version": 1, "current": ["tables/account/current/v1/part-00000.parquet"],
-                                     "history": [], "schema": {f.name: str(f.type) for f in schema}}, None)
+    lake.commit_manifest(
+        "account",
+        {
+            "version": 1,
+            "current": ["tables/account/current/v1/part-00000.parquet"],
+            "history": [],
+            "schema": {f.name: str(f.type) for f in schema},
+        },
+        None,
+    )
     assert lake.collect_garbage("account") == 1
     assert lake.list("tables/account/current/") == ["tables/account/current/v1/part-00000.parquet"]
     assert lake.read_current("account").num_rows == 3
