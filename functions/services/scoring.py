@@ -58,7 +58,7 @@ ENTITY_TYPE = "opportunity"
 ENTITY_SET = "msdyn_predictivescores"
 BATCH_SIZE = 1000  # ids per queue message; also Dataverse's $batch limit per request
 SYNC_LIMIT = 20  # POST /api/score with at most this many ids is answered synchronously
-CLAIM_SECONDS = 120  # a worker's claim on a batch; another worker takes over after it expires
+CLAIM_SECONDS = 30  # a worker's claim on a batch; another worker takes over after it expires
 TREND_TOLERANCE = 3  # |new - previous| <= 3 points is "Steady"
 MAX_REASONS_CHARS = 10_000
 GRADE_LABELS = ("A", "B", "C", "D")
@@ -264,7 +264,7 @@ def snapshot_time(lake: Any, tables: Mapping[str, pd.DataFrame]) -> dt.datetime:
     and an org whose clock runs ahead (the mock after /_mock/simulate) still has its new rows eligible."""
     candidates: list[pd.Timestamp] = []
     manifest = lake.read_json("tables/opportunity/manifest.json") or {}
-    for key in ("updated_at", "synced_at", "server_time"):
+    for key in ("synced_at", "updated_at"):
         raw = manifest.get(key) if isinstance(manifest, Mapping) else None
         if raw:
             t = pd.to_datetime(str(raw), utc=True, errors="coerce")

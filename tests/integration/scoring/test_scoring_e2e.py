@@ -1,0 +1,289 @@
+"""Scoring runs against the real parts: Azurite (lake, checkpoints, the scoring queue) and the mock
+Dataverse over HTTPS (sync, $batch upserts, faults, simulate), with a model trained by the real pipeline.
+
+The org is synced and a model trained once per module (containers of its own); each test resets the
+mock (score rows gone, seeded data back) and the lake's scoring state."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pandas as pd
+import pytest
+from azure.functions.queue import QueueMessage  # the concrete class (takes dequeue_count), as the host
+
+from connectors.queues import queue_client
+from functions.app_context import AppContext, set_context
+from functions.services import scoring
+from functions.settings import load_settings
+from local_runner import stack
+from tests.conftest import mock_call, registry
+
+pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
+MODEL = "Default"
+SCORE_COLUMNS = ["msdyn_entityid", "msdyn_entitytype", "msdyn_score", "msdyn_grade", "msdyn_scoretrend",
+                 "msdyn_scoredon", "msdyn_scorereasons", "msdyn_name"]
+
+
+def _settings(azurite: Any, mock_info: dict[str, Any], **extra: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    return stack.app_settings(azurite, mock_info, LAKE_CONTAINER=f"lake-sc-{suffix}",
+                              MODEL_CONTAINER=f"models-sc-{suffix}", SCORING_QUEUE=f"scoring-{suffix}",
+                              TRAINING_QUEUE=f"training-{suffix}", **extra)
+
+
+def _sync(ctx: AppContext) -> dict[str, Any]:
+    from functions.services.sync import run_sync
+
+    return run_sync(ctx.lake, ctx.dataverse, full=False)
+
+
+@pytest.fixture(scope="module")
+def trained(azurite: Any, mock_info: dict[str, Any]) -> dict[str, str]:
+    """Sync the seeded org into a lake and publish a model trained on it; returns the settings."""
+    from functions.services.training import train
+    from modeling.config import ModelConfig
+
+    mock_call(mock_info, "POST", "/_mock/reset")
+    values = _settings(azurite, mock_info)
+    ctx = AppContext(load_settings(values))
+    _sync(ctx)
+    ctx.model_store.create_config(MODEL, ModelConfig(name=MODEL).to_json())
+    train(ctx, MODEL, reason="test", actor="test")
+    ctx.model_store.publish(MODEL)
+    return values
+
+
+@pytest.fixture
+def ctx(trained: dict[str, str], mock_info: dict[str, Any]) -> Iterator[AppContext]:
+    mock_call(mock_info, "POST", "/_mock/reset")
+    c = AppContext(load_settings(trained))
+    _wipe_scoring_state(c)
+    scoring.clear_model_cache()
+    set_context(c)
+    try:
+        yield c
+    finally:
+        set_context(None)
+        mock_call(mock_info, "POST", "/_mock/faults", {})
+
+
+def _wipe_scoring_state(c: AppContext) -> None:
+    for prefix in ("scoring/", "reports/scoring/"):
+        c.lake.delete_prefix(prefix)
+    q = queue_client(c.settings.storage_connection, c.settings.scoring_queue)
+    q.clear_messages()
+
+
+def drain(c: AppContext, *, max_dequeue: int = 5, stop_after: int | None = None) -> int:
+    """Run the queue like the Functions host: each message through `score_worker`, retried on failure
+    and moved to <queue>-poison after max_dequeue attempts. Returns the number of messages handled."""
+    q = queue_client(c.settings.storage_connection, c.settings.scoring_queue)
+    poison = queue_client(c.settings.storage_connection, c.settings.scoring_queue + "-poison")
+    worker = registry()["score_worker"].get_user_function()
+    handled = 0
+    while True:
+        msgs = list(q.receive_messages(max_messages=8, visibility_timeout=60))
+        if not msgs:
+            return handled
+        for m in msgs:
+            body = m.content if isinstance(m.content, bytes) else base64.b64decode(m.content)
+            try:
+                worker(QueueMessage(id=m.id, body=body, dequeue_count=m.dequeue_count))
+            except Exception as exc:  # noqa: BLE001 - the host's behaviour: retry, then poison
+                log.warning("score_worker failed (dequeue %d): %r", m.dequeue_count, exc)
+                if m.dequeue_count >= max_dequeue:
+                    poison.send_message(body)
+                    q.delete_message(m)
+                else:
+                    q.update_message(m, visibility_timeout=0)
+                continue
+            q.delete_message(m)
+            handled += 1
+            if stop_after is not None and handled >= stop_after:
+                return handled
+
+
+def rows(c: AppContext) -> pd.DataFrame:
+    out = []
+    for page in c.dataverse.iter_pages("msdyn_predictivescores", select=SCORE_COLUMNS):
+        out.extend(page.rows)
+    frame = pd.DataFrame(out, columns=SCORE_COLUMNS)
+    return frame.sort_values("msdyn_entityid").reset_index(drop=True)
+
+
+def expected_eligible(mock_server: Any, as_of: dt.datetime) -> set[str]:
+    """Open and created within 2 years of the snapshot: the default model has no filter and no BPF."""
+    out = set()
+    for r in mock_server.org.rows("opportunity"):
+        created = dt.datetime.fromisoformat(str(r["createdon"]).replace("Z", "+00:00"))
+        if r["statecode"] == 0 and as_of - dt.timedelta(days=730) <= created <= as_of:
+            out.add(str(r["opportunityid"]).lower())
+    return out
+
+
+def test_run_writes_one_correct_row_per_eligible_opportunity_and_a_rerun_writes_nothing(
+    ctx: AppContext, mock_server: Any, mock_info: dict[str, Any]
+) -> None:
+    plan = scoring.plan_run(ctx, actor="test", batch_size=100)
+    assert plan["batches"] >= 2
+    assert drain(ctx) == plan["batches"]
+    got = rows(ctx)
+    eligible = expected_eligible(mock_server, dt.datetime.fromisoformat(plan["asOf"]))
+    assert len(got) == got["msdyn_entityid"].nunique(), "exactly one row per opportunity"
+    assert set(got["msdyn_entityid"]) == eligible
+    assert (got["msdyn_entitytype"] == "opportunity").all()
+    assert got["msdyn_score"].between(0, 100).all() and (got["msdyn_scoretrend"] == 3).all()
+    assert (got["msdyn_scoredon"].astype(str).str[:10] == plan["scoredOn"]).all()
+    ranges = plan["models"][0]["gradeRanges"]
+    for _, r in got.iterrows():
+        want = next((i for i, lo in enumerate(ranges) if r["msdyn_score"] >= lo), 3)
+        assert r["msdyn_grade"] == want
+        reasons = json.loads(r["msdyn_scorereasons"])
+        assert reasons["model"] == MODEL and len(r["msdyn_scorereasons"]) <= 10_000
+        assert len(reasons["positive"]) <= 5 and len(reasons["negative"]) <= 5
+    report = ctx.jobs.get(plan["runId"])
+    assert report["status"] == "succeeded" and report["result"]["written"] == len(eligible)
+
+    mock_call(mock_info, "POST", "/_mock/stats/reset")
+    again = scoring.plan_run(ctx, actor="test", batch_size=100)
+    drain(ctx)
+    stats = mock_call(mock_info, "GET", "/_mock/stats")
+    assert stats["writes"] == 0 and stats["batch_requests"] == 0, stats
+    assert ctx.jobs.get(again["runId"])["result"]["unchanged"] == len(eligible)
+
+
+def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
+    ctx: AppContext, mock_info: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scoring.plan_run(ctx, actor="clean", batch_size=100)
+    drain(ctx)
+    clean = rows(ctx)
+
+    # faults: 20% 429/503 and dropped connections while scoring
+    mock_call(mock_info, "POST", "/_mock/reset")
+    _wipe_scoring_state(ctx)
+    mock_call(mock_info, "POST", "/_mock/faults",
+              {"rate_429": 0.1, "rate_503": 0.1, "rate_drop": 0.05, "retry_after": 1, "seed": 3})
+    faulty = scoring.plan_run(ctx, actor="faults", batch_size=100)
+    drain(ctx)
+    mock_call(mock_info, "POST", "/_mock/faults", {})
+    pd.testing.assert_frame_equal(rows(ctx), clean)
+    assert ctx.jobs.get(faulty["runId"])["status"] == "succeeded"
+
+    # killed midway: two batches done, one batch dies after its $batch write but before its checkpoint,
+    # and the rest of the queue is lost with the process; the run is resumed
+    mock_call(mock_info, "POST", "/_mock/reset")
+    _wipe_scoring_state(ctx)
+    killed = scoring.plan_run(ctx, actor="killed", batch_size=100)
+    drain(ctx, stop_after=2)
+    real_write = ctx.lake.write_parquet
+
+    def dying(path: str, table: Any, **kw: Any) -> None:
+        if path.startswith("scoring/history/"):
+            raise KeyboardInterrupt("killed")  # not an Exception: nothing may catch it
+        real_write(path, table, **kw)
+
+    monkeypatch.setattr(ctx.lake, "write_parquet", dying)
+    with pytest.raises(KeyboardInterrupt):
+        drain(ctx, stop_after=1)
+    monkeypatch.setattr(ctx.lake, "write_parquet", real_write)
+    queue_client(ctx.settings.storage_connection, ctx.settings.scoring_queue).clear_messages()
+    assert ctx.jobs.get(killed["runId"])["status"] == "running"
+    scoring.resume_run(ctx, killed["runId"])
+    scoring.CLAIM_SECONDS, saved = 0, scoring.CLAIM_SECONDS  # the dead worker's claim has expired
+    try:
+        drain(ctx)
+    finally:
+        scoring.CLAIM_SECONDS = saved
+    pd.testing.assert_frame_equal(rows(ctx), clean)
+    report = ctx.jobs.get(killed["runId"])
+    assert report["status"] == "succeeded" and report["result"]["batchesDone"] == killed["batches"]
+
+
+def test_after_simulate_changed_scores_show_the_right_trend(
+    azurite: Any, mock_info: dict[str, Any], trained: dict[str, str]
+) -> None:
+    mock_call(mock_info, "POST", "/_mock/reset")
+    values = dict(trained, LAKE_CONTAINER=f"lake-sim-{uuid.uuid4().hex[:8]}")
+    c = AppContext(load_settings(values))
+    set_context(c)
+    try:
+        _sync(c)
+        scoring.plan_run(c, actor="day0")
+        drain(c)
+        before = rows(c).set_index("msdyn_entityid")
+        mock_call(mock_info, "POST", "/_mock/simulate", {"days": 10, "seed": 1})
+        _sync(c)
+        second = scoring.plan_run(c, actor="day10")
+        drain(c)
+        after = rows(c).set_index("msdyn_entityid")
+        report = c.jobs.get(second["runId"])["result"]
+        assert report["written"] > 0
+        both = after.index.intersection(before.index)
+        changed = [i for i in both if after.loc[i, "msdyn_score"] != before.loc[i, "msdyn_score"]]
+        assert changed, "ten simulated days move some scores"
+        for i in changed:
+            delta = after.loc[i, "msdyn_score"] - before.loc[i, "msdyn_score"]
+            want = 0 if delta > scoring.TREND_TOLERANCE else 2 if delta < -scoring.TREND_TOLERANCE else 1
+            assert after.loc[i, "msdyn_scoretrend"] == want, (i, delta)
+        for i in both.difference(changed):
+            assert after.loc[i, "msdyn_scoretrend"] == before.loc[i, "msdyn_scoretrend"]
+        new = after.index.difference(before.index)
+        assert (after.loc[new, "msdyn_scoretrend"] == 3).all()
+        hist = scoring.load_previous(c, fold=False)
+        assert set(hist["opportunityid"]) == set(after.index)
+    finally:
+        set_context(None)
+        mock_call(mock_info, "POST", "/_mock/reset")
+
+
+def test_enterprise_quota_stops_new_records_and_says_so(
+    azurite: Any, mock_info: dict[str, Any], trained: dict[str, str]
+) -> None:
+    mock_call(mock_info, "POST", "/_mock/reset")
+    values = dict(trained, LICENSE_TIER="enterprise", MONTHLY_SCORING_QUOTA="120",
+                  LAKE_CONTAINER=f"lake-q-{uuid.uuid4().hex[:8]}")
+    c = AppContext(load_settings(values))
+    set_context(c)
+    try:
+        _sync(c)
+        plan = scoring.plan_run(c, actor="quota", batch_size=50)
+        drain(c)
+        report = c.jobs.get(plan["runId"])["result"]
+        assert report["scored"] == 120 and report["quotaReached"]
+        assert report["quotaStopped"] == plan["eligible"] - 120 and "quota" in report["message"]
+        assert len(rows(c)) == 120
+        assert scoring.quota_usage(c, plan["month"])["used"] == 120
+    finally:
+        set_context(None)
+
+
+def test_http_score_and_widget_row(ctx: AppContext) -> None:
+    opp = scoring.read_lake_inputs(ctx)[0]["opportunity"]
+    open_ids = list(opp.loc[opp["statecode"] == 0, "opportunityid"].astype(str)[:3])
+    req = func.HttpRequest("POST", "http://localhost/api/score", headers={}, params={}, route_params={},
+                           body=json.dumps({"opportunityIds": open_ids}).encode())
+    resp = registry()["start_scoring"].get_user_function()(req)
+    assert resp.status_code == 200, resp.get_body()
+    scores = {s["opportunityId"]: s for s in json.loads(resp.get_body())["scores"]}
+    get = registry()["get_opportunity_score"].get_user_function()
+    for i in open_ids:
+        if i.lower() not in scores:
+            continue
+        r = get(func.HttpRequest("GET", "http://x", headers={}, params={}, route_params={"id": i}, body=b""))
+        assert r.status_code == 200
+        widget = json.loads(r.get_body())
+        assert widget["score"] == scores[i.lower()]["score"] and widget["model"] == f"{MODEL}@1"
+        assert widget["trend"] == "Not enough info" and isinstance(widget["reasons"]["positive"], list)
+    missing = get(func.HttpRequest("GET", "http://x", headers={}, params={},
+                                   route_params={"id": str(uuid.uuid4())}, body=b""))
+    assert missing.status_code == 404
