@@ -253,7 +253,15 @@ def train_model(
     spec_all = build_spec(train_frame, data.features, stage_applicability=stage_app)
     leak = leakage_report(train_frame, y_all[:n_train], data.open_frame, spec_all)
     spec = dict(spec_all)
-    spec["features"] = [f for f in spec_all["features"] if not leak[f["name"]]["excluded"]]
+    for name, entry in leak.items():  # an attribute never filled in training cannot help (and breaks HGB)
+        if entry["fill_closed"] == 0 and not entry["excluded"]:
+            entry["excluded"] = False
+            entry["unused"] = "never filled in the training records"
+    spec["features"] = [
+        f
+        for f in spec_all["features"]
+        if not leak[f["name"]]["excluded"] and not leak[f["name"]].get("unused")
+    ]
     if not spec["features"]:
         raise InsufficientDataError(
             "every attribute was excluded by the leakage guard",
