@@ -61,7 +61,7 @@ def error_from_exception(exc: BaseException) -> func.HttpResponse:
     code = getattr(exc, "code", None)
     if isinstance(status, int) and isinstance(code, str) and 400 <= status < 600:
         extra: dict[str, Any] = {}
-        for attr in ("field", "rule", "details", "request_id"):
+        for attr in ("field", "rule", "detail", "details", "request_id"):
             value = getattr(exc, attr, None)
             if value is not None:
                 extra[attr] = value

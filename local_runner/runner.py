@@ -222,7 +222,11 @@ class Host:
         for name, trigger in self.bindings.items():
             if trigger["type"] != "timerTrigger":
                 continue
-            schedule = resolve_setting(trigger["schedule"])
+            try:
+                schedule = resolve_setting(trigger["schedule"])
+            except KeyError as exc:
+                log.error("timer %s is not scheduled: %s", name, exc.args[0])
+                continue
             itr = croniter(schedule, dt.datetime.now(dt.UTC), second_at_beginning=True)
             log.info("timer %s: schedule %r, next at %s", name, schedule, itr.get_next(dt.datetime))
 
@@ -281,16 +285,32 @@ class Host:
                 body = msg.content.encode() if isinstance(msg.content, str) else msg.content
             qm = QueueMessage(id=msg.id, body=body, pop_receipt=msg.pop_receipt, dequeue_count=msg.dequeue_count)
             started = time.perf_counter()
+            current = [msg]
+            finished = threading.Event()
+
+            def keep_invisible() -> None:
+                # Like the host: while the function runs, keep extending the message's invisibility so a
+                # long job is not delivered a second time.
+                while not finished.wait(max(0.5, self.visibility_timeout / 2)):
+                    try:
+                        receipt = client.update_message(current[0], visibility_timeout=int(self.visibility_timeout))
+                        current[0].pop_receipt = receipt.pop_receipt
+                    except Exception as exc:  # noqa: BLE001 - the next attempt may still succeed
+                        log.warning("queue %s: could not renew message %s: %s", queue_name, msg.id, exc)
+
+            threading.Thread(target=keep_invisible, daemon=True).start()
             try:
                 _call(user_fn, self.loop, **{trigger["name"]: qm})
             except Exception as exc:  # noqa: BLE001 - retried, then poisoned, like the host
+                finished.set()
                 log.warning("Executed 'Functions.%s' (Failed, dequeue %d): %s", name, msg.dequeue_count, exc)
                 if msg.dequeue_count >= self.max_dequeue_count:
                     poison.send_message(msg.content)
-                    client.delete_message(msg)
+                    client.delete_message(current[0])
                     log.error("message %s moved to %s-poison after %d attempts", msg.id, queue_name, msg.dequeue_count)
                 return
-            client.delete_message(msg)
+            finished.set()
+            client.delete_message(current[0])
             log.info("Executed 'Functions.%s' (Succeeded) in %.0f ms", name, (time.perf_counter() - started) * 1000)
 
         while not self.stop_event.is_set():

@@ -153,6 +153,9 @@ def app_settings(azurite: Azurite, mock_info: dict[str, Any], **overrides: str) 
         "DATAVERSE_SCOPE": mock_info["resource"].rstrip("/") + "/.default",
         "DATAVERSE_CA_BUNDLE": mock_info["ca_cert"],
         "LICENSE_TIER": "premium",
+        "SYNC_SCHEDULE": "0 0 */4 * * *",
+        "SCORING_SCHEDULE": "0 30 5 * * *",
+        "RETRAIN_SCHEDULE": "0 0 3 * * *",
     }
     values.update(overrides)
     return values

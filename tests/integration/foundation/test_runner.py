@@ -74,3 +74,26 @@ def test_queue_trigger_runs_retries_and_poisons(azurite, monkeypatch):
         assert ("good", 1) in seen and ("bad", 1) in seen and ("bad", 2) in seen
     finally:
         host.stop()
+
+
+def test_long_running_queue_function_is_not_delivered_twice(azurite, monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    seen: list[bytes] = []
+    done = threading.Event()
+    app = func.FunctionApp()
+
+    @app.queue_trigger(arg_name="msg", queue_name="runner-slow", connection="AzureWebJobsStorage")
+    def slow(msg: func.QueueMessage) -> None:
+        seen.append(msg.get_body())
+        time.sleep(3.5)  # well past the 1 s visibility timeout
+        done.set()
+
+    host = Host(app, max_dequeue_count=3, visibility_timeout=1, poll_interval=0.2, batch_size=2)
+    queue_client(azurite.connection_string, "runner-slow").send_message(b'{"n": 1}')
+    host.run_queues()
+    try:
+        assert done.wait(30)
+        time.sleep(2.5)
+        assert seen == [b'{"n": 1}']
+    finally:
+        host.stop()
