@@ -480,6 +480,8 @@ def _run_locked(
         raise RuntimeError("the sync lease was lost; nothing committed")
     for r in results:  # the commit: each swap is atomic and carries its own delta link
         r.etag = lake.commit_manifest(r.table, r.manifest, r.etag)
+    for r in results:  # versions older than the previous one are no longer listed: remove their parts
+        lake.collect_garbage(r.table)
     by_table = {r.table: r for r in results}
     if "workflow" in by_table and "processstage" in by_table:
         workflows = lake.read_current("workflow").to_pylist()
