@@ -13,7 +13,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from modeling.dataset import build_training_frame
 from modeling.train import ece, train_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _attrs(opp: list[tuple[str, str]], acc: list[tuple[str, str]]) -> dict:

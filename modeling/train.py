@@ -253,7 +253,7 @@ def train_model(
     spec_all = build_spec(train_frame, data.features, stage_applicability=stage_app)
     leak = leakage_report(train_frame, y_all[:n_train], data.open_frame, spec_all)
     spec = dict(spec_all)
-    for name, entry in leak.items():  # an attribute never filled in training cannot help (and breaks HGB)
+    for entry in leak.values():  # an attribute never filled in training cannot help (and breaks HGB)
         if entry["fill_closed"] == 0 and not entry["excluded"]:
             entry["excluded"] = False
             entry["unused"] = "never filled in the training records"
