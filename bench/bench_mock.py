@@ -27,8 +27,13 @@ def _client(info: dict[str, str]) -> requests.Session:
     s = requests.Session()
     s.trust_env = False
     s.verify = info["ca_cert"]
-    app = msal.ConfidentialClientApplication(info["client_id"], client_credential=info["client_secret"],
-                                             authority=info["authority"], instance_discovery=False, http_client=s)
+    app = msal.ConfidentialClientApplication(
+        info["client_id"],
+        client_credential=info["client_secret"],
+        authority=info["authority"],
+        instance_discovery=False,
+        http_client=s,
+    )
     tok = app.acquire_token_for_client(scopes=[info["resource"] + "/.default"])
     s.headers["Authorization"] = "Bearer " + tok["access_token"]
     return s
@@ -61,12 +66,16 @@ def main() -> None:
     s = _client(info)
     api = info["api"]
     out["page_5000_all_columns"] = _page(s, api + "opportunities", "odata.maxpagesize=5000", a.repeat)
-    out["page_5000_annotations"] = _page(s, api + "opportunities",
-                                         'odata.maxpagesize=5000,odata.include-annotations="*"', a.repeat)
+    out["page_5000_annotations"] = _page(
+        s, api + "opportunities", 'odata.maxpagesize=5000,odata.include-annotations="*"', a.repeat
+    )
     out["page_5000_filtered_select"] = _page(
-        s, api + "opportunities?$select=name,statecode,estimatedvalue,_parentaccountid_value"
-        "&$filter=statecode eq 1 or estimatedvalue gt 10000&$orderby=createdon desc", "odata.maxpagesize=5000",
-        a.repeat)
+        s,
+        api + "opportunities?$select=name,statecode,estimatedvalue,_parentaccountid_value"
+        "&$filter=statecode eq 1 or estimatedvalue gt 10000&$orderby=createdon desc",
+        "odata.maxpagesize=5000",
+        a.repeat,
+    )
     # the next page reuses the cursor: no re-evaluation
     first = s.get(api + "opportunities?$select=name", headers={"Prefer": "odata.maxpagesize=5000"}).json()
     out["page_5000_next_link"] = _page(s, first["@odata.nextLink"], "odata.maxpagesize=5000", a.repeat)
@@ -77,8 +86,11 @@ def main() -> None:
     t = time.perf_counter()
     big = MockServer(seed=11, opportunities=a.memory, now="2026-11-26T00:00:00Z")
     held = len(big.org.rows("opportunity"))
-    out["memory"] = {"opportunities": held, "build_s": round(time.perf_counter() - t, 2),
-                     "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    out["memory"] = {
+        "opportunities": held,
+        "build_s": round(time.perf_counter() - t, 2),
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
     out["goals"] = {"page_5000_s": 0.5, "startup_100k_s": 20, "memory_opportunities": 200_000}
     print(json.dumps(out))
 

@@ -177,7 +177,7 @@ class _Column:
             _need(
                 existing is not None and not existing.read_only or target == "createdon",
                 f"{field}.target",
-                f"'{target}' is not a writable {table.logical} column; use a standard column or a new_ column",
+                f"'{target}' is not a writable {table.logical} column; use a standard or a new_ column",
             )
             assert existing is not None
             _need(

@@ -53,7 +53,8 @@ def test_filter_select_orderby_count_annotations(client: Client, mock_server: An
         "opportunities",
         params={
             "$select": "name,estimatedvalue,statecode,_parentaccountid_value,estimatedclosedate",
-            "$filter": "statecode eq 0 and (estimatedvalue gt 20000 or budgetstatus eq 3) and not contains(name,'zzz')",
+            "$filter": "statecode eq 0 and (estimatedvalue gt 20000 or budgetstatus eq 3) "
+            "and not contains(name,'zzz')",
             "$orderby": "estimatedvalue desc",
             "$count": "true",
         },
