@@ -165,31 +165,62 @@ def main() -> None:
             sample_ids = [str(uuid.uuid4()) for _ in range(min(NAIVE_SAMPLE, n))]
             t2 = time.perf_counter()
             for i in sample_ids:
-                ctx.dataverse.upsert("msdyn_predictivescores", scoring.score_key(i),
-                                     {"msdyn_score": 50, "msdyn_grade": 1, "msdyn_scoretrend": 3,
-                                      "msdyn_entityid": i, "msdyn_entitytype": "opportunity"})
+                ctx.dataverse.upsert(
+                    "msdyn_predictivescores",
+                    scoring.score_key(i),
+                    {
+                        "msdyn_score": 50,
+                        "msdyn_grade": 1,
+                        "msdyn_scoretrend": 3,
+                        "msdyn_entityid": i,
+                        "msdyn_entitytype": "opportunity",
+                    },
+                )
             naive_rate = len(sample_ids) / (time.perf_counter() - t2)
             ours_rate = written / elapsed if elapsed else 0.0
             results = [
-                result("end_to_end_seconds", elapsed, "s",
-                       note=f"plan {planned:.1f} s + {args.workers} worker threads; target <= 120 s at 100,000"),
+                result(
+                    "end_to_end_seconds",
+                    elapsed,
+                    "s",
+                    note=f"plan {planned:.1f} s + {args.workers} worker threads; target <= 120 s at 100,000",
+                ),
                 result("opportunities_per_s_end_to_end", ours_rate, "rows/s"),
-                result("write_requests", float(mstats.get("batch_requests", 0)), "requests",
-                       note=f"bound ceil(changed/1000) = {bound} plus retries; batches failed and retried: "
-                            f"{stats['failed']}"),
+                result(
+                    "write_requests",
+                    float(mstats.get("batch_requests", 0)),
+                    "requests",
+                    note=f"bound ceil(changed/1000) = {bound} plus retries; batches failed and retried: "
+                    f"{stats['failed']}",
+                ),
                 result("write_requests_bound", float(bound), "requests"),
-                result("rerun_write_requests", float(rerun_stats.get("batch_requests", 0)
-                                                     + rerun_stats.get("writes", 0)), "requests",
-                       note=f"a rerun with no change ({rerun_s:.1f} s) must write nothing"),
+                result(
+                    "rerun_write_requests",
+                    float(rerun_stats.get("batch_requests", 0) + rerun_stats.get("writes", 0)),
+                    "requests",
+                    note=f"a rerun with no change ({rerun_s:.1f} s) must write nothing",
+                ),
                 result("peak_rss_mib", peak_rss_mib(), "MiB"),
             ]
-            comps = [comparison("score rows written per second: $batch of 1,000 vs one PATCH per score",
-                                ours_rate, naive_rate, "rows/s")]
-            emit("scoring_e2e", {"size": n, "workers": args.workers, "seed_opportunities": args.seed_opportunities},
-                 results, comps,
-                 notes=[f"naive rate measured on {len(sample_ids)} PATCH upserts and extrapolated",
-                        f"eligible {report['eligible']}, written {written}, unchanged {report['unchanged']}, "
-                        f"skipped {report['skipped']}, batches {report['batches']}"])
+            comps = [
+                comparison(
+                    "score rows written per second: $batch of 1,000 vs one PATCH per score",
+                    ours_rate,
+                    naive_rate,
+                    "rows/s",
+                )
+            ]
+            emit(
+                "scoring_e2e",
+                {"size": n, "workers": args.workers, "seed_opportunities": args.seed_opportunities},
+                results,
+                comps,
+                notes=[
+                    f"naive rate measured on {len(sample_ids)} PATCH upserts and extrapolated",
+                    f"eligible {report['eligible']}, written {written}, unchanged {report['unchanged']}, "
+                    f"skipped {report['skipped']}, batches {report['batches']}",
+                ],
+            )
         finally:
             mock.stop()
             azurite.stop()

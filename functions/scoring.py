@@ -22,8 +22,11 @@ def scoring_timer(timer: func.TimerRequest) -> None:
     ctx = get_context()
     stale = scoring.unfinished_runs(ctx)
     if stale:
-        log.warning("scoring: %d earlier runs never finished (%s); this run rescores everything",
-                    len(stale), ",".join(stale[:5]))
+        log.warning(
+            "scoring: %d earlier runs never finished (%s); this run rescores everything",
+            len(stale),
+            ",".join(stale[:5]),
+        )
     plan = scoring.plan_run(ctx, actor="timer")
     log.info("scoring timer: run=%s eligible=%d batches=%d", plan["runId"], plan["eligible"], plan["batches"])
 
@@ -35,7 +38,9 @@ def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     unknown = sorted(set(body) - {"opportunityIds", "resume"})
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}; allowed: opportunityIds, resume", code="UnknownField")
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; allowed: opportunityIds, resume", code="UnknownField"
+        )
     ctx = get_context()
     actor = caller_identity(req)
     if "resume" in body:

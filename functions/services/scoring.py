@@ -158,7 +158,7 @@ def score_key(opportunity_id: str) -> dict[str, str]:
 
 
 def alternate_key_path(opportunity_id: str) -> str:
-    """`msdyn_predictivescores(msdyn_entityid='<id>',msdyn_entitytype='opportunity')`, quoted by the connector."""
+    """`msdyn_predictivescores(msdyn_entityid='<id>',msdyn_entitytype='opportunity')` (connector-quoted)."""
     from connectors.odata import key_segment
 
     return key_segment(ENTITY_SET, score_key(opportunity_id))
@@ -271,7 +271,10 @@ def snapshot_time(lake: Any, tables: Mapping[str, pd.DataFrame]) -> dt.datetime:
             if not pd.isna(t):
                 candidates.append(t)
                 break
-    for table, cols in (("opportunity", ("createdon", "modifiedon")), ("opportunitysalesprocess", ("modifiedon",))):
+    for table, cols in (
+        ("opportunity", ("createdon", "modifiedon")),
+        ("opportunitysalesprocess", ("modifiedon",)),
+    ):
         frame = tables.get(table)
         for col in cols:
             if frame is not None and col in frame.columns and len(frame):
@@ -284,10 +287,14 @@ def snapshot_time(lake: Any, tables: Mapping[str, pd.DataFrame]) -> dt.datetime:
 
 
 def build_scoring_frame(
-    tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any], model: PublishedModel, now: dt.datetime,
-    scorer: Any, opportunity_ids: Sequence[str] | None = None,
+    tables: Mapping[str, pd.DataFrame],
+    metadata: Mapping[str, Any],
+    model: PublishedModel,
+    now: dt.datetime,
+    scorer: Any,
+    opportunity_ids: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The model's eligible rows (shared modeling.dataset code) and counts of ineligible listed ids by reason."""
+    """The model's eligible rows (shared modeling.dataset code) and counts of ineligible ids by reason."""
     from modeling.dataset import build_scoring_frame as build
 
     stats = (scorer.meta or {}).get("stats", {}) if hasattr(scorer, "meta") else {}
@@ -353,7 +360,17 @@ def load_previous(ctx: Any, *, fold: bool = True, exclude_run: str | None = None
                 parts.append(ctx.lake.read_parquet(path).to_pandas())
         if blobs.read(f"{_run_prefix(run_id)}report.json") is not None:
             newly_finished.append(run_id)
-    cols = ["opportunityid", "score", "grade", "trend", "reasons_sha", "model", "version", "scoredon", "written_at"]
+    cols = [
+        "opportunityid",
+        "score",
+        "grade",
+        "trend",
+        "reasons_sha",
+        "model",
+        "version",
+        "scoredon",
+        "written_at",
+    ]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     hist = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts], ignore_index=True)
@@ -371,7 +388,7 @@ def _history_runs(ctx: Any) -> list[str]:
     for item in names:
         name = getattr(item, "name", str(item))
         if name.endswith("/"):
-            out.append(name[len(prefix):].rstrip("/"))
+            out.append(name[len(prefix) :].rstrip("/"))
     return out
 
 
@@ -436,8 +453,11 @@ def plan_run(
     blobs.write(f"{_run_prefix(run_id)}plan.json", plan.doc)
     log.info(
         "scoring run=%s planned: eligible=%d batches=%d models=%s in %.2f s",
-        run_id, plan.doc["eligible"], len(plan.batches),
-        ",".join(m["key"] for m in plan.doc["models"]) or "-", plan.doc["plannedIn"],
+        run_id,
+        plan.doc["eligible"],
+        len(plan.batches),
+        ",".join(m["key"] for m in plan.doc["models"]) or "-",
+        plan.doc["plannedIn"],
     )
     if not plan.batches:
         finish_run(ctx, run_id)
@@ -482,8 +502,11 @@ def _build_plan(
         chosen.append((model, frame))
         model_docs.append(
             {
-                "key": model.key, "name": model.name, "version": model.version,
-                "gradeRanges": list(model.config.grade_ranges), "eligible": len(frame),
+                "key": model.key,
+                "name": model.name,
+                "version": model.version,
+                "gradeRanges": list(model.config.grade_ranges),
+                "eligible": len(frame),
                 "matchedByHigherPriority": before - len(frame),
             }
         )
@@ -508,12 +531,20 @@ def _build_plan(
     if not models:
         log.warning("scoring run=%s: no published model; nothing to score", run_id)
     doc = {
-        "runId": run_id, "actor": actor, "createdAt": _iso(clock), "asOf": _iso(as_of),
-        "scoredOn": clock.date().isoformat(), "month": clock.strftime("%Y-%m"),
-        "models": model_docs, "eligible": int(sum(len(b) for b in batches)), "batches": len(batches),
-        "ineligible": ineligible, "notScored": not_found,
+        "runId": run_id,
+        "actor": actor,
+        "createdAt": _iso(clock),
+        "asOf": _iso(as_of),
+        "scoredOn": clock.date().isoformat(),
+        "month": clock.strftime("%Y-%m"),
+        "models": model_docs,
+        "eligible": int(sum(len(b) for b in batches)),
+        "batches": len(batches),
+        "ineligible": ineligible,
+        "notScored": not_found,
         "requestedIds": None if ids is None else len(wanted or ()),
-        "quota": ctx.settings.monthly_quota, "trendTolerance": TREND_TOLERANCE,
+        "quota": ctx.settings.monthly_quota,
+        "trendTolerance": TREND_TOLERANCE,
     }
     return Plan(run_id, batches, doc)
 
@@ -561,7 +592,9 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
             try:
                 pa.array(fixed[col])
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                fixed[col] = fixed[col].map(lambda v: None if v is None or _isnan(v) else str(v)).astype(object)
+                fixed[col] = (
+                    fixed[col].map(lambda v: None if v is None or _isnan(v) else str(v)).astype(object)
+                )
         return pa.Table.from_pandas(fixed, preserve_index=False)
 
 
@@ -576,15 +609,24 @@ def parse_message(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
             msg = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ScoringError(f"scoring message is not JSON: {exc}", code="BadMessage") from exc
-    if not isinstance(msg, dict) or not isinstance(msg.get("runId"), str) or not isinstance(msg.get("batch"), int):
+    if (
+        not isinstance(msg, dict)
+        or not isinstance(msg.get("runId"), str)
+        or not isinstance(msg.get("batch"), int)
+    ):
         raise ScoringError("scoring message needs runId (str) and batch (int)", code="BadMessage")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", msg["runId"]) or msg["batch"] < 0:
         raise ScoringError("scoring message has an invalid runId or batch", code="BadMessage")
     return msg
 
 
-def score_batch(ctx: Any, message: bytes | str | Mapping[str, Any], *, return_rows: bool = False,
-                worker: str | None = None) -> dict[str, Any]:
+def score_batch(
+    ctx: Any,
+    message: bytes | str | Mapping[str, Any],
+    *,
+    return_rows: bool = False,
+    worker: str | None = None,
+) -> dict[str, Any]:
     """Score and write one batch (idempotent). Returns the batch result; raises to have it retried."""
     msg = parse_message(message)
     run_id, index = msg["runId"], int(msg["batch"])
@@ -607,15 +649,34 @@ def score_batch(ctx: Any, message: bytes | str | Mapping[str, Any], *, return_ro
     except Exception as exc:
         attempts = int(checkpoint.get("attempts", 0))
         _release(blobs, base + ".json", worker, f"{type(exc).__name__}: {str(exc)[:300]}", attempts)
-        log.warning("scoring run=%s batch=%d failed (attempt %d): %s", run_id, index, attempts, type(exc).__name__)
+        log.warning(
+            "scoring run=%s batch=%d failed (attempt %d): %s", run_id, index, attempts, type(exc).__name__
+        )
         raise
     result["seconds"] = round(time.perf_counter() - started, 3)
-    blobs.write(base + ".json", {"status": "written", "batch": index, "worker": worker, "result": result,
-                                 "attempts": checkpoint.get("attempts", 1), "writtenAt": _iso(_utcnow())})
+    blobs.write(
+        base + ".json",
+        {
+            "status": "written",
+            "batch": index,
+            "worker": worker,
+            "result": result,
+            "attempts": checkpoint.get("attempts", 1),
+            "writtenAt": _iso(_utcnow()),
+        },
+    )
     log.info(
-        "scoring run=%s batch=%d model=%s scored=%d written=%d unchanged=%d skipped=%d quota_stopped=%d in %.2f s",
-        run_id, index, result.get("model"), result["scored"], result["written"], result["unchanged"],
-        result["skipped"], result["quotaStopped"], result["seconds"],
+        "scoring run=%s batch=%d model=%s scored=%d written=%d unchanged=%d skipped=%d quota_stopped=%d "
+        "in %.2f s",
+        run_id,
+        index,
+        result.get("model"),
+        result["scored"],
+        result["written"],
+        result["unchanged"],
+        result["skipped"],
+        result["quotaStopped"],
+        result["seconds"],
     )
     _mark_done(ctx, blobs, run_id, index, result, plan)
     if return_rows:
@@ -633,13 +694,24 @@ def _claim(blobs: JsonBlobs, path: str, worker: str) -> tuple[dict[str, Any], st
         if doc.get("status") == "written":
             return None
         now = time.time()
-        if doc.get("status") == "claimed" and doc.get("worker") != worker and float(doc.get("until", 0)) > now:
+        if (
+            doc.get("status") == "claimed"
+            and doc.get("worker") != worker
+            and float(doc.get("until", 0)) > now
+        ):
             if time.monotonic() > deadline:
-                raise ScoringError(f"batch {path} stays claimed by {doc.get('worker')}", status=409, code="BatchBusy")
+                raise ScoringError(
+                    f"batch {path} stays claimed by {doc.get('worker')}", status=409, code="BatchBusy"
+                )
             time.sleep(0.5)
             continue
-        new = {**doc, "status": "claimed", "worker": worker, "until": now + CLAIM_SECONDS,
-               "attempts": int(doc.get("attempts", 0)) + 1}
+        new = {
+            **doc,
+            "status": "claimed",
+            "worker": worker,
+            "until": now + CLAIM_SECONDS,
+            "attempts": int(doc.get("attempts", 0)) + 1,
+        }
         try:
             new_etag = blobs.write(path, new, etag=etag)
             return new, new_etag
@@ -656,8 +728,9 @@ def _release(blobs: JsonBlobs, path: str, worker: str, error: str, attempts: int
         log.debug("could not release claim on %s", path)
 
 
-def _execute(ctx: Any, plan: Mapping[str, Any], run_id: str, index: int, base: str
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _execute(
+    ctx: Any, plan: Mapping[str, Any], run_id: str, index: int, base: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     frame = ctx.lake.read_parquet(base + ".parquet").to_pandas()
     if frame.empty:
         return _empty_result(), []
@@ -667,11 +740,18 @@ def _execute(ctx: Any, plan: Mapping[str, Any], run_id: str, index: int, base: s
     result = _empty_result()
     result["model"] = f"{name}@{version}"
     ids = frame[C_ID].astype(str).tolist()
-    allowed = claim_quota(ctx, plan.get("month") or _utcnow().strftime("%Y-%m"), ids, ctx.settings.monthly_quota)
+    allowed = claim_quota(
+        ctx, plan.get("month") or _utcnow().strftime("%Y-%m"), ids, ctx.settings.monthly_quota
+    )
     if len(allowed) < len(ids):
         result["quotaStopped"] = len(ids) - len(allowed)
-        log.warning("scoring run=%s batch=%d: monthly quota of %s reached; %d records not scored",
-                    run_id, index, ctx.settings.monthly_quota, result["quotaStopped"])
+        log.warning(
+            "scoring run=%s batch=%d: monthly quota of %s reached; %d records not scored",
+            run_id,
+            index,
+            ctx.settings.monthly_quota,
+            result["quotaStopped"],
+        )
         frame = frame[frame[C_ID].isin(set(allowed))].reset_index(drop=True)
         if frame.empty:
             return result, []
@@ -696,8 +776,10 @@ def _execute(ctx: Any, plan: Mapping[str, Any], run_id: str, index: int, base: s
                 f"{len(failed)} of {len(rows)} upserts failed; first: "
                 f"{getattr(first, 'status', '?')} {str(getattr(first, 'error', '') or '')[:200]}"
             )
-        ctx.lake.write_parquet(f"scoring/history/{run_id}/batch-{_batch_name(index)}.parquet",
-                               pa.Table.from_pandas(history, schema=HISTORY_SCHEMA, preserve_index=False))
+        ctx.lake.write_parquet(
+            f"scoring/history/{run_id}/batch-{_batch_name(index)}.parquet",
+            pa.Table.from_pandas(history, schema=HISTORY_SCHEMA, preserve_index=False),
+        )
     return result, out_rows
 
 
@@ -722,8 +804,14 @@ def _count_reasons(skipped: Any) -> dict[str, int]:
 
 
 def _rows_to_write(
-    frame: pd.DataFrame, scored: pd.DataFrame, plan: Mapping[str, Any], name: str, version: int,
-    grade_ranges: tuple[int, ...] | None, run_id: str, index: int,
+    frame: pd.DataFrame,
+    scored: pd.DataFrame,
+    plan: Mapping[str, Any],
+    name: str,
+    version: int,
+    grade_ranges: tuple[int, ...] | None,
+    run_id: str,
+    index: int,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[dict[str, Any]]]:
     """Decide grade, trend and reasons per scored row; keep only rows that changed."""
     from modeling.config import grade_for
@@ -742,8 +830,11 @@ def _rows_to_write(
         reasons = rec.get("reasons")
         text = reasons if isinstance(reasons, str) else reasons_json(name, version, reasons or {})
         if len(text) > MAX_REASONS_CHARS:  # the shared serialiser guarantees this; never send more
-            raise ScoringError(f"reasons for {opp_id} exceed {MAX_REASONS_CHARS} characters", status=500,
-                               code="ReasonsTooLong")
+            raise ScoringError(
+                f"reasons for {opp_id} exceed {MAX_REASONS_CHARS} characters",
+                status=500,
+                code="ReasonsTooLong",
+            )
         p = prev.loc[opp_id]
         prev_score = None if _isnan(p[C_PREV_SCORE]) else float(p[C_PREV_SCORE])
         prev_trend = None if _isnan(p[C_PREV_TREND]) else int(p[C_PREV_TREND])
@@ -752,13 +843,23 @@ def _rows_to_write(
         changed = (
             prev_score is None
             or int(prev_score) != score
-            or _isnan(p[C_PREV_GRADE]) or int(p[C_PREV_GRADE]) != grade
+            or _isnan(p[C_PREV_GRADE])
+            or int(p[C_PREV_GRADE]) != grade
             or prev_trend != trend
             or p[C_PREV_REASONS] != sha
         )
-        out.append({"opportunityId": opp_id, "score": score, "grade": grade, "trend": trend,
-                    "previousScore": prev_score, "written": bool(changed), "model": f"{name}@{version}",
-                    "reasons": text})
+        out.append(
+            {
+                "opportunityId": opp_id,
+                "score": score,
+                "grade": grade,
+                "trend": trend,
+                "previousScore": prev_score,
+                "written": bool(changed),
+                "model": f"{name}@{version}",
+                "reasons": text,
+            }
+        )
         if not changed:
             continue
         rows.append(
@@ -774,10 +875,19 @@ def _rows_to_write(
             }
         )
         for key, value in (
-            ("opportunityid", opp_id), ("run_id", run_id), ("batch", index), ("model", name),
-            ("version", version), ("score", score), ("grade", grade), ("trend", trend),
-            ("previous_score", prev_score), ("reasons", text), ("reasons_sha", sha),
-            ("scoredon", scored_on), ("written_at", written_at),
+            ("opportunityid", opp_id),
+            ("run_id", run_id),
+            ("batch", index),
+            ("model", name),
+            ("version", version),
+            ("score", score),
+            ("grade", grade),
+            ("trend", trend),
+            ("previous_score", prev_score),
+            ("reasons", text),
+            ("reasons_sha", sha),
+            ("scoredon", scored_on),
+            ("written_at", written_at),
         ):
             hist[key].append(value)
     return rows, pd.DataFrame(hist), out
@@ -809,8 +919,13 @@ def claim_quota(ctx: Any, month: str, ids: Sequence[str], limit: int | None) -> 
                 room -= 1
         if not new:
             return allowed
-        doc = {**doc, "limit": limit, "ids": sorted(counted | set(new)), "used": len(counted) + len(new),
-               "updated_at": _iso(_utcnow())}
+        doc = {
+            **doc,
+            "limit": limit,
+            "ids": sorted(counted | set(new)),
+            "used": len(counted) + len(new),
+            "updated_at": _iso(_utcnow()),
+        }
         try:
             if etag is None:
                 blobs.write(path, doc, create_only=True)
@@ -830,8 +945,9 @@ def quota_usage(ctx: Any, month: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- finish / report
 
 
-def _mark_done(ctx: Any, blobs: JsonBlobs, run_id: str, index: int, result: Mapping[str, Any],
-               plan: Mapping[str, Any]) -> None:
+def _mark_done(
+    ctx: Any, blobs: JsonBlobs, run_id: str, index: int, result: Mapping[str, Any], plan: Mapping[str, Any]
+) -> None:
     path = f"{_run_prefix(run_id)}progress.json"
     for _ in range(100):
         doc, etag = blobs.read_with_etag(path)
@@ -868,15 +984,26 @@ def run_report(ctx: Any, run_id: str) -> dict[str, Any]:
         for r, c in (res.get("skipReasons") or {}).items():
             reasons[r] = reasons.get(r, 0) + int(c)
     report = {
-        "runId": run_id, "actor": plan.get("actor"), "createdAt": plan.get("createdAt"), "asOf": plan.get("asOf"),
-        "models": plan.get("models", []), "eligible": plan.get("eligible", 0), **totals,
-        "skipReasons": reasons, "ineligible": plan.get("ineligible", {}), "notScored": plan.get("notScored", []),
-        "batches": plan.get("batches", 0), "batchesDone": len(progress["done"]),
-        "quota": plan.get("quota"), "quotaReached": totals["quotaStopped"] > 0,
+        "runId": run_id,
+        "actor": plan.get("actor"),
+        "createdAt": plan.get("createdAt"),
+        "asOf": plan.get("asOf"),
+        "models": plan.get("models", []),
+        "eligible": plan.get("eligible", 0),
+        **totals,
+        "skipReasons": reasons,
+        "ineligible": plan.get("ineligible", {}),
+        "notScored": plan.get("notScored", []),
+        "batches": plan.get("batches", 0),
+        "batchesDone": len(progress["done"]),
+        "quota": plan.get("quota"),
+        "quotaReached": totals["quotaStopped"] > 0,
     }
     if totals["quotaStopped"]:
-        report["message"] = (f"monthly quota of {plan.get('quota')} scored records reached: "
-                             f"{totals['quotaStopped']} eligible records were not scored")
+        report["message"] = (
+            f"monthly quota of {plan.get('quota')} scored records reached: "
+            f"{totals['quotaStopped']} eligible records were not scored"
+        )
     return report
 
 
@@ -900,8 +1027,13 @@ def finish_run(ctx: Any, run_id: str) -> dict[str, Any]:
         log.warning("scoring run=%s stopped by the monthly quota: %s", run_id, report["message"])
     log.info(
         "scoring run=%s finished: eligible=%d scored=%d written=%d unchanged=%d skipped=%d quota_stopped=%d",
-        run_id, report["eligible"], report["scored"], report["written"], report["unchanged"],
-        report["skipped"], report["quotaStopped"],
+        run_id,
+        report["eligible"],
+        report["scored"],
+        report["written"],
+        report["unchanged"],
+        report["skipped"],
+        report["quotaStopped"],
     )
     try:
         ctx.jobs.succeed(run_id, report)
@@ -945,8 +1077,13 @@ def score_now(ctx: Any, ids: Sequence[str], *, actor: str = "anonymous") -> tupl
         rows.extend(res.get("rows", []))
     scores = [decode_row_dict(r) for r in rows]
     report = run_report(ctx, plan["runId"])
-    return 200, {"runId": plan["runId"], "scores": scores, "notScored": plan["notScored"],
-                 "quotaStopped": report["quotaStopped"], "message": report.get("message")}
+    return 200, {
+        "runId": plan["runId"],
+        "scores": scores,
+        "notScored": plan["notScored"],
+        "quotaStopped": report["quotaStopped"],
+        "message": report.get("message"),
+    }
 
 
 def _plan_summary(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -956,9 +1093,14 @@ def _plan_summary(plan: Mapping[str, Any]) -> dict[str, Any]:
 def decode_row_dict(r: Mapping[str, Any]) -> dict[str, Any]:
     reasons = _parse_reasons(r.get("reasons"))
     return {
-        "opportunityId": r["opportunityId"], "score": r["score"], "grade": GRADE_LABELS[int(r["grade"])],
-        "trend": TREND_LABELS[int(r["trend"])], "previousScore": r.get("previousScore"),
-        "model": r.get("model"), "written": r.get("written"), "reasons": reasons,
+        "opportunityId": r["opportunityId"],
+        "score": r["score"],
+        "grade": GRADE_LABELS[int(r["grade"])],
+        "trend": TREND_LABELS[int(r["trend"])],
+        "previousScore": r.get("previousScore"),
+        "model": r.get("model"),
+        "written": r.get("written"),
+        "reasons": reasons,
     }
 
 
@@ -1015,7 +1157,7 @@ def unfinished_runs(ctx: Any) -> list[str]:
     out = []
     for item in names:
         name = getattr(item, "name", str(item))
-        run_id = name[len("scoring/runs/"):].rstrip("/")
+        run_id = name[len("scoring/runs/") :].rstrip("/")
         if run_id and blobs.read(f"{_run_prefix(run_id)}report.json") is None:
             out.append(run_id)
     return out
@@ -1023,9 +1165,27 @@ def unfinished_runs(ctx: Any) -> list[str]:
 
 # keep the public names in one place for readers
 __all__ = [
-    "BATCH_SIZE", "SYNC_LIMIT", "TREND_TOLERANCE", "ScoringError", "BatchFailed", "PublishedModel",
-    "plan_run", "score_batch", "finish_run", "run_report", "resume_run", "score_now", "get_score",
-    "claim_quota", "quota_usage", "model_priority", "decide_trend", "validate_ids", "alternate_key_path",
-    "load_previous", "unfinished_runs", "parse_message", "decode_dataverse_row",
+    "BATCH_SIZE",
+    "SYNC_LIMIT",
+    "TREND_TOLERANCE",
+    "ScoringError",
+    "BatchFailed",
+    "PublishedModel",
+    "plan_run",
+    "score_batch",
+    "finish_run",
+    "run_report",
+    "resume_run",
+    "score_now",
+    "get_score",
+    "claim_quota",
+    "quota_usage",
+    "model_priority",
+    "decide_trend",
+    "validate_ids",
+    "alternate_key_path",
+    "load_previous",
+    "unfinished_runs",
+    "parse_message",
+    "decode_dataverse_row",
 ]
-

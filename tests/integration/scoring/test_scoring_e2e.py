@@ -29,15 +29,29 @@ from tests.conftest import mock_call, registry
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
 MODEL = "Default"
-SCORE_COLUMNS = ["msdyn_entityid", "msdyn_entitytype", "msdyn_score", "msdyn_grade", "msdyn_scoretrend",
-                 "msdyn_scoredon", "msdyn_scorereasons", "msdyn_name"]
+SCORE_COLUMNS = [
+    "msdyn_entityid",
+    "msdyn_entitytype",
+    "msdyn_score",
+    "msdyn_grade",
+    "msdyn_scoretrend",
+    "msdyn_scoredon",
+    "msdyn_scorereasons",
+    "msdyn_name",
+]
 
 
 def _settings(azurite: Any, mock_info: dict[str, Any], **extra: str) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:10]
-    return stack.app_settings(azurite, mock_info, LAKE_CONTAINER=f"lake-sc-{suffix}",
-                              MODEL_CONTAINER=f"models-sc-{suffix}", SCORING_QUEUE=f"scoring-{suffix}",
-                              TRAINING_QUEUE=f"training-{suffix}", **extra)
+    return stack.app_settings(
+        azurite,
+        mock_info,
+        LAKE_CONTAINER=f"lake-sc-{suffix}",
+        MODEL_CONTAINER=f"models-sc-{suffix}",
+        SCORING_QUEUE=f"scoring-{suffix}",
+        TRAINING_QUEUE=f"training-{suffix}",
+        **extra,
+    )
 
 
 def _sync(ctx: AppContext) -> dict[str, Any]:
@@ -173,8 +187,12 @@ def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
     # faults: 20% 429/503 and dropped connections while scoring
     mock_call(mock_info, "POST", "/_mock/reset")
     _wipe_scoring_state(ctx)
-    mock_call(mock_info, "POST", "/_mock/faults",
-              {"rate_429": 0.1, "rate_503": 0.1, "rate_drop": 0.05, "retry_after": 1, "seed": 3})
+    mock_call(
+        mock_info,
+        "POST",
+        "/_mock/faults",
+        {"rate_429": 0.1, "rate_503": 0.1, "rate_drop": 0.05, "retry_after": 1, "seed": 3},
+    )
     faulty = scoring.plan_run(ctx, actor="faults", batch_size=100)
     drain(ctx)
     mock_call(mock_info, "POST", "/_mock/faults", {})
@@ -249,8 +267,12 @@ def test_enterprise_quota_stops_new_records_and_says_so(
     azurite: Any, mock_info: dict[str, Any], trained: dict[str, str]
 ) -> None:
     mock_call(mock_info, "POST", "/_mock/reset")
-    values = dict(trained, LICENSE_TIER="enterprise", MONTHLY_SCORING_QUOTA="120",
-                  LAKE_CONTAINER=f"lake-q-{uuid.uuid4().hex[:8]}")
+    values = dict(
+        trained,
+        LICENSE_TIER="enterprise",
+        MONTHLY_SCORING_QUOTA="120",
+        LAKE_CONTAINER=f"lake-q-{uuid.uuid4().hex[:8]}",
+    )
     c = AppContext(load_settings(values))
     set_context(c)
     try:
@@ -269,8 +291,14 @@ def test_enterprise_quota_stops_new_records_and_says_so(
 def test_http_score_and_widget_row(ctx: AppContext) -> None:
     opp = scoring.read_lake_inputs(ctx)[0]["opportunity"]
     open_ids = list(opp.loc[opp["statecode"] == 0, "opportunityid"].astype(str)[:3])
-    req = func.HttpRequest("POST", "http://localhost/api/score", headers={}, params={}, route_params={},
-                           body=json.dumps({"opportunityIds": open_ids}).encode())
+    req = func.HttpRequest(
+        "POST",
+        "http://localhost/api/score",
+        headers={},
+        params={},
+        route_params={},
+        body=json.dumps({"opportunityIds": open_ids}).encode(),
+    )
     resp = registry()["start_scoring"].get_user_function()(req)
     assert resp.status_code == 200, resp.get_body()
     scores = {s["opportunityId"]: s for s in json.loads(resp.get_body())["scores"]}
@@ -283,6 +311,9 @@ def test_http_score_and_widget_row(ctx: AppContext) -> None:
         widget = json.loads(r.get_body())
         assert widget["score"] == scores[i.lower()]["score"] and widget["model"] == f"{MODEL}@1"
         assert widget["trend"] == "Not enough info" and isinstance(widget["reasons"]["positive"], list)
-    missing = get(func.HttpRequest("GET", "http://x", headers={}, params={},
-                                   route_params={"id": str(uuid.uuid4())}, body=b""))
+    missing = get(
+        func.HttpRequest(
+            "GET", "http://x", headers={}, params={}, route_params={"id": str(uuid.uuid4())}, body=b""
+        )
+    )
     assert missing.status_code == 404

@@ -16,8 +16,14 @@ def patched(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeScorer]:
     """Eligibility = open + the model's filter; scores from the `points` column."""
     scorers: dict[str, FakeScorer] = {}
 
-    def build(tables: Any, metadata: Any, model: scoring.PublishedModel, now: Any, scorer: Any,
-              opportunity_ids: Any = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    def build(
+        tables: Any,
+        metadata: Any,
+        model: scoring.PublishedModel,
+        now: Any,
+        scorer: Any,
+        opportunity_ids: Any = None,
+    ) -> tuple[pd.DataFrame, dict[str, int]]:
         opp = tables["opportunity"]
         keep = opp["statecode"] == 0
         if model.config.filter_column:

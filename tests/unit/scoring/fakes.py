@@ -29,8 +29,16 @@ class FakeContainer:
         self._etags = itertools.count(1)
         self._lock = threading.Lock()
 
-    def _upload(self, name: str, data: Any, *, overwrite: bool = False, etag: str | None = None,
-                match_condition: Any = None, **_: Any) -> dict[str, str]:
+    def _upload(
+        self,
+        name: str,
+        data: Any,
+        *,
+        overwrite: bool = False,
+        etag: str | None = None,
+        match_condition: Any = None,
+        **_: Any,
+    ) -> dict[str, str]:
         body = data if isinstance(data, bytes) else bytes(data)
         with self._lock:
             if name in self.blobs and not overwrite:
@@ -63,7 +71,7 @@ class FakeContainer:
     def walk_blobs(self, name_starts_with: str = "", delimiter: str = "/") -> list[Any]:
         seen: dict[str, Any] = {}
         for n in self.list_blob_names(name_starts_with):
-            rest = n[len(name_starts_with):]
+            rest = n[len(name_starts_with) :]
             head = rest.split(delimiter, 1)
             key = name_starts_with + head[0] + (delimiter if len(head) > 1 else "")
             seen.setdefault(key, SimpleNamespace(name=key))
@@ -79,8 +87,12 @@ class FakeContainer:
 class FakeLake:
     """The Lake read/write API of docs/CONTRACTS.md over a FakeContainer."""
 
-    def __init__(self, container: FakeContainer, tables: dict[str, pd.DataFrame] | None = None,
-                 metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        container: FakeContainer,
+        tables: dict[str, pd.DataFrame] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
         self.container = container
         self.tables = tables or {}
         self.json = JsonBlobs(container)  # type: ignore[arg-type]
@@ -187,13 +199,17 @@ class FakeScorer:
         self.calls += 1
         bad = frame["points"].isna()
         ok = frame[~bad]
-        out = pd.DataFrame({
-            "opportunityid": ok["opportunityid"].to_numpy(),
-            "score": np.clip(ok["points"].to_numpy(dtype=float), 0, 100).round().astype(int),
-            "grade": 0,
-            "reasons": [json.dumps({"model": self.name, "version": self.version, "positive": [], "negative": []})]
-            * len(ok),
-        })
+        out = pd.DataFrame(
+            {
+                "opportunityid": ok["opportunityid"].to_numpy(),
+                "score": np.clip(ok["points"].to_numpy(dtype=float), 0, 100).round().astype(int),
+                "grade": 0,
+                "reasons": [
+                    json.dumps({"model": self.name, "version": self.version, "positive": [], "negative": []})
+                ]
+                * len(ok),
+            }
+        )
         missing = frame.loc[bad, "opportunityid"]
         out.attrs["skipped"] = [{"opportunityid": i, "reason": "points missing"} for i in missing]
         return out
@@ -207,9 +223,16 @@ class FakeSettings:
 
 
 class FakeContext:
-    def __init__(self, *, opportunities: pd.DataFrame | None = None, configs: list[dict[str, Any]],
-                 published: dict[str, int], quota: int | None = None,
-                 tables: dict[str, pd.DataFrame] | None = None, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        *,
+        opportunities: pd.DataFrame | None = None,
+        configs: list[dict[str, Any]],
+        published: dict[str, int],
+        quota: int | None = None,
+        tables: dict[str, pd.DataFrame] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
         self.lake_container = FakeContainer()
         tables = dict(tables or {})
         if opportunities is not None:
@@ -221,8 +244,13 @@ class FakeContext:
             docs["metadata/optionsets.json"] = metadata["optionsets"]
             docs["metadata/processes.json"] = metadata["processes"]
         self.lake = FakeLake(self.lake_container, tables, docs)
-        self.model_store = FakeStore(configs, {n: {"published": v, "publishedAt": f"2026-01-0{i + 1}T00:00:00+00:00"}
-                                               for i, (n, v) in enumerate(published.items())})
+        self.model_store = FakeStore(
+            configs,
+            {
+                n: {"published": v, "publishedAt": f"2026-01-0{i + 1}T00:00:00+00:00"}
+                for i, (n, v) in enumerate(published.items())
+            },
+        )
         self.dataverse = FakeDataverse()
         self.jobs = JobStore(JsonBlobs(self.lake_container))  # type: ignore[arg-type]
         self.settings = FakeSettings(monthly_quota=quota)

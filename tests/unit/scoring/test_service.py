@@ -20,18 +20,25 @@ def _ids(n: int, seed: int = 0) -> list[str]:
 
 def _opps(n: int, *, channel: list[str] | None = None) -> pd.DataFrame:
     ids = _ids(n)
-    return pd.DataFrame({
-        "opportunityid": ids,
-        "name": [f"Deal {i}" for i in range(n)],
-        "statecode": [0 if i % 10 else 1 for i in range(n)],  # every 10th is closed
-        "points": [float(10 + (i * 7) % 80) for i in range(n)],
-        "new_channel": channel or ["Direct" if i % 2 else "Partner" for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "opportunityid": ids,
+            "name": [f"Deal {i}" for i in range(n)],
+            "statecode": [0 if i % 10 else 1 for i in range(n)],  # every 10th is closed
+            "points": [float(10 + (i * 7) % 80) for i in range(n)],
+            "new_channel": channel or ["Direct" if i % 2 else "Partner" for i in range(n)],
+        }
+    )
 
 
 def _config(name: str, filter_values: list[str] | None = None, bpf: str | None = None) -> dict[str, Any]:
-    return {"name": name, "filterColumn": "new_channel" if filter_values else None,
-            "filterValues": filter_values or [], "businessProcessFlow": bpf, "gradeRanges": [75, 50, 25]}
+    return {
+        "name": name,
+        "filterColumn": "new_channel" if filter_values else None,
+        "filterValues": filter_values or [],
+        "businessProcessFlow": bpf,
+        "gradeRanges": [75, 50, 25],
+    }
 
 
 def _drain(ctx: FakeContext) -> list[dict[str, Any]]:
@@ -53,7 +60,9 @@ def test_full_run_writes_every_eligible_row_once_in_batches_of_at_most_1000(patc
     row = ctx.dataverse.rows[_ids(2)[1]]
     assert row["msdyn_entitytype"] == "opportunity" and row["msdyn_scoretrend"] == 3
     assert row["msdyn_score"] == 17 and row["msdyn_grade"] == 3 and row["msdyn_name"] == "Deal 1"
-    assert len(row["msdyn_scorereasons"]) <= 10_000 and json.loads(row["msdyn_scorereasons"])["model"] == "All"
+    assert (
+        len(row["msdyn_scorereasons"]) <= 10_000 and json.loads(row["msdyn_scorereasons"])["model"] == "All"
+    )
     job = ctx.jobs.get(plan["runId"])
     assert job["status"] == "succeeded"
     assert job["result"]["written"] == 2250 and job["result"]["unchanged"] == 0
@@ -85,9 +94,11 @@ def test_rerun_without_change_writes_nothing_and_changed_scores_get_a_trend(patc
 
 
 def test_two_matching_models_choose_the_most_specific_then_newest(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(100), configs=[_config("Broad"), _config("Direct", ["Direct"]),
-                                                        _config("Direct2", ["Direct"])],
-                      published={"Broad": 1, "Direct": 2, "Direct2": 1})
+    ctx = FakeContext(
+        opportunities=_opps(100),
+        configs=[_config("Broad"), _config("Direct", ["Direct"]), _config("Direct2", ["Direct"])],
+        published={"Broad": 1, "Direct": 2, "Direct2": 1},
+    )
     plan = scoring.plan_run(ctx)
     _drain(ctx)
     by_model = {m["name"]: m["eligible"] for m in plan["models"]}
@@ -128,16 +139,18 @@ def test_a_failing_write_raises_for_the_host_and_releases_the_batch(patched: Any
     ctx.dataverse.fail = lambda op: 500 if op.body["msdyn_entityid"].endswith("5") else 204
     with pytest.raises(scoring.BatchFailed):
         scoring.score_batch(ctx, json.dumps(msg))
-    checkpoint = json.loads(ctx.lake_container.download_blob(
-        f"scoring/runs/{msg['runId']}/batches/00000.json").readall())
+    checkpoint = json.loads(
+        ctx.lake_container.download_blob(f"scoring/runs/{msg['runId']}/batches/00000.json").readall()
+    )
     assert checkpoint["status"] == "pending" and "BatchFailed" in checkpoint["lastError"]
     ctx.dataverse.fail = None
     result = scoring.score_batch(ctx, json.dumps(msg))  # the host's retry
     assert result["written"] == 45 and len(ctx.dataverse.rows) == 45
 
 
-def test_quota_counts_distinct_records_per_month_and_stops_with_a_report(patched: Any,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_quota_counts_distinct_records_per_month_and_stops_with_a_report(
+    patched: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     ctx = FakeContext(opportunities=_opps(3000), configs=[_config("All")], published={"All": 1}, quota=1500)
     plan = scoring.plan_run(ctx)
     _drain(ctx)
@@ -178,7 +191,9 @@ def test_score_now_answers_a_handful_synchronously(patched: Any) -> None:
     status, body = scoring.score_now(ctx, [i.upper() for i in ids])
     assert status == 200 and not ctx.messages
     assert [s["opportunityId"] for s in body["scores"]] == sorted(ids[1:3])
-    assert {s["grade"] for s in body["scores"]} <= set("ABCD") and body["scores"][0]["trend"] == "Not enough info"
+    assert {s["grade"] for s in body["scores"]} <= set("ABCD") and body["scores"][0][
+        "trend"
+    ] == "Not enough info"
     reasons = {n["opportunityId"]: n["reason"] for n in body["notScored"]}
     assert reasons[ids[0]] == "not open" and "not in the lake" in reasons[ids[3]]
     status, body = scoring.score_now(ctx, list(opps["opportunityid"][:25]))
@@ -210,8 +225,13 @@ def test_bad_messages_are_rejected_clearly() -> None:
 
 
 def test_decode_row_for_the_widget() -> None:
-    row = {"msdyn_score": 62, "msdyn_grade": 1, "msdyn_scoretrend": 0, "msdyn_scoredon": "2026-11-26",
-           "msdyn_scorereasons": json.dumps({"model": "M", "version": 3, "positive": [], "negative": []})}
+    row = {
+        "msdyn_score": 62,
+        "msdyn_grade": 1,
+        "msdyn_scoretrend": 0,
+        "msdyn_scoredon": "2026-11-26",
+        "msdyn_scorereasons": json.dumps({"model": "M", "version": 3, "positive": [], "negative": []}),
+    }
     out = scoring.decode_dataverse_row("x", row)
     assert out["grade"] == "B" and out["trend"] == "Improving" and out["model"] == "M@3"
     assert out["scoredOn"] == "2026-11-26" and out["reasons"]["positive"] == []

@@ -29,13 +29,21 @@ def ctx(patched: Any) -> Iterator[FakeContext]:
 
 
 def _post(body: bytes) -> func.HttpResponse:
-    req = func.HttpRequest("POST", "http://localhost/api/score", headers={}, params={}, route_params={}, body=body)
+    req = func.HttpRequest(
+        "POST", "http://localhost/api/score", headers={}, params={}, route_params={}, body=body
+    )
     return registry()["start_scoring"].get_user_function()(req)
 
 
 def _get(opp_id: str) -> func.HttpResponse:
-    req = func.HttpRequest("GET", f"http://localhost/api/opportunities/{opp_id}/score", headers={}, params={},
-                           route_params={"id": opp_id}, body=b"")
+    req = func.HttpRequest(
+        "GET",
+        f"http://localhost/api/opportunities/{opp_id}/score",
+        headers={},
+        params={},
+        route_params={"id": opp_id},
+        body=b"",
+    )
     return registry()["get_opportunity_score"].get_user_function()(req)
 
 
@@ -51,10 +59,14 @@ def test_bindings() -> None:
 
 
 def test_bad_requests_get_400_naming_the_problem(ctx: FakeContext) -> None:
-    for body, code in ((b"{nope", "MalformedJson"), (b"[1]", "MalformedJson"), (b'{"ids": []}', "UnknownField"),
-                       (b'{"opportunityIds": "x"}', "InvalidOpportunityIds"),
-                       (b'{"opportunityIds": []}', "InvalidOpportunityIds"),
-                       (b'{"resume": "../etc"}', "InvalidRunId")):
+    for body, code in (
+        (b"{nope", "MalformedJson"),
+        (b"[1]", "MalformedJson"),
+        (b'{"ids": []}', "UnknownField"),
+        (b'{"opportunityIds": "x"}', "InvalidOpportunityIds"),
+        (b'{"opportunityIds": []}', "InvalidOpportunityIds"),
+        (b'{"resume": "../etc"}', "InvalidRunId"),
+    ):
         resp = _post(body)
         assert resp.status_code == 400, body
         assert _json(resp)["error"]["code"] == code

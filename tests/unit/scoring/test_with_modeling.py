@@ -20,16 +20,23 @@ from tests.unit.scoring.fakes import FakeContext
 def org() -> dict[str, Any]:
     tables = synth.make_tables(n=1200, n_open=300)
     md = synth.metadata()
-    cfg = validate_config({"name": "Synth"}, existing=[], processes=md["processes"], attributes=md["attributes"],
-                          optionsets=md["optionsets"], now=synth.NOW)
+    cfg = validate_config(
+        {"name": "Synth"},
+        existing=[],
+        processes=md["processes"],
+        attributes=md["attributes"],
+        optionsets=md["optionsets"],
+        now=synth.NOW,
+    )
     trained = train_model(build_training_frame(tables, md, cfg, synth.NOW), cfg)
     return {"tables": tables, "metadata": md, "config": cfg.to_json(), "model": trained}
 
 
 def _ctx(org: dict[str, Any]) -> FakeContext:
     scoring.clear_model_cache()
-    ctx = FakeContext(configs=[org["config"]], published={"Synth": 1}, tables=org["tables"],
-                      metadata=org["metadata"])
+    ctx = FakeContext(
+        configs=[org["config"]], published={"Synth": 1}, tables=org["tables"], metadata=org["metadata"]
+    )
     ctx.model_store.artifacts["Synth@1"] = (org["model"].onnx_bytes, org["model"].meta)
     return ctx
 
@@ -74,6 +81,8 @@ def test_bad_values_in_records_never_stop_the_run(org: dict[str, Any]) -> None:
     plan = scoring.plan_run(ctx, batch_size=100)
     _drain(ctx)
     report = ctx.jobs.get(plan["runId"])["result"]
-    assert report["batchesDone"] == plan["batches"] and report["written"] + report["skipped"] == plan["eligible"]
+    assert (
+        report["batchesDone"] == plan["batches"] and report["written"] + report["skipped"] == plan["eligible"]
+    )
     bad_ids = set(opp.loc[open_idx, "opportunityid"].astype(str).str.lower())
     assert bad_ids <= set(ctx.dataverse.rows)
