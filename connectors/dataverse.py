@@ -411,9 +411,10 @@ class DataverseClient:
         doc = self.get("WhoAmI")
         return dict(doc) if isinstance(doc, dict) else {}
 
-    def server_now(self) -> dt.datetime:
-        """The server's clock (its Date header), read with one cheap request and no retries."""
-        self.request("GET", "WhoAmI", max_retries=0)
+    def server_now(self, max_retries: int | None = None) -> dt.datetime:
+        """The server's clock (its Date header), read with one cheap request (WhoAmI)."""
+        self.last_server_date = None
+        self.request("GET", "WhoAmI", max_retries=max_retries)
         if self.last_server_date is None:
             raise DataverseProtocolError(502, "NoDateHeader", "the server sent no Date header")
         return self.last_server_date

@@ -271,7 +271,8 @@ class PartWriter:
 class Lease:
     """A blob lease held on `locks/<name>.lock`, renewed in the background until released."""
 
-    def __init__(self, client: BlobLeaseClient, name: str, duration: int):
+    def __init__(self, client: BlobLeaseClient, name: str, duration: int, blob: Any = None):
+        self.blob = blob
         self.client = client
         self.name = name
         self.duration = duration
@@ -292,6 +293,14 @@ class Lease:
                 self.lost = True
                 log.error("lease %s lost: HTTP %s", self.name, exc.status_code)
                 return
+
+    def metadata(self) -> dict[str, str]:
+        """Metadata on the lock blob (e.g. whether the previous holder finished cleanly)."""
+        return dict(self.blob.get_blob_properties().metadata or {}) if self.blob is not None else {}
+
+    def set_metadata(self, values: Mapping[str, str]) -> None:
+        if self.blob is not None:
+            self.blob.set_blob_metadata(dict(values), lease=self.client)
 
     def release(self) -> None:
         self._stop.set()
@@ -432,20 +441,32 @@ class Lake:
         """Every version of every row seen by a sync, with `_synced_at` and `_deleted`."""
         return self._read_parts(table, "history", columns)
 
+    def parquet_file(self, path: str) -> pq.ParquetFile:
+        """Download one part and open it (row groups and columns can then be read one at a time)."""
+        data = self.container.download_blob(path, max_concurrency=2).readall()
+        return pq.ParquetFile(pa.BufferReader(data))
+
     def iter_current_batches(
-        self, table: str, manifest: Mapping[str, Any] | None = None, columns: Sequence[str] | None = None
+        self,
+        table: str,
+        manifest: Mapping[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        files: dict[str, pq.ParquetFile] | None = None,
+        batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
-        """The current view row group by row group (memory: one row group)."""
+        """The current view in batches of `batch_size` rows (memory: one downloaded part). Pass a dict as
+        `files` to keep the downloaded parts for a second pass instead of downloading them again."""
         m = manifest if manifest is not None else self.manifest(table)
         if not m:
             return
         for path in m.get("current", []):
-            data = self.container.download_blob(path, max_concurrency=2).readall()
-            pf = pq.ParquetFile(pa.BufferReader(data))
+            pf = files.get(path) if files is not None else None
+            if pf is None:
+                pf = self.parquet_file(path)
+                if files is not None:
+                    files[path] = pf
             cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-            for i in range(pf.num_row_groups):
-                yield from pf.read_row_group(i, columns=cols).to_batches()
-            del data, pf
+            yield from pf.iter_batches(batch_size=batch_size, columns=cols)
 
     def collect_garbage(self, table: str, keep: Sequence[str] = ()) -> int:
         """Delete parts under tables/<table>/ that the manifest does not list (and are not in `keep`).
@@ -482,7 +503,7 @@ class Lake:
                 if time.monotonic() >= deadline:
                     raise LeaseBusy(f"{path} is leased by another run") from exc
                 time.sleep(poll)
-        held = Lease(client, name, duration)
+        held = Lease(client, name, duration, blob)
         try:
             yield held
         finally:

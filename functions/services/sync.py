@@ -91,6 +91,7 @@ class TableResult:
     manifest: dict[str, Any]
     etag: str | None
     stats: dict[str, Any] = field(default_factory=dict)
+    obsolete: list[str] = field(default_factory=list)  # parts of the version before the previous one
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -148,6 +149,8 @@ class TableSync:
         self.synced_at, self.run_id = synced_at, run_id
         self.full, self.page_size, self.max_rows = full, page_size, max_rows_per_part
         self.staged: set[str] = set()  # ids whose new version went to history in this run
+        self._files: dict[str, Any] = {}  # current-view parts downloaded once per run
+        self.gc_first = True
         self.stats: dict[str, Any] = {
             "fetched": 0,
             "new": 0,
@@ -185,10 +188,13 @@ class TableSync:
         t0 = time.perf_counter()
         table = self.spec.logical
         manifest, etag = self.lake.manifest_with_etag(table)
-        self.lake.collect_garbage(table)
+        if self.gc_first:  # the previous run did not finish: remove the parts it left unlisted
+            self.lake.collect_garbage(table)
         old: dict[str, str | None] = {}
         if manifest:
-            for batch in self.lake.iter_current_batches(table, manifest, columns=[self.key, ETAG_COLUMN]):
+            for batch in self.lake.iter_current_batches(
+                table, manifest, columns=[self.key, ETAG_COLUMN], files=self._files
+            ):
                 ids = batch.column(0).to_pylist()
                 tags = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(ids)
                 old.update(zip(ids, tags, strict=True))
@@ -267,7 +273,9 @@ class TableSync:
             rows,
             self.stats["duration_s"],
         )
-        return TableResult(table, mode, new_manifest, etag, self.stats)
+        return TableResult(
+            table, mode, new_manifest, etag, self.stats, list((manifest or {}).get("previous_current", []))
+        )
 
     def _consume(
         self, pages: Iterator[Page], mode: str, old: dict[str, str | None], hist: Any, cur: Any
@@ -326,7 +334,7 @@ class TableSync:
         rows (staged in history; rows the delta returned unchanged stay as they were)."""
         rows = 0
         replaced = self.staged | deleted
-        for batch in self.lake.iter_current_batches(self.spec.logical, manifest):
+        for batch in self.lake.iter_current_batches(self.spec.logical, manifest, files=self._files):
             t = _not_in(pa.Table.from_batches([batch]), self.key, replaced)
             cur.write(t)
             rows += t.num_rows
@@ -343,25 +351,55 @@ class TableSync:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def _metadata(client: DataverseClient, lake: Lake, specs: Sequence[TableSpec]) -> dict[str, dict[str, Any]]:
-    """Entity set, key and attributes of each table; writes metadata/attributes/* and optionsets.json."""
-    out: dict[str, dict[str, Any]] = {}
-    labels: dict[str, Any] = {}
-    for spec in specs:
+def _metadata(
+    client: DataverseClient,
+    lake: Lake,
+    specs: Sequence[TableSpec],
+    *,
+    refresh: bool,
+    max_age: float,
+    workers: int,
+) -> dict[str, dict[str, Any]]:
+    """Entity set, key and attributes of each table. Fetched from Dataverse (and written to metadata/) on
+    full syncs or when older than `max_age` seconds; otherwise read back from the lake."""
+    cached = lake.read_json("metadata/tables.json") if not refresh else None
+    if isinstance(cached, dict) and time.time() - float(cached.get("fetched_at_epoch", 0)) < max_age:
+        out: dict[str, dict[str, Any]] = {}
+        for spec in specs:
+            entry = cached.get("tables", {}).get(spec.logical)
+            attributes = lake.read_json(f"metadata/attributes/{spec.logical}.json")
+            if entry is None or not isinstance(attributes, list):
+                break
+            out[spec.logical] = {**entry, "attributes": attributes}
+        else:
+            return out
+
+    def one(spec: TableSpec) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
         try:
             definition = client.entity_definition(spec.logical)
         except DataverseNotFound:
             log.warning("sync: table %s does not exist in this org; skipped", spec.logical)
-            continue
+            return spec.logical, None, {}
         attributes = client.attributes(spec.logical)
         lake.write_json(f"metadata/attributes/{spec.logical}.json", attributes)
-        labels[spec.logical] = client.option_sets(spec.logical)
-        out[spec.logical] = {
+        entry = {
             "entity_set": definition.get("EntitySetName") or spec.logical + "s",
             "key": definition.get("PrimaryIdAttribute") or spec.logical + "id",
             "attributes": attributes,
         }
-    lake.write_json("metadata/optionsets.json", labels)
+        return spec.logical, entry, client.option_sets(spec.logical)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sync-meta") as pool:
+        fetched = list(pool.map(one, specs))
+    out = {name: entry for name, entry, _ in fetched if entry is not None}
+    lake.write_json("metadata/optionsets.json", {name: labels for name, entry, labels in fetched if entry})
+    lake.write_json(
+        "metadata/tables.json",
+        {
+            "fetched_at_epoch": time.time(),
+            "tables": {k: {"entity_set": v["entity_set"], "key": v["key"]} for k, v in out.items()},
+        },
+    )
     return out
 
 
@@ -378,15 +416,19 @@ def run_sync(
     lease_duration: int = 60,
     workers: int = 2,
     max_rows_per_part: int = 1_000_000,
+    metadata_max_age: float = 6 * 3600,
 ) -> dict[str, Any]:
     """Run one sync and return its report. If another sync holds the lease beyond `lease_wait` seconds,
-    return a report with `"skipped": true` and do nothing."""
+    return a report with `"skipped": true` and do nothing. Metadata is re-read from Dataverse on full syncs
+    and when the copy in the lake is older than `metadata_max_age` seconds."""
     run_id = uuid.uuid4().hex
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     try:
         with lake.lease(LEASE_NAME, duration=lease_duration, wait=lease_wait) as lease:
             log.info("sync %s started (job %s, full=%s, lease %s)", run_id, job_id, full, lease.id)
+            dirty = lease.metadata().get("state") != "clean"
+            lease.set_metadata({"state": "running", "run": run_id})
             report = _run_locked(
                 lake,
                 client,
@@ -398,11 +440,14 @@ def run_sync(
                 page_size=page_size,
                 workers=workers,
                 max_rows=max_rows_per_part,
+                metadata_max_age=metadata_max_age,
                 lease_lost=lambda: lease.lost,
+                gc_first=dirty,
             )
             report["started_at"] = _iso(started_at)
             report["duration_s"] = round(time.perf_counter() - started, 3)
             _write_report(lake, report)
+            lease.set_metadata({"state": "clean", "run": run_id})
     except LeaseBusy:
         log.warning(
             "sync %s skipped: another sync is running (lease locks/%s.lock is held)", run_id, LEASE_NAME
@@ -447,17 +492,21 @@ def _run_locked(
     page_size: int,
     workers: int,
     max_rows: int,
+    metadata_max_age: float,
     lease_lost: Callable[[], bool],
+    gc_first: bool = True,
 ) -> dict[str, Any]:
-    meta = _metadata(client, lake, tables)
+    t_meta = time.perf_counter()
+    meta = _metadata(client, lake, tables, refresh=full, max_age=metadata_max_age, workers=workers)
+    metadata_s = round(time.perf_counter() - t_meta, 3)
     # The sync time is the org's clock (its Date header) so history lines up with createdon/modifiedon.
-    synced_at = now() if now else (client.last_server_date or dt.datetime.now(dt.UTC))
+    synced_at = now() if now else client.server_now()
     synced_at = synced_at.astimezone(dt.UTC).replace(microsecond=0)
     specs = [s for s in tables if s.logical in meta]
 
     def one(spec: TableSpec) -> TableResult:
         m = meta[spec.logical]
-        return TableSync(
+        job = TableSync(
             lake,
             client,
             spec,
@@ -469,7 +518,9 @@ def _run_locked(
             full=full,
             page_size=page_size,
             max_rows_per_part=max_rows,
-        ).run()
+        )
+        job.gc_first = gc_first
+        return job.run()
 
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
@@ -481,9 +532,19 @@ def _run_locked(
     for r in results:  # the commit: each swap is atomic and carries its own delta link
         r.etag = lake.commit_manifest(r.table, r.manifest, r.etag)
     for r in results:  # versions older than the previous one are no longer listed: remove their parts
-        lake.collect_garbage(r.table)
+        listed = set(r.manifest["current"]) | set(r.manifest["previous_current"]) | set(r.manifest["history"])
+        lake.delete_paths([p for p in r.obsolete if p not in listed])
     by_table = {r.table: r for r in results}
-    if "workflow" in by_table and "processstage" in by_table:
+    bpf_changed = any(
+        by_table[t].stats["new"] + by_table[t].stats["changed"] + by_table[t].stats["deleted"] > 0
+        for t in ("workflow", "processstage")
+        if t in by_table
+    )
+    if (
+        "workflow" in by_table
+        and "processstage" in by_table
+        and (bpf_changed or not lake.exists("metadata/processes.json"))
+    ):
         workflows = lake.read_current("workflow").to_pylist()
         stages = lake.read_current("processstage").to_pylist()
         lake.write_json("metadata/processes.json", processes_from_rows(workflows, stages, "opportunity"))
@@ -498,6 +559,7 @@ def _run_locked(
         "skipped": False,
         "mode": "full" if all(r.mode == "full" for r in results) else "incremental",
         "requested_full": full,
+        "metadata_s": metadata_s,
         "synced_at": _iso(synced_at),
         "synced_at_stamp": _stamp(synced_at),
         "finished_at": _iso(finished),
@@ -577,7 +639,7 @@ def start(ctx: Any, *, full: bool, actor: str) -> dict[str, Any]:
 def _clock(ctx: Any) -> dt.datetime:
     """The org's clock (Dataverse's Date header); the machine's clock if Dataverse does not answer."""
     try:
-        return ctx.dataverse.server_now()  # type: ignore[no-any-return]
+        return ctx.dataverse.server_now(max_retries=0)  # type: ignore[no-any-return]
     except Exception as exc:  # noqa: BLE001 - any failure falls back to the local clock
         log.info("retention clock: Dataverse unreachable (%s); using the local clock", type(exc).__name__)
         return dt.datetime.now(dt.UTC)
