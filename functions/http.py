@@ -108,3 +108,8 @@ def caller_identity(req: func.HttpRequest) -> str:
         if value:
             return value
     return "anonymous"
+
+
+def accepted(job: dict[str, Any], **extra: Any) -> func.HttpResponse:
+    """202 for a long operation: `{"job": {...}, ...}` and `Location: /api/jobs/{id}` (poll it)."""
+    return json_response({"job": job, **extra}, status=202, headers={"Location": f"/api/jobs/{job['id']}"})

@@ -14,7 +14,7 @@ from typing import Any
 import azure.functions as func
 
 from functions.app_context import get_context
-from functions.http import BadRequest, caller_identity, handle_errors, json_body, json_response
+from functions.http import BadRequest, accepted, caller_identity, handle_errors, json_body, json_response
 from functions.services import models as admin
 from functions.services import training
 
@@ -43,11 +43,6 @@ def _name(req: func.HttpRequest) -> str:
     return req.route_params.get("name", "")
 
 
-def _accepted(job: dict[str, Any], **extra: Any) -> func.HttpResponse:
-    body = {"jobId": job["id"], "status": job["status"], "job": f"/api/jobs/{job['id']}", **extra}
-    return json_response(body, status=202, headers={"Location": f"/api/jobs/{job['id']}"})
-
-
 def _version_param(req: func.HttpRequest) -> str | None:
     return req.params.get("version")
 
@@ -65,7 +60,7 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 @_details
 def create_model(req: func.HttpRequest) -> func.HttpResponse:
     result = admin.create_model(get_context(), json_body(req, required=True), actor=caller_identity(req))
-    return _accepted(result["job"], model=result["model"], counts=result["counts"])
+    return accepted(result["job"], model=result["model"], counts=result["counts"])
 
 
 @bp.function_name("get_model")
@@ -108,7 +103,7 @@ def train_model(req: func.HttpRequest) -> func.HttpResponse:
     if body:
         raise BadRequest(f"train takes no body fields, got {', '.join(sorted(body))}", code="UnknownField")
     job = admin.start_training(get_context(), _name(req), actor=caller_identity(req))
-    return _accepted(job, model=_name(req))
+    return accepted(job, model=_name(req))
 
 
 @bp.function_name("publish_model")

@@ -8,7 +8,7 @@ import logging
 import azure.functions as func
 
 from functions.app_context import get_context
-from functions.http import BadRequest, caller_identity, handle_errors, json_body, json_response
+from functions.http import BadRequest, accepted, caller_identity, handle_errors, json_body, json_response
 from functions.services import scoring
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
         status, result = scoring.score_now(ctx, body["opportunityIds"], actor=actor)
         return json_response(result, status=status)
     plan = scoring.plan_run(ctx, actor=actor)
-    return json_response({"job": ctx.jobs.get(plan["runId"]), "run": scoring._plan_summary(plan)}, status=202)
+    return accepted(ctx.jobs.get(plan["runId"]), run=scoring._plan_summary(plan))
 
 
 @bp.function_name("get_opportunity_score")

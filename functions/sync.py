@@ -9,7 +9,7 @@ import azure.functions as func
 from azure.functions.timer import TimerRequest
 
 from functions.app_context import get_context
-from functions.http import BadRequest, caller_identity, handle_errors, json_body, json_response
+from functions.http import BadRequest, accepted, caller_identity, handle_errors, json_body
 from functions.services import sync as sync_jobs
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def start_sync(req: func.HttpRequest) -> func.HttpResponse:
     if not isinstance(full, bool):
         raise BadRequest("'full' must be true or false", code="InvalidField")
     job = sync_jobs.start(get_context(), full=full, actor=caller_identity(req))
-    return json_response({"job": job}, status=202, headers={"Location": f"/api/jobs/{job['id']}"})
+    return accepted(job)
 
 
 @bp.function_name("sync_worker")

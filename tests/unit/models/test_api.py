@@ -29,9 +29,9 @@ def test_create_queues_a_training_job_and_the_worker_stores_version_1(ctx):
     status, body, resp = create({"name": "Deals_2025", "trainingPeriod": "1y"})
     assert status == 202, body
     assert body["model"] == "Deals_2025" and body["counts"] == {"won": 120, "lost": 130}
-    assert resp.headers["Location"] == f"/api/jobs/{body['jobId']}"
+    assert resp.headers["Location"] == f"/api/jobs/{body['job']['id']}"
     assert ctx.sent == [
-        {"jobId": body["jobId"], "model": "Deals_2025", "reason": "create", "actor": "admin@contoso.test"}
+        {"jobId": body["job"]["id"], "model": "Deals_2025", "reason": "create", "actor": "admin@contoso.test"}
     ]
     assert ctx.model_store.get_config("Deals_2025")["status"] == "training"
     [job] = work(ctx)
