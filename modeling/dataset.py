@@ -27,15 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modeling import similar
 from modeling.config import ModelConfig
 from modeling.errors import InsufficientDataError
-from modeling.features import STAGE_COLUMN
+from modeling.features import STAGE_COLUMN, build_spec
+from modeling.leakage import leakage_report
 
 MIN_PER_CLASS = 40
 MIN_LAST_STAGE = 40
 SCORING_WINDOW_DAYS = 730  # Dynamics scores open opportunities created within the last 2 years
 PRIOR_STRENGTH = 5.0  # pseudo-deals pulling a past win rate toward the global rate
 ACCOUNT_PREFIX = "account."
+TEST_SHARE = 0.2  # the final test set: the most recent 20% of closed records by close time (Dynamics' rule)
 
 NUMERIC_TYPES = {"Money", "Decimal", "Double", "Integer", "BigInt"}
 OPTION_TYPES = {"Picklist", "State", "Status", "Boolean", "MultiSelectPicklist"}
@@ -106,7 +109,11 @@ DERIVED: list[dict[str, str]] = [
     {"name": "d_account_same_value_win_rate", "label": "Account's past win rate at this value"},
     {"name": "d_owner_win_rate", "label": "Owner's past win rate"},
     {"name": "d_owner_closed", "label": "Owner's past closed deals"},
+    {"name": "d_similar_win_rate", "label": "Win rate of similar past deals"},
+    {"name": "d_similar_closed", "label": "Similar past deals closed"},
 ]
+# Not model inputs: the counts behind the past win rates, kept in the frames for the reason sentences.
+COUNT_COLUMNS = ["d_account_won", "d_owner_won", "d_similar_won"]
 
 
 @dataclass
@@ -450,6 +457,8 @@ def _derive(rows: pd.DataFrame, events: pd.DataFrame, prior: float, stats: Mappi
     out["d_account_same_value_win_rate"] = ((accv["av_won"] + k * prior) / (accv["av_n"] + k)).to_numpy()
     out["d_owner_win_rate"] = ((own["o_won"] + k * prior) / (own["o_n"] + k)).to_numpy()
     out["d_owner_closed"] = own["o_n"].to_numpy()
+    out["d_account_won"] = acc["a_won"].to_numpy()
+    out["d_owner_won"] = own["o_won"].to_numpy()
     past_mean = (acc["a_value"] / acc["a_valued"].where(acc["a_valued"] > 0)).to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = value.to_numpy(dtype=float) / np.where(past_mean > 0, past_mean, np.nan)
@@ -604,13 +613,28 @@ def build_training_frame(
         "prior_win_rate": prior,
     }
     events = _closed_events(opp, config)
-    rows = _derive(rows, events, prior, stats)
-
-    open_data = _open_rows(
-        opp, tables, config, attributes, bpf_inst, stage_hist, now_ts, events, prior, stats, process
+    open_raw = _open_rows(
+        opp, tables, config, attributes, bpf_inst, stage_hist, now_ts, events, prior, stats, process,
+        derive=False,
     )
     feats = feature_descriptors(attributes, metadata)
-    keep = ["opportunityid", STAGE_COLUMN] + [f["name"] for f in feats]
+    deals = _with_account(closed.reset_index(drop=True), tables, attributes)
+    deal_close = close[closed.index].to_numpy(dtype="datetime64[ns]")
+    deal_y = labels_closed.to_numpy(dtype=int)
+    stats["similar"] = _similar(rows, deals, deal_close, deal_y, open_raw, feats, prior)
+    rate, n_similar, won_similar = similar.training_values(
+        stats["similar"]["attributes"],
+        rows,
+        rows["_t"].to_numpy(dtype="datetime64[ns]"),
+        deals,
+        deal_close,
+        deal_y,
+        prior,
+    )
+    rows["d_similar_win_rate"], rows["d_similar_closed"], rows["d_similar_won"] = rate, n_similar, won_similar
+    rows = _derive(rows, events, prior, stats)
+    open_data = _derive_open(open_raw, events, prior, stats)
+    keep = ["opportunityid", STAGE_COLUMN] + [f["name"] for f in feats] + COUNT_COLUMNS
     frame = _ensure_columns(rows, keep)
     return TrainingData(
         frame=frame,
@@ -731,6 +755,8 @@ def _open_rows(
     prior: float,
     stats: Mapping[str, Any],
     process: Mapping[str, Any] | None,
+    *,
+    derive: bool = True,
 ) -> pd.DataFrame:
     n = len(opp)
     created = _utc(opp.get("createdon"), n)
@@ -768,7 +794,60 @@ def _open_rows(
         rows["_stage_start"] = rows["_stage_start"].fillna(pd.Series(hs.to_numpy(), index=rows.index))
     rows = rows.reset_index(drop=True)
     rows = _with_account(rows, tables, attributes)
-    return _derive(rows, events, prior, stats)
+    return _derive_open(rows, events, prior, stats) if derive else rows
+
+
+def _derive_open(
+    rows: pd.DataFrame, events: pd.DataFrame, prior: float, stats: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Derived columns of open opportunities; similar deals from the counts stored at training."""
+    out = rows.copy()
+    rate, n_similar, won_similar = similar.scoring_values(out, stats.get("similar"))
+    out["d_similar_win_rate"], out["d_similar_closed"], out["d_similar_won"] = rate, n_similar, won_similar
+    return _derive(out, events, prior, stats)
+
+
+def _similar(
+    rows: pd.DataFrame,
+    deals: pd.DataFrame,
+    deal_close: np.ndarray,
+    deal_y: np.ndarray,
+    open_raw: pd.DataFrame,
+    feats: Sequence[Mapping[str, Any]],
+    prior: float,
+) -> dict[str, Any]:
+    """Chooses the similar-deals profile key on the training part only (never the most recent TEST_SHARE
+    of rows, never attributes the leakage guard flags) and returns meta["stats"]["similar"]."""
+    row_close = rows["_close"].to_numpy(dtype="datetime64[ns]")
+    order = np.argsort(row_close, kind="stable")
+    n_train = len(order) - max(int(np.ceil(len(order) * TEST_SHARE)), 1)
+    part = np.sort(order[:n_train])
+    test_from = row_close[order[n_train]] if n_train < len(order) else np.datetime64("2262-01-01", "ns")
+    train_rows = rows.iloc[part].reset_index(drop=True)
+    y_train = rows["_y"].to_numpy(dtype=int)[part]
+    candidates = []
+    for f in feats:
+        if f.get("derived") or f["name"] not in train_rows.columns:
+            continue
+        distinct = train_rows[f["name"]].nunique(dropna=True)
+        if distinct < 2 or (f["kind"] == "category" and distinct > 0.5 * max(len(train_rows), 1)):
+            continue  # constant, or free text / ids: never a profile
+        candidates.append(dict(f))
+    if candidates and len(train_rows):
+        leak = leakage_report(train_rows, y_train, open_raw, build_spec(train_rows, candidates))
+        candidates = [f for f in candidates if not leak[f["name"]]["excluded"]]
+    ev_mask = deal_close < test_from
+    attrs, trace = similar.choose_attributes(
+        [f["name"] for f in candidates],
+        train_rows,
+        rows["_t"].to_numpy(dtype="datetime64[ns]")[part],
+        y_train,
+        deals[ev_mask].reset_index(drop=True),
+        deal_close[ev_mask],
+        deal_y[ev_mask],
+        prior,
+    )
+    return similar.stats_for(attrs, deals, deal_y, prior, trace)
 
 
 def build_scoring_frame(
@@ -825,7 +904,7 @@ def build_scoring_frame(
                     }
                 )
     feats = feature_descriptors(attributes, metadata)
-    keep = ["opportunityid", STAGE_COLUMN] + [f["name"] for f in feats]
+    keep = ["opportunityid", STAGE_COLUMN] + [f["name"] for f in feats] + COUNT_COLUMNS
     return ScoringData(frame=_ensure_columns(rows, keep), skipped=skipped)
 
 

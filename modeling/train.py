@@ -33,7 +33,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modeling import insights
 from modeling.config import ModelConfig
-from modeling.dataset import TrainingData
+from modeling.dataset import TEST_SHARE, TrainingData
 from modeling.errors import ExportError, InsufficientDataError
 from modeling.features import MISSING, STAGE_COLUMN, build_spec, feed_to_frame, number_inputs, prepare
 from modeling.leakage import leakage_report
@@ -41,7 +41,7 @@ from modeling.scoring import calibrate, raw_probabilities, session
 
 log = logging.getLogger(__name__)
 
-TEST_SHARE = 0.2
+
 VALID_SHARE = 0.2
 PARITY_TOLERANCE = 1e-4
 DEFAULT_READINESS = (0.75, 0.65)  # AUC >= 0.75 Ready, >= 0.65 OK, else Not ready
