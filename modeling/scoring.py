@@ -27,13 +27,45 @@ REASONS_MAX_CHARS = 10_000
 TOP_REASONS = 5
 MIN_IMPACT = 5e-4  # a reason must move the win probability by at least 0.05 points
 IMPROVING, STEADY, DECLINING, NOT_ENOUGH_INFO = 0, 1, 2, 3
+# Past-win-rate features whose reason states the counts behind the rate (frame columns from modeling.dataset):
+# feature -> (won column, closed column, what the deals are)
+COUNT_REASONS = {
+    "d_similar_win_rate": ("d_similar_won", "d_similar_closed", "similar past deals"),
+    "d_similar_closed": ("d_similar_won", "d_similar_closed", "similar past deals"),
+    "d_account_win_rate": ("d_account_won", "d_account_closed", "past deals with this account"),
+    "d_account_closed": ("d_account_won", "d_account_closed", "past deals with this account"),
+    "d_owner_win_rate": ("d_owner_won", "d_owner_closed", "past deals of this owner"),
+    "d_owner_closed": ("d_owner_won", "d_owner_closed", "past deals of this owner"),
+}
+
+
+def count_sentence(won: float, closed: float, what: str, global_rate: float) -> str:
+    """"7 of 9 similar past deals were won (all: 29%)"."""
+    if not np.isfinite(closed) or closed < 1:
+        return f"No {what} closed yet (all: {global_rate:.0%} won)"
+    won_i, closed_i = int(round(won)), int(round(closed))
+    return f"{won_i:,} of {closed_i:,} {what} were won (all: {global_rate:.0%})"
 
 
 def calibrate(p: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
-    """Platt scaling on the logit of the model's probability: sigmoid(a * logit(p) + b)."""
-    q = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    """The model's probability -> calibrated probability. Methods (meta["calibration"]["method"]):
+    "platt": sigmoid(a * logit(p) + b); "isotonic": piecewise-linear through the fitted points
+    ("x", "y"); "blend": weight * platt + (1 - weight) * isotonic; "none": p unchanged."""
+    raw = np.asarray(p, dtype=float)
+    method = calibration.get("method", "platt")
+    if method == "none":
+        return raw
+    q = np.clip(raw, 1e-6, 1 - 1e-6)
     z = calibration.get("a", 1.0) * np.log(q / (1 - q)) + calibration.get("b", 0.0)
-    return 1.0 / (1.0 + np.exp(-z))
+    platt = 1.0 / (1.0 + np.exp(-z))
+    if method == "platt":
+        return platt
+    xs = np.asarray(calibration.get("x", [0.0, 1.0]), dtype=float)
+    iso = np.interp(raw, xs, np.asarray(calibration.get("y", [0.0, 1.0]), dtype=float))
+    if method == "isotonic":
+        return iso
+    w = float(calibration.get("weight", 0.5))
+    return w * platt + (1.0 - w) * iso
 
 
 def session(onnx_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
@@ -100,6 +132,7 @@ class Scorer:
             self.rates = meta["value_rates"]
             self.grade_ranges = tuple(meta.get("grade_ranges") or (75, 50, 25))
             self.baseline = {f["input"]: f["baseline"] for f in self.spec["features"]}
+            self.prior = float((meta.get("stats") or {}).get("prior_win_rate", np.nan))
         except (KeyError, TypeError) as exc:
             raise ModelMetaError(f"model meta lacks {exc}") from exc
         self.sess = session(onnx_bytes, threads)
@@ -168,36 +201,55 @@ class Scorer:
         )
         out.attrs["bad_values"] = report  # per attribute: values treated as missing
         if with_reasons:
-            out["reasons"] = self._reasons(feed, p)
+            out["reasons"] = self._reasons(feed, p, frame)
         return out
 
+    def _count_texts(self, frame: pd.DataFrame | None, item: Mapping[str, Any]) -> list[str] | None:
+        """Per-row count sentences for past-win-rate features, when the frame carries the counts."""
+        spec = COUNT_REASONS.get(item["name"])
+        if spec is None or frame is None or spec[0] not in frame.columns or spec[1] not in frame.columns:
+            return None
+        won = pd.to_numeric(frame[spec[0]], errors="coerce").to_numpy(dtype=float)
+        closed = pd.to_numeric(frame[spec[1]], errors="coerce").to_numpy(dtype=float)
+        rate = self.prior
+        if not np.isfinite(rate):
+            rate = float(self.rates.get(item["name"], {}).get("global_rate", 0.0))
+        return [count_sentence(w, c, spec[2], rate) for w, c in zip(won, closed, strict=True)]
+
     def _reasons(
-        self, feed: Mapping[str, np.ndarray], p: np.ndarray
+        self, feed: Mapping[str, np.ndarray], p: np.ndarray, frame: pd.DataFrame | None = None
     ) -> list[dict[str, list[dict[str, Any]]]]:
         feats = self.spec["features"]
         imp = self.impacts(feed, p)
         keys = [value_keys(feed[f["input"]], f) for f in feats]
+        texts = [self._count_texts(frame, f) for f in feats]
         k = min(TOP_REASONS, len(feats))
         order_pos = np.argsort(-imp, axis=1)[:, :k]
         order_neg = np.argsort(imp, axis=1)[:, :k]
         out = []
         for i in range(len(p)):
             pos = [
-                self._reason(feats[j], keys[j][i], imp[i, j]) for j in order_pos[i] if imp[i, j] >= MIN_IMPACT
+                self._reason(feats[j], keys[j][i], imp[i, j], texts[j][i] if texts[j] else None)
+                for j in order_pos[i]
+                if imp[i, j] >= MIN_IMPACT
             ]
             neg = [
-                self._reason(feats[j], keys[j][i], imp[i, j])
+                self._reason(feats[j], keys[j][i], imp[i, j], texts[j][i] if texts[j] else None)
                 for j in order_neg[i]
                 if imp[i, j] <= -MIN_IMPACT
             ]
             out.append({"positive": pos, "negative": neg})
         return out
 
-    def _reason(self, item: Mapping[str, Any], key: str, impact: float) -> dict[str, Any]:
+    def _reason(
+        self, item: Mapping[str, Any], key: str, impact: float, count_text: str | None = None
+    ) -> dict[str, Any]:
         rates = self.rates.get(item["name"], {})
         value = rates.get("values", {}).get(key)
         global_rate = rates.get("global_rate")
-        if value is not None:
+        if count_text is not None:
+            text = count_text
+        elif value is not None:
             text = value["text"]
         elif global_rate is not None:
             text = (

@@ -26,6 +26,7 @@ from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
@@ -49,6 +50,8 @@ HGB_PARAMS = {"learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 10
 HGB_MAX_ITER = 400
 LR_C = 0.5
 INFLUENCE_SAMPLE = 3000
+CALIBRATION_METHODS = ("none", "platt", "isotonic", "blend")
+CALIBRATION_RECENT = 0.5  # alternative fit: only the most recent half of the data given
 ONNX_TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
@@ -56,6 +59,9 @@ ONNX_TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 class TrainedModel:
     onnx_bytes: bytes
     meta: dict[str, Any]
+    # positions in TrainingData.frame of the final test records (the most recent TEST_SHARE by close time);
+    # the same records' opportunity ids are in meta["test"]["ids"]
+    test_index: np.ndarray | None = None
 
 
 def _preprocessor(spec: Mapping[str, Any], scale: bool) -> ColumnTransformer:
@@ -115,6 +121,54 @@ def _fit_platt(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return {"method": "platt", "a": 1.0, "b": 0.0}
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(z, y)
     return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def _fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, Any]:
+    """One calibrator of `method` fitted on (p, y): platt, isotonic (scikit-learn's IsotonicRegression,
+    stored as its fitted points), blend (half each) or none."""
+    if method == "none" or len(np.unique(y)) < 2:
+        return {"method": "none"}
+    platt = _fit_platt(p, y)
+    if method == "platt":
+        return platt
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+    points = {
+        "x": [round(float(v), 6) for v in iso.X_thresholds_],
+        "y": [round(float(v), 6) for v in iso.y_thresholds_],
+    }
+    if method == "isotonic":
+        return {"method": "isotonic", **points}
+    return {"method": "blend", "weight": 0.5, "a": platt["a"], "b": platt["b"], **points}
+
+
+def choose_calibration(p_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    """Calibration chosen on a time-ordered split of the validation fold: every method is fitted on its
+    older half and judged (ECE, then Brier) on its most recent half, where the drift shows; the winner
+    is refitted on the most recent CALIBRATION_RECENT share of the fold (the win rate drifts, so the
+    latest deals say most about the coming ones). The test records are never used."""
+    n = len(p_val)
+    half = n // 2
+    trials: dict[str, dict[str, float]] = {}
+    if half >= 50 and len(np.unique(y_val[:half])) == 2 and len(np.unique(y_val[half:])) == 2:
+        for method in CALIBRATION_METHODS:
+            for recent in (1.0, CALIBRATION_RECENT):
+                start = half - int(half * recent)
+                cal = _fit_calibration(p_val[start:half], y_val[start:half], method)
+                q = calibrate(p_val[half:], cal)
+                key = f"{method}@{recent:g}"
+                trials[key] = {
+                    "ece": round(ece(q, y_val[half:]), 5),
+                    "brier": round(float(brier_score_loss(y_val[half:], q)), 5),
+                }
+    best = min(trials, key=lambda k: (trials[k]["ece"], trials[k]["brier"])) if trials else "platt@1"
+    method, recent_s = best.split("@")
+    start = n - int(n * float(recent_s))
+    if len(np.unique(y_val[start:])) < 2:
+        start = 0
+    cal = _fit_calibration(p_val[start:], y_val[start:], method)
+    cal["fitted_on"] = {"rows": int(n - start), "share_of_validation": float(recent_s)}
+    cal["trials"] = trials
+    return cal
 
 
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -312,7 +366,7 @@ def train_model(
             results[kind]["seconds"],
         )
     chosen = max(kinds, key=lambda k: results[k]["auc"])
-    cal = _fit_platt(results[chosen]["p_val"], y_val)
+    cal = choose_calibration(results[chosen]["p_val"], y_val)
     final = make_candidate(chosen, spec, seed, max_iter=results[chosen]["iterations"] or HGB_MAX_ITER)
     final.fit(x.iloc[:n_train], y_all[:n_train])
 
@@ -380,6 +434,13 @@ def train_model(
             "test_from": str(closed_at.iloc[n_train]),
             "period": data.period,
         },
+        "test": {
+            "ids": list(dict.fromkeys(str(i) for i in frame["opportunityid"].iloc[n_train:])),
+            "rows": int(n_test),
+            "from": str(closed_at.iloc[n_train]),
+            "to": str(closed_at.iloc[-1]),
+            "share": TEST_SHARE,
+        },
         "per_stage": config.per_stage,
         "stages": list(data.stages),
         "seed": seed,
@@ -393,7 +454,7 @@ def train_model(
         metrics["auc"],
         meta["training_seconds"],
     )
-    return TrainedModel(onnx_bytes=onnx_bytes, meta=meta)
+    return TrainedModel(onnx_bytes=onnx_bytes, meta=meta, test_index=np.sort(order[n_train:]))
 
 
 def _influence(
