@@ -176,11 +176,12 @@ def maven() -> tuple[dict[str, pd.DataFrame], dict[str, Any], pd.DataFrame, list
 
 
 def synthetic(
-    size: int, seed: int = 0
+    size: int, seed: int = 0, n_open: int | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], pd.DataFrame, list[str], list[str]]:
-    """An org-shaped lake: `size` closed + size/10 open deals over 2 years, planted signal, drift."""
+    """An org-shaped lake: `size` closed + `n_open` (default size/10) open deals over 2 years, planted
+    signal, drift."""
     rng = np.random.default_rng(seed)
-    n_open = max(size // 10, 50)
+    n_open = max(size // 10, 50) if n_open is None else n_open
     total = size + n_open
     n_acc, n_own = max(size // 20, 20), max(size // 500, 5)
     industry = rng.integers(1, 8, n_acc)

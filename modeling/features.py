@@ -106,7 +106,13 @@ def _category_values(col: pd.Series, item: Mapping[str, Any], bad: list[int] | N
     s = col.astype(object)
     isnull = s.isna().to_numpy()
     if options:
-        keys = s.map(_option_key)
+        if (pd.api.types.is_integer_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)) and not bool(
+            col.isna().any()
+        ):
+            # fast path for clean option-set columns (int64 codes / booleans): vectorised keys
+            keys = pd.Series(col.to_numpy().astype("int64").astype(str), index=col.index, dtype=object)
+        else:
+            keys = s.map(_option_key)
         mapped = keys.map(options)
         unknown = mapped.isna().to_numpy() & ~isnull
         if bad is not None:

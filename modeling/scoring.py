@@ -43,7 +43,7 @@ def count_sentence(won: float, closed: float, what: str, global_rate: float) -> 
     """"7 of 9 similar past deals were won (all: 29%)"."""
     if not np.isfinite(closed) or closed < 1:
         return f"No {what} closed yet (all: {global_rate:.0%} won)"
-    won_i, closed_i = int(round(won)), int(round(closed))
+    won_i, closed_i = int(won + 0.5), int(closed + 0.5)
     return f"{won_i:,} of {closed_i:,} {what} were won (all: {global_rate:.0%})"
 
 
@@ -142,27 +142,40 @@ class Scorer:
         return calibrate(raw_probabilities(self.sess, feed), self.calibration), report
 
     def impacts(self, feed: Mapping[str, np.ndarray], p: np.ndarray) -> np.ndarray:
-        """[n, features] change in calibrated P when each feature is set to its baseline."""
+        """[n, features] change in calibrated P when each feature is set to its baseline. Rows whose value
+        already is the baseline have impact 0 and are not run again (one stacked onnxruntime batch)."""
         n = len(p)
         feats = self.spec["features"]
         out = np.zeros((n, len(feats)))
         if n == 0:
             return out
         stacked: dict[str, list[np.ndarray]] = {k: [] for k in feed}
-        for f in feats:
-            for k, v in feed.items():
-                if k == f["input"]:
-                    base = (
-                        np.full_like(v, self.baseline[k])
-                        if v.dtype != object
-                        else np.full(v.shape, self.baseline[k], dtype=object)
-                    )
-                    stacked[k].append(base)
-                else:
-                    stacked[k].append(v)
+        spans: list[tuple[int, np.ndarray]] = []
+        for j, f in enumerate(feats):
+            if f.get("used") is False:  # the model never reads this input: its impact is exactly 0
+                continue
+            name = f["input"]
+            v = feed[name]
+            if v.dtype == object:
+                base = np.full(v.shape, self.baseline[name], dtype=object)
+                rows = np.flatnonzero(v.ravel() != base.ravel())
+            else:
+                base = np.full_like(v, self.baseline[name])
+                rows = np.flatnonzero(~(v.ravel() == base.ravel()))
+            if len(rows) == 0:
+                continue
+            spans.append((j, rows))
+            for k, col in feed.items():
+                stacked[k].append(base[rows] if k == name else col[rows])
+        if not spans:
+            return out
         big = {k: np.concatenate(v) for k, v in stacked.items()}
-        pb = calibrate(raw_probabilities(self.sess, big), self.calibration).reshape(len(feats), n)
-        return (p[None, :] - pb).T
+        pb = calibrate(raw_probabilities(self.sess, big), self.calibration)
+        at = 0
+        for j, rows in spans:
+            out[rows, j] = p[rows] - pb[at : at + len(rows)]
+            at += len(rows)
+        return out
 
     def score(
         self, frame: pd.DataFrame, *, with_reasons: bool = True, batch_size: int = 20_000
@@ -204,8 +217,8 @@ class Scorer:
             out["reasons"] = self._reasons(feed, p, frame)
         return out
 
-    def _count_texts(self, frame: pd.DataFrame | None, item: Mapping[str, Any]) -> list[str] | None:
-        """Per-row count sentences for past-win-rate features, when the frame carries the counts."""
+    def _counts(self, frame: pd.DataFrame | None, item: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """(won, closed, what, all-rate) arrays for past-win-rate features when the frame has the counts."""
         spec = COUNT_REASONS.get(item["name"])
         if spec is None or frame is None or spec[0] not in frame.columns or spec[1] not in frame.columns:
             return None
@@ -214,7 +227,7 @@ class Scorer:
         rate = self.prior
         if not np.isfinite(rate):
             rate = float(self.rates.get(item["name"], {}).get("global_rate", 0.0))
-        return [count_sentence(w, c, spec[2], rate) for w, c in zip(won, closed, strict=True)]
+        return won, closed, spec[2], rate
 
     def _reasons(
         self, feed: Mapping[str, np.ndarray], p: np.ndarray, frame: pd.DataFrame | None = None
@@ -222,34 +235,37 @@ class Scorer:
         feats = self.spec["features"]
         imp = self.impacts(feed, p)
         keys = [value_keys(feed[f["input"]], f) for f in feats]
-        texts = [self._count_texts(frame, f) for f in feats]
+        counts = [self._counts(frame, f) for f in feats]
+        points = np.round(imp * 100, 2)
         k = min(TOP_REASONS, len(feats))
         order_pos = np.argsort(-imp, axis=1)[:, :k]
         order_neg = np.argsort(imp, axis=1)[:, :k]
+        templates: dict[tuple[int, str], tuple[str, str, str, str]] = {}
+
+        def reason(i: int, j: int) -> dict[str, Any]:
+            key = keys[j][i]
+            t = templates.get((j, key))
+            if t is None:
+                t = templates[(j, key)] = self._template(feats[j], key)
+            c = counts[j]
+            text = count_sentence(c[0][i], c[1][i], c[2], c[3]) if c is not None else t[3]
+            impact = float(points[i, j])
+            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": impact, "text": text}
+
         out = []
         for i in range(len(p)):
-            pos = [
-                self._reason(feats[j], keys[j][i], imp[i, j], texts[j][i] if texts[j] else None)
-                for j in order_pos[i]
-                if imp[i, j] >= MIN_IMPACT
-            ]
-            neg = [
-                self._reason(feats[j], keys[j][i], imp[i, j], texts[j][i] if texts[j] else None)
-                for j in order_neg[i]
-                if imp[i, j] <= -MIN_IMPACT
-            ]
+            row = imp[i]
+            pos = [reason(i, j) for j in order_pos[i] if row[j] >= MIN_IMPACT]
+            neg = [reason(i, j) for j in order_neg[i] if row[j] <= -MIN_IMPACT]
             out.append({"positive": pos, "negative": neg})
         return out
 
-    def _reason(
-        self, item: Mapping[str, Any], key: str, impact: float, count_text: str | None = None
-    ) -> dict[str, Any]:
+    def _template(self, item: Mapping[str, Any], key: str) -> tuple[str, str, str, str]:
+        """(attribute, label, shown value, sentence) of one feature value."""
         rates = self.rates.get(item["name"], {})
         value = rates.get("values", {}).get(key)
         global_rate = rates.get("global_rate")
-        if count_text is not None:
-            text = count_text
-        elif value is not None:
+        if value is not None:
             text = value["text"]
         elif global_rate is not None:
             text = (
@@ -257,10 +273,4 @@ class Scorer:
             )
         else:
             text = f"{item['label']} = {display_value(key)}"
-        return {
-            "attribute": item["name"],
-            "label": item["label"],
-            "value": display_value(key),
-            "impact": round(float(impact) * 100, 2),
-            "text": text,
-        }
+        return str(item["name"]), str(item["label"]), display_value(key), text

@@ -381,6 +381,7 @@ def train_model(
         raise ExportError(
             f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set"
         )
+    _mark_unused_inputs(final, spec)
     p_test = calibrate(p_test_raw, cal)
     metrics = evaluate(p_test, y_test, readiness)
     metrics["auc_uncalibrated"] = round(float(roc_auc_score(y_test, p_test_raw)), 4)
@@ -455,6 +456,31 @@ def train_model(
         meta["training_seconds"],
     )
     return TrainedModel(onnx_bytes=onnx_bytes, meta=meta, test_index=np.sort(order[n_train:]))
+
+
+def _mark_unused_inputs(model: Pipeline, spec: Mapping[str, Any]) -> None:
+    """Sets spec feature "used" = False for inputs no tree of a HistGradientBoosting model splits on (their
+    reasons impact is exactly 0, so scoring skips them). Transformed columns follow the ColumnTransformer
+    layout of `_preprocessor`: one one-hot block per category input in spec order, then the numbers."""
+    hgb = model.named_steps["model"]
+    if not isinstance(hgb, HistGradientBoostingClassifier):
+        return
+    columns: list[str] = []
+    for f in spec["features"]:
+        if f["kind"] == "category":
+            columns += [f["input"]] * len(f["categories"])
+    columns += number_inputs(spec)
+    used: set[str] = set()
+    for predictors in hgb._predictors:
+        for tree in predictors:
+            nodes = tree.nodes
+            for idx in np.unique(nodes["feature_idx"][nodes["is_leaf"] == 0]):
+                if 0 <= int(idx) < len(columns):
+                    used.add(columns[int(idx)])
+    if len(columns) != hgb.n_features_in_:
+        return  # unexpected layout: keep every input
+    for f in spec["features"]:
+        f["used"] = f["input"] in used
 
 
 def _influence(
