@@ -104,7 +104,8 @@ def test_open_rows_use_the_stored_counts(tables, trained):
 
 def test_count_sentence():
     assert count_sentence(7, 9, "similar past deals", 0.29) == "7 of 9 similar past deals were won (all: 29%)"
-    assert count_sentence(0, 0, "similar past deals", 0.29) == "No similar past deals closed yet (all: 29% won)"
+    none_yet = "No similar past deals closed yet (all: 29% won)"
+    assert count_sentence(0, 0, "similar past deals", 0.29) == none_yet
 
 
 def test_similar_reason_states_the_counts(tables, trained):
