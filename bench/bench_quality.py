@@ -75,7 +75,12 @@ class DataSet:
     def source(self, size: int) -> str:
         if self.file is None:
             return f"mock org seeded with --seed {ORG_SEED} --opportunities {size}"
-        return f"{self.file.relative_to(DATASETS_DIR.parent)} imported with {self.mapping}"
+        shown = (
+            self.file.relative_to(DATASETS_DIR.parent)
+            if self.file.is_relative_to(DATASETS_DIR.parent)
+            else self.file
+        )
+        return f"{shown} imported with {self.mapping}"
 
 
 DATASETS = {
@@ -254,13 +259,17 @@ def _split_and_score(
     n = len(frame)
     n_test = max(int(np.ceil(n * TEST_SHARE)), 1)
     checks: list[str] = []
-    test_ids = meta.get("test_ids")
+    test_ids = (meta.get("test") or {}).get("ids") or meta.get("test_ids")
     if test_ids:  # the product names its test records: use exactly those
         is_test = frame["opportunityid"].astype(str).isin({str(i) for i in test_ids}).to_numpy()
         frame = pd.concat([frame[~is_test], frame[is_test]], ignore_index=True)
         labels = np.concatenate([labels[~is_test], labels[is_test]])
         n_test = int(is_test.sum())
-        checks.append(f"test records: the {n_test} ids listed in the version's meta")
+        checks.append(f"test records: exactly the {n_test} listed in the version's meta (`test.ids`)")
+        if n_test != len(set(map(str, test_ids))):
+            checks.append(
+                f"WARNING: the meta lists {len(set(map(str, test_ids)))} test ids, {n_test} rows matched"
+            )
     else:
         checks.append(
             "test records: the product does not list them; its split rule was repeated "
