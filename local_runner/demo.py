@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -69,18 +70,12 @@ def show_performance(perf: dict[str, Any]) -> None:
     cm = m.get("confusionMatrix") or m.get("confusion_matrix")
     if cm:
         print(f"  confusion matrix: {cm}")
-    for key in ("excludedAttributes", "leakage", "excluded"):
-        excluded = perf.get(key) or m.get(key)
-        if excluded:
-            print("  attributes excluded by the leakage guard:")
-            items = (
-                excluded.items()
-                if isinstance(excluded, dict)
-                else [(e.get("attribute"), e.get("reason")) for e in excluded]
-            )
-            for attr, reason in items:
-                print(f"    - {attr}: {reason}")
-            break
+    leakage = perf.get("leakage") or m.get("leakage") or {}
+    excluded = {name: entry for name, entry in leakage.items() if isinstance(entry, dict) and entry.get("excluded")}
+    if excluded:
+        print("  attributes the leakage guard excluded:")
+        for name, entry in excluded.items():
+            print(f"    - {entry.get('label', name)}: {'; '.join(entry.get('reasons') or [])}")
     top = perf.get("topFields") or m.get("topFields")
     if top:
         print(f"  top fields: {', '.join(t if isinstance(t, str) else t.get('attribute', str(t)) for t in top)}")
@@ -219,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so `finally` stops every process this demo started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return run(args.opportunities, args.seed, args.keep_logs)
     except SystemExit as exc:

@@ -265,7 +265,11 @@ class Host:
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.queue import QueueClient
 
-        queue_name = resolve_setting(trigger["queueName"]).lower()
+        try:
+            queue_name = resolve_setting(trigger["queueName"]).lower()
+        except KeyError as exc:
+            log.error("queue function %s is not polled: %s", name, exc.args[0])
+            return
         conn = os.environ.get(trigger.get("connection") or "AzureWebJobsStorage") or os.environ["AzureWebJobsStorage"]
         client = QueueClient.from_connection_string(conn, queue_name, api_version="2025-11-05")
         poison = QueueClient.from_connection_string(conn, queue_name + "-poison", api_version="2025-11-05")
@@ -453,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-queues", action="store_true", help="do not poll queues")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("azure").setLevel(logging.WARNING)  # as host.json's Azure.Core/Azure.Storage levels
     app_dir = Path(args.app_dir).resolve()
     load_local_settings(app_dir / args.settings)
     sys.path.insert(0, str(app_dir))

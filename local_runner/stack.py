@@ -139,24 +139,23 @@ def start_mock(args: list[str] | None = None, log_path: str | None = None, timeo
 
 
 def app_settings(azurite: Azurite, mock_info: dict[str, Any], **overrides: str) -> dict[str, str]:
-    """The app settings that point the function app at this stack."""
-    values = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "FUNCTIONS_WORKER_RUNTIME": "python",
-        "LAKE_CONTAINER": "lake",
-        "MODEL_CONTAINER": "models",
-        "DATAVERSE_URL": mock_info["url"],
-        "DATAVERSE_TENANT_ID": mock_info["tenant_id"],
-        "DATAVERSE_CLIENT_ID": mock_info["client_id"],
-        "DATAVERSE_CLIENT_SECRET": mock_info["client_secret"],
-        "DATAVERSE_AUTHORITY_HOST": mock_info["authority"].rsplit("/", 1)[0],
-        "DATAVERSE_SCOPE": mock_info["resource"].rstrip("/") + "/.default",
-        "DATAVERSE_CA_BUNDLE": mock_info["ca_cert"],
-        "LICENSE_TIER": "premium",
-        "SYNC_SCHEDULE": "0 0 */4 * * *",
-        "SCORING_SCHEDULE": "0 30 5 * * *",
-        "RETRAIN_SCHEDULE": "0 0 3 * * *",
-    }
+    """The app settings that point the function app at this stack: every value of
+    local.settings.example.json (binding expressions such as %TRAINING_QUEUE% need them, as under the
+    host), with storage and Dataverse pointed at this Azurite and this mock."""
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    values = {k: str(v) for k, v in example.items() if v not in ("", None)}
+    values.update(
+        {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "DATAVERSE_URL": mock_info["url"],
+            "DATAVERSE_TENANT_ID": mock_info["tenant_id"],
+            "DATAVERSE_CLIENT_ID": mock_info["client_id"],
+            "DATAVERSE_CLIENT_SECRET": mock_info["client_secret"],
+            "DATAVERSE_AUTHORITY_HOST": mock_info["authority"].rsplit("/", 1)[0],
+            "DATAVERSE_SCOPE": mock_info["resource"].rstrip("/") + "/.default",
+            "DATAVERSE_CA_BUNDLE": mock_info["ca_cert"],
+        }
+    )
     values.update(overrides)
     return values
 
