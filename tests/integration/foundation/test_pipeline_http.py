@@ -1,0 +1,107 @@
+"""The whole pipeline over real HTTP through the local runner: sync -> create/train (queue) -> publish ->
+score (queue fan-out + $batch write-back) -> the widget's decoded row, on the session's mock org."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+
+from local_runner import stack
+from tests.conftest import mock_call
+
+
+def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        return err.code, json.loads(raw) if raw else None
+
+
+def wait(base: str, accepted: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    job_id = accepted["job"]["id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, job = call(base, "GET", f"/api/jobs/{job_id}")
+        assert status == 200, job
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def pipeline_runner(azurite, mock_info, tmp_path_factory):
+    suffix = uuid.uuid4().hex[:8]
+    settings = stack.app_settings(
+        azurite,
+        mock_info,
+        LAKE_CONTAINER=f"lake-p{suffix}",
+        MODEL_CONTAINER=f"models-p{suffix}",
+        TRAINING_QUEUE=f"training-p{suffix}",
+        SCORING_QUEUE=f"scoring-p{suffix}",
+    )
+    log = tmp_path_factory.mktemp("pipeline") / "runner.log"
+    runner = stack.start_runner(settings, log_path=str(log), extra_args=["--no-timers"])
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def test_sync_train_publish_score_and_read_back_over_http(pipeline_runner, mock_info, mock_server):
+    mock_call(mock_info, "POST", "/_mock/reset")
+    base = pipeline_runner.url
+
+    status, accepted = call(base, "POST", "/api/sync", {"full": True})
+    assert status == 202, accepted
+    job = wait(base, accepted)
+    assert job["status"] == "succeeded", job
+
+    status, accepted = call(base, "POST", "/api/models", {"name": "Pipeline_All"})
+    assert status == 202, accepted
+    job = wait(base, accepted)
+    assert job["status"] == "succeeded", job
+
+    status, perf = call(base, "GET", "/api/models/Pipeline_All/performance")
+    assert status == 200, perf
+    metrics = perf.get("metrics", perf)
+    assert 0.6 < metrics["auc"] <= 1.0 and 0 <= metrics["brier"] < 0.25
+    excluded = {k for k, v in (perf.get("leakage") or metrics.get("leakage") or {}).items() if v.get("excluded")}
+    assert "new_contractnumber" in excluded
+
+    status, body = call(base, "POST", "/api/models/Pipeline_All/publish", {})
+    assert status == 200, body
+
+    mock_call(mock_info, "POST", "/_mock/stats/reset")
+    status, accepted = call(base, "POST", "/api/score", {})
+    assert status == 202, accepted
+    job = wait(base, accepted)
+    assert job["status"] == "succeeded", job
+
+    stats = mock_call(mock_info, "GET", "/_mock/stats")
+    assert stats["batch_requests"] >= 1 and stats["by_status"].get("500", 0) == 0
+
+    rows = mock_server.org.rows("msdyn_predictivescore")
+    opportunities = {o["opportunityid"]: o for o in mock_server.org.rows("opportunity")}
+    assert rows, "no score rows were written back"
+    assert len({r["msdyn_entityid"] for r in rows}) == len(rows)  # one row per opportunity
+    assert all(opportunities[r["msdyn_entityid"]]["statecode"] == 0 for r in rows)  # only open ones
+    assert stats["batch_requests"] <= -(-len(rows) // 1000) + stats["by_status"].get("429", 0)
+
+    best = max(rows, key=lambda r: r["msdyn_score"])
+    status, decoded = call(base, "GET", f"/api/opportunities/{best['msdyn_entityid']}/score")
+    assert status == 200, decoded
+    assert decoded["score"] == best["msdyn_score"]
+    reasons = decoded["reasons"]
+    assert reasons["positive"] and len(reasons["positive"]) <= 5 and len(reasons["negative"]) <= 5
+    assert any(ch.isdigit() for ch in reasons["positive"][0]["text"])
+    assert len(best["msdyn_scorereasons"]) <= 10_000
