@@ -61,10 +61,18 @@ def error_from_exception(exc: BaseException) -> func.HttpResponse:
     code = getattr(exc, "code", None)
     if isinstance(status, int) and isinstance(code, str) and 400 <= status < 600:
         extra: dict[str, Any] = {}
-        for attr in ("field", "rule", "detail", "details", "request_id"):
+        # `detail` (modeling errors) and `details` both surface as "details", e.g. the overlapping models
+        # of a 409 or the found/needed counts of a 422.
+        for attr, key in (
+            ("field", "field"),
+            ("rule", "rule"),
+            ("details", "details"),
+            ("detail", "details"),
+            ("request_id", "requestId"),
+        ):
             value = getattr(exc, attr, None)
-            if value is not None:
-                extra[attr] = value
+            if value not in (None, {}, []) and key not in extra:
+                extra[key] = value
         if status >= 500:
             log.error("request failed: %s (%s)", code, exc)
         return error_response(status, code, str(exc) or code, **extra)

@@ -5,11 +5,8 @@ the response. Long work (training) runs in `train_worker` on the %TRAINING_QUEUE
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import azure.functions as func
 
@@ -20,23 +17,6 @@ from functions.services import training
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
-
-
-def _details(fn: Callable[..., func.HttpResponse]) -> Callable[..., func.HttpResponse]:
-    """Expose modeling errors' `detail` (found/needed counts, overlapping models) as the error's `details`,
-    which `handle_errors` puts into the JSON error."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            detail = getattr(exc, "detail", None)
-            if isinstance(detail, dict) and detail and getattr(exc, "details", None) is None:
-                exc.details = detail  # type: ignore[attr-defined]
-            raise
-
-    return wrapper
 
 
 def _name(req: func.HttpRequest) -> str:
@@ -57,7 +37,6 @@ def list_models(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("create_model")
 @bp.route(route="models", methods=["POST"])
 @handle_errors
-@_details
 def create_model(req: func.HttpRequest) -> func.HttpResponse:
     result = admin.create_model(get_context(), json_body(req, required=True), actor=caller_identity(req))
     return accepted(result["job"], model=result["model"], counts=result["counts"])
@@ -74,7 +53,6 @@ def get_model(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("edit_model")
 @bp.route(route="models/{name}", methods=["PATCH"])
 @handle_errors
-@_details
 def edit_model(req: func.HttpRequest) -> func.HttpResponse:
     view = admin.edit_model(
         get_context(),
@@ -89,7 +67,6 @@ def edit_model(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("delete_model")
 @bp.route(route="models/{name}", methods=["DELETE"])
 @handle_errors
-@_details
 def delete_model(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.delete_model(get_context(), _name(req), actor=caller_identity(req)))
 
@@ -97,7 +74,6 @@ def delete_model(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("train_model")
 @bp.route(route="models/{name}/train", methods=["POST"])
 @handle_errors
-@_details
 def train_model(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     if body:
@@ -109,7 +85,6 @@ def train_model(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("publish_model")
 @bp.route(route="models/{name}/publish", methods=["POST"])
 @handle_errors
-@_details
 def publish_model(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     unknown = sorted(set(body) - {"version"})
@@ -122,7 +97,6 @@ def publish_model(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("revert_model")
 @bp.route(route="models/{name}/revert", methods=["POST"])
 @handle_errors
-@_details
 def revert_model(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     if body:
