@@ -217,7 +217,8 @@ class OdooNaiveBayes:
                 continue
             won_total, lost_total = self.totals[col]
             lw = {v: np.log(w / won_total) - np.log(lo / lost_total) for v, (w, lo) in table.items()}
-            contrib = D[col].map(lambda v, lw=lw: lw.get(v, 0.0) if isinstance(v, str) else 0.0)
+            # blanks and values never seen in training map to NaN: skipped (0 added to the log-odds)
+            contrib = D[col].map(lw).astype(float).fillna(0.0)
             log_odds += contrib.to_numpy(dtype=float)
         return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
 
