@@ -217,21 +217,6 @@ _STATUS_FIELDS = frozenset(
 )
 
 
-def _test_rows(data: Any, trained: Any) -> np.ndarray:
-    """Positions in data.frame of the new version's test records: `TrainedModel.test_index` when modeling
-    provides it, else the most recent TEST_SHARE of rows by close time (modeling.train's split rule).
-    TODO(modeling): expose test_index on TrainedModel so this fallback can go."""
-    index = getattr(trained, "test_index", None)
-    if index is not None:
-        return np.asarray(index)
-    from modeling.train import TEST_SHARE
-
-    closed = pd.to_datetime(pd.Series(data.closed_at), utc=True).to_numpy()
-    order = np.argsort(closed, kind="stable")
-    n_test = max(int(np.ceil(len(order) * TEST_SHARE)), 1)
-    return order[len(order) - n_test :]
-
-
 def _auto_publish(
     ctx: AppContext, name: str, version: int, meta: dict[str, Any], data: Any, trained: Any, now: dt.datetime
 ) -> lifecycle.PublishDecision:
@@ -246,7 +231,7 @@ def _auto_publish(
         current_trained_at = lifecycle.parse_time(
             current.meta.get("trainedAt") or current.meta.get("createdAt")
         )
-        rows = _test_rows(data, trained)
+        rows = np.asarray(trained.test_index if trained.test_index is not None else [], dtype=int)
         if len(rows):
             frame = data.frame.iloc[rows].reset_index(drop=True)
             labels = np.asarray(data.labels)[rows]
