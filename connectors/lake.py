@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -188,18 +189,31 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 # ---------------------------------------------------------------------------------------------- writer
 class PartWriter:
     """Streams Arrow tables into Parquet parts `<prefix>part-NNNNN.parquet`: each `write()` is one row
-    group in a local temporary file; a part is uploaded when it holds `max_rows` rows, and on `close()`."""
+    group in a local temporary file; a part is uploaded when it holds `max_rows` rows, and on `close()`.
+    With an `executor`, uploads run in the background (`close()` waits for them and re-raises their
+    errors), so a sync can write several parts and tables while earlier parts are still uploading."""
 
-    def __init__(self, lake: Lake, prefix: str, schema: pa.Schema, *, max_rows: int = 1_000_000):
+    def __init__(
+        self,
+        lake: Lake,
+        prefix: str,
+        schema: pa.Schema,
+        *,
+        max_rows: int = 1_000_000,
+        executor: Executor | None = None,
+    ):
         self.lake = lake
         self.prefix = prefix.rstrip("/") + "/"
         self.schema = schema
         self.max_rows = max_rows
         self.parts: list[str] = []
+        self.part_rows: list[int] = []  # rows in each part, in `parts` order
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._file: Any = None
         self._part_rows = 0
+        self._executor = executor
+        self._uploads: list[Future[None]] = []
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
@@ -221,15 +235,9 @@ class PartWriter:
         if self._part_rows >= self.max_rows:
             self.flush()
 
-    def flush(self) -> None:
-        """Upload the part being written (if any); the next write starts a new part."""
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._file.close()
-        path = f"{self.prefix}part-{len(self.parts):05d}.parquet"
+    def _upload(self, path: str, local: str) -> None:
         try:
-            with open(self._file.name, "rb") as fh:
+            with open(local, "rb") as fh:
                 self.lake.container.upload_blob(
                     path,
                     fh,
@@ -238,14 +246,35 @@ class PartWriter:
                     content_settings=ContentSettings(content_type="application/vnd.apache.parquet"),
                 )
         finally:
-            os.unlink(self._file.name)
-        self.parts.append(path)
-        self._writer = None
-        self._file = None
+            os.unlink(local)
+
+    def flush(self, *, wait: bool = False) -> None:
+        """Upload the part being written (if any); the next write starts a new part. With `wait`, also
+        wait for background uploads (e.g. before reading the parts back)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._file.close()
+            path = f"{self.prefix}part-{len(self.parts):05d}.parquet"
+            if self._executor is None:
+                self._upload(path, self._file.name)
+            else:
+                self._uploads.append(self._executor.submit(self._upload, path, self._file.name))
+            self.parts.append(path)
+            self.part_rows.append(self._part_rows)
+            self._writer = None
+            self._file = None
+        if wait:
+            self._wait()
+
+    def _wait(self) -> None:
+        uploads, self._uploads = self._uploads, []
+        for future in uploads:
+            future.result()
 
     def close(self) -> list[str]:
-        """Upload what remains; return the part paths (none when nothing was written)."""
-        self.flush()
+        """Upload what remains (and wait for every upload); return the part paths (none when nothing
+        was written)."""
+        self.flush(wait=True)
         return list(self.parts)
 
     def abort(self) -> None:
@@ -256,6 +285,10 @@ class PartWriter:
                 self._file.close()
                 os.unlink(self._file.name)
             self._writer = None
+        for future in self._uploads:  # let background uploads end; a killed run's parts are collected later
+            with contextlib.suppress(Exception):
+                future.result()
+        self._uploads = []
 
     def __enter__(self) -> PartWriter:
         return self
@@ -265,6 +298,18 @@ class PartWriter:
             self.close()
         else:
             self.abort()
+
+
+def _read_file(pf: pq.ParquetFile, columns: Sequence[str] | None) -> pa.Table:
+    cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+    return pf.read(columns=cols)
+
+
+def delete_all_except(container: ContainerClient, keep: Sequence[str] = ()) -> int:
+    """Delete every blob of `container` whose name does not start with one of `keep`; return how many
+    (e.g. the retention purge of the model container, which keeps its audit log)."""
+    lake = Lake(container)
+    return lake.delete_paths([n for n in lake.list("") if not n.startswith(tuple(keep))])
 
 
 # ---------------------------------------------------------------------------------------------- lease
@@ -374,13 +419,25 @@ class Lake:
         )
 
     def read_parquet(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
-        data = self.container.download_blob(path, max_concurrency=2).readall()
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-        return pf.read(columns=cols)
+        return _read_file(self.parquet_file(path), columns)
 
-    def part_writer(self, prefix: str, schema: pa.Schema, *, max_rows: int = 1_000_000) -> PartWriter:
-        return PartWriter(self, prefix, schema, max_rows=max_rows)
+    def part_writer(
+        self,
+        prefix: str,
+        schema: pa.Schema,
+        *,
+        max_rows: int = 1_000_000,
+        executor: Executor | None = None,
+    ) -> PartWriter:
+        return PartWriter(self, prefix, schema, max_rows=max_rows, executor=executor)
+
+    def parquet_files(self, paths: Sequence[str], *, workers: int = 4) -> dict[str, pq.ParquetFile]:
+        """Download several parts at once (`workers` in parallel) and open them; keyed by path."""
+        unique = list(dict.fromkeys(paths))
+        if len(unique) <= 1 or workers <= 1:
+            return {p: self.parquet_file(p) for p in unique}
+        with ThreadPoolExecutor(max_workers=min(workers, len(unique)), thread_name_prefix="lake-get") as pool:
+            return dict(zip(unique, pool.map(self.parquet_file, unique), strict=True))
 
     # ------------------------------------------------------------------ tables
     @staticmethod
@@ -420,7 +477,8 @@ class Lake:
             if columns is not None:
                 schema = pa.schema([f for f in schema if f.name in columns])
             try:
-                pieces = [conform(self.read_parquet(p, columns), schema) for p in m.get(kind, [])]
+                files = self.parquet_files(m.get(kind, []))
+                pieces = [conform(_read_file(files[p], columns), schema) for p in m.get(kind, [])]
             except ResourceNotFoundError:
                 # a newer sync replaced this version between our manifest read and the part read
                 log.info(
@@ -490,13 +548,19 @@ class Lake:
             raise ValueError("a blob lease lasts 15 to 60 seconds")
         path = f"locks/{name}.lock"
         blob = self.container.get_blob_client(path)
-        with contextlib.suppress(ResourceExistsError):
-            blob.upload_blob(b"", overwrite=False)
         deadline = time.monotonic() + wait
+        created = False
         while True:
             try:
                 client = blob.acquire_lease(lease_duration=duration)
                 break
+            except ResourceNotFoundError:  # first use: create the lock blob (no extra round trip later)
+                if created:
+                    raise
+                with contextlib.suppress(ResourceExistsError):
+                    blob.upload_blob(b"", overwrite=False)
+                created = True
+                continue
             except HttpResponseError as exc:
                 if exc.status_code != 409:
                     raise

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -52,6 +53,14 @@ log = logging.getLogger(__name__)
 
 RETENTION_DAYS = 30
 LEASE_NAME = "sync"
+# The current view's physical layout (docs/LAKE.md): files of at most FILE_ROWS rows in two segments,
+# `active` (statecode 0 or none) and `inactive`, so an incremental sync rewrites only the files that hold
+# changed rows - in practice the active segment - and keeps the rest byte for byte.
+STATE_COLUMN = "statecode"
+ACTIVE, INACTIVE, MIXED = "active", "inactive", "mixed"
+FILE_ROWS = 50_000
+MAX_SMALL_FILES = 4  # per segment; files under FILE_ROWS / 4 rows are merged past this many
+STAGED_ROWS = 200_000  # new row versions kept in memory for the current view (more: read back)
 # Prefixes kept by the retention purge: job records and the purge marker itself are not org data.
 _PURGE_KEEP = ("jobs/", "locks/", "retention/")
 
@@ -121,6 +130,115 @@ def _not_in(table: pa.Table, key: str, ids: set[str]) -> pa.Table:
     return table.filter(mask)
 
 
+class _Old:
+    """The committed current view of a table: its files (downloaded once, in parallel) and, row by row,
+    the key, `_etag` and the file that holds it (Arrow arrays: lookups are vectorised)."""
+
+    def __init__(self, lake: Lake, manifest: dict[str, Any] | None, key: str):
+        m = manifest or {}
+        listed = m.get("files")
+        if isinstance(listed, list) and listed:
+            self.files = [dict(f) for f in listed]
+        else:  # a manifest written before the segmented layout (or by other code): one mixed file per part
+            self.files = [{"path": p, "rows": None, "segment": MIXED} for p in m.get("current", [])]
+        self.pfs = lake.parquet_files([f["path"] for f in self.files])
+        keys, tags, where = [], [], []
+        for i, f in enumerate(self.files):
+            pf = self.pfs[f["path"]]
+            f["rows"] = pf.metadata.num_rows
+            names = pf.schema_arrow.names
+            t = pf.read(columns=[c for c in (key, ETAG_COLUMN) if c in names])
+            n = t.num_rows
+            keys.append(
+                t.column(key).combine_chunks().cast(pa.string()) if key in names else pa.nulls(n, pa.string())
+            )
+            tags.append(
+                t.column(ETAG_COLUMN).combine_chunks() if ETAG_COLUMN in names else pa.nulls(n, pa.string())
+            )
+            where.append(pa.array(np.full(n, i, dtype=np.int32)))
+        self.keys: pa.Array = pa.concat_arrays(keys) if keys else pa.array([], pa.string())
+        self.tags: pa.Array = pa.concat_arrays(tags) if tags else pa.array([], pa.string())
+        self.file_of: pa.Array = pa.concat_arrays(where) if where else pa.array([], pa.int32())
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def positions(self, ids: pa.Array) -> pa.Array:
+        """Row position of each id in the old view (null for ids it does not hold)."""
+        return pc.index_in(ids, value_set=self.keys)
+
+    def holds(self, ids: Sequence[str]) -> list[bool]:
+        if not ids:
+            return []
+        found = pc.is_in(pa.array(list(ids), pa.string()), value_set=self.keys)
+        return [bool(v) for v in found.to_pylist()]
+
+    def absent_from(self, seen: set[str]) -> list[str]:
+        """Old ids not in `seen` (a full read: rows that disappeared)."""
+        if not len(self.keys):
+            return []
+        mask = pc.invert(pc.is_in(self.keys, value_set=pa.array(list(seen), pa.string())))
+        return [k for k in self.keys.filter(mask).to_pylist() if k is not None]
+
+    def files_holding(self, ids: set[str]) -> set[int]:
+        if not ids or not len(self.keys):
+            return set()
+        hit = pc.is_in(self.keys, value_set=pa.array(list(ids), pa.string()))
+        return {int(i) for i in pc.unique(self.file_of.filter(hit)).to_pylist()}
+
+
+def _segments(table: pa.Table) -> dict[str, pa.Table]:
+    """Rows by segment: `inactive` where `statecode` is set and not 0 (closed opportunities, finished BPF
+    instances, deactivated rows: they rarely change again), `active` otherwise and for tables without it."""
+    if STATE_COLUMN not in table.column_names or table.num_rows == 0:
+        return {ACTIVE: table}
+    inactive = pc.fill_null(pc.not_equal(table.column(STATE_COLUMN), 0), False)
+    return {ACTIVE: table.filter(pc.invert(inactive)), INACTIVE: table.filter(inactive)}
+
+
+class _CurrentWriter:
+    """Writes current-view rows into `<prefix><segment>/part-NNNNN.parquet`, one PartWriter per segment."""
+
+    def __init__(self, lake: Lake, prefix: str, schema: pa.Schema, max_rows: int, executor: Any):
+        self.lake, self.prefix, self.schema = lake, prefix.rstrip("/") + "/", schema
+        self.max_rows, self.executor = max_rows, executor
+        self.writers: dict[str, Any] = {}
+
+    def write(self, table: pa.Table) -> None:
+        for segment, part in _segments(table).items():
+            if part.num_rows:
+                if segment not in self.writers:
+                    self.writers[segment] = self.lake.part_writer(
+                        f"{self.prefix}{segment}/",
+                        self.schema,
+                        max_rows=self.max_rows,
+                        executor=self.executor,
+                    )
+                self.writers[segment].write(part)
+
+    def close(self) -> list[dict[str, Any]]:
+        for w in self.writers.values():  # start every upload before waiting for any
+            w.flush()
+        files: list[dict[str, Any]] = []
+        for segment in (ACTIVE, INACTIVE):
+            w = self.writers.get(segment)
+            if w is not None:
+                w.close()
+                files += [
+                    {"path": p, "rows": n, "segment": segment}
+                    for p, n in zip(w.parts, w.part_rows, strict=True)
+                ]
+        return files
+
+    def abort(self) -> list[str]:
+        """Stop writing; return the parts already uploaded (the caller may delete them)."""
+        uploaded: list[str] = []
+        for w in self.writers.values():
+            w.abort()
+            uploaded += w.parts
+        return uploaded
+
+
 # ---------------------------------------------------------------------------------------------- one table
 class TableSync:
     """Stages one table's new version (parts uploaded, manifest not yet swapped)."""
@@ -139,6 +257,8 @@ class TableSync:
         full: bool,
         page_size: int,
         max_rows_per_part: int,
+        file_rows: int = FILE_ROWS,
+        executor: Any = None,
     ):
         self.lake, self.client, self.spec = lake, client, spec
         self.entity_set, self.key = entity_set, key
@@ -148,8 +268,11 @@ class TableSync:
         self.select = [n for n in self.schema.names if n != ETAG_COLUMN]
         self.synced_at, self.run_id = synced_at, run_id
         self.full, self.page_size, self.max_rows = full, page_size, max_rows_per_part
+        self.file_rows = max(1, min(file_rows, max_rows_per_part))
+        self.executor = executor
         self.staged: set[str] = set()  # ids whose new version went to history in this run
-        self._files: dict[str, Any] = {}  # current-view parts downloaded once per run
+        self._staged_rows: list[pa.Table] | None = []  # those versions, while they are few (else read back)
+        self._staged_count = 0
         self.gc_first = True
         self.stats: dict[str, Any] = {
             "fetched": 0,
@@ -184,31 +307,31 @@ class TableSync:
             log.warning("sync %s: $select refused (%s); reading all columns", self.spec.logical, exc.code)
             yield from self.client.iter_pages(self.entity_set, **kwargs)
 
+    def _reset(self) -> None:
+        self.stats.update(fetched=0, new=0, changed=0, unchanged=0, deleted=0, pages=0)
+        self.staged = set()
+        self._staged_rows, self._staged_count = [], 0
+
     def run(self) -> TableResult:
         t0 = time.perf_counter()
         table = self.spec.logical
         manifest, etag = self.lake.manifest_with_etag(table)
         if self.gc_first:  # the previous run did not finish: remove the parts it left unlisted
             self.lake.collect_garbage(table)
-        old: dict[str, str | None] = {}
-        if manifest:
-            for batch in self.lake.iter_current_batches(
-                table, manifest, columns=[self.key, ETAG_COLUMN], files=self._files
-            ):
-                ids = batch.column(0).to_pylist()
-                tags = batch.column(1).to_pylist() if batch.num_columns > 1 else [None] * len(ids)
-                old.update(zip(ids, tags, strict=True))
+        old = _Old(self.lake, manifest, self.key)
+        t_old = time.perf_counter()
         version = int((manifest or {}).get("version", 0)) + 1
         hist_schema = history_schema(self.schema)
         hist = self.lake.part_writer(
             f"tables/{table}/history/{_stamp(self.synced_at)}-{self.run_id[:8]}/",
             hist_schema,
             max_rows=self.max_rows,
+            executor=self.executor,
         )
-        cur = self.lake.part_writer(
-            f"tables/{table}/current/{version:06d}/", self.schema, max_rows=self.max_rows
-        )
+        cur_prefix = f"tables/{table}/current/{version:06d}/"
+        cur = _CurrentWriter(self.lake, cur_prefix, self.schema, self.file_rows, self.executor)
         mode, pages = self._pages(manifest)
+        schema_changed = bool(manifest) and (manifest or {}).get("schema") != schema_to_json(self.schema)
         try:
             try:
                 delta_link, seen, deleted = self._consume(pages, mode, old, hist, cur)
@@ -221,33 +344,53 @@ class TableSync:
                 )
                 hist.abort()
                 cur.abort()
-                hist = self.lake.part_writer(hist.prefix + "full/", hist_schema, max_rows=self.max_rows)
-                cur = self.lake.part_writer(cur.prefix, self.schema, max_rows=self.max_rows)
-                self.stats.update(fetched=0, new=0, changed=0, unchanged=0, deleted=0, pages=0)
-                self.staged = set()
+                hist = self.lake.part_writer(
+                    hist.prefix + "full/", hist_schema, max_rows=self.max_rows, executor=self.executor
+                )
+                cur = _CurrentWriter(self.lake, cur_prefix, self.schema, self.file_rows, self.executor)
+                self._reset()
                 mode = "full"
                 delta_link, seen, deleted = self._consume(self._full_pages(), mode, old, hist, cur)
+            t_read = time.perf_counter()
             if mode == "full":
-                gone = [i for i in old if i not in seen]
+                gone = old.absent_from(seen)
                 if gone:
                     hist.write(_deletion_rows(gone, self.key, self.schema, self.synced_at))
                 self.stats["deleted"] = len(gone)
-                rows = len(seen)
+                changes = self.stats["new"] + self.stats["changed"] + len(gone)
+                if changes == 0 and not self.full and manifest and not schema_changed and old.files:
+                    # nothing changed (a small table read in full each run): keep the files as they are
+                    self.lake.delete_paths(cur.abort())
+                    files = old.files
+                else:
+                    files = cur.close()
             else:
-                rows = self._compact(manifest or {}, old, seen, deleted, hist, cur)
+                files = self._rewrite(old, deleted, hist, cur, rewrite_all=schema_changed)
             hist_parts = hist.close()
-            cur_parts = cur.close()
         except BaseException:
             hist.abort()
             cur.abort()
             raise
+        t_write = time.perf_counter()
+        current = [f["path"] for f in files]
+        old_current = list((manifest or {}).get("current", []))
+        if current == old_current:
+            previous = list((manifest or {}).get("previous_current", []))
+        else:  # files replaced by this version stay one more run for readers in flight
+            previous = [p for p in old_current if p not in set(current)]
+        rows = sum(int(f["rows"]) for f in files)
         new_manifest = {
             "version": version,
             "table": table,
             "entity_set": self.entity_set,
             "key": self.key,
-            "current": cur_parts,
-            "previous_current": list((manifest or {}).get("current", [])),
+            "current": current,
+            "files": files,
+            "layout": {
+                "segments": f"{STATE_COLUMN} == 0 -> {ACTIVE}, else {INACTIVE}",
+                "file_rows": self.file_rows,
+            },
+            "previous_current": previous,
             "history": list((manifest or {}).get("history", [])) + hist_parts,
             "schema": schema_to_json(self.schema),
             "rows": rows,
@@ -258,11 +401,22 @@ class TableSync:
             "run_id": self.run_id,
             "mode": mode,
         }
+        kept = len(set(current) & set(old_current))
         self.stats.update(
-            mode=mode, rows=rows, version=version, duration_s=round(time.perf_counter() - t0, 3)
+            mode=mode,
+            rows=rows,
+            version=version,
+            files=len(files),
+            files_kept=kept,
+            files_written=len(files) - kept,
+            read_old_s=round(t_old - t0, 3),
+            fetch_s=round(t_read - t_old, 3),
+            write_s=round(t_write - t_read, 3),
+            duration_s=round(time.perf_counter() - t0, 3),
         )
         log.info(
-            "sync %s: %s, %d pages, %d fetched, %d new, %d changed, %d deleted, %d rows, %.1f s",
+            "sync %s: %s, %d pages, %d fetched, %d new, %d changed, %d deleted, %d rows, "
+            "%d files (%d kept), %.2f s",
             table,
             mode,
             self.stats["pages"],
@@ -271,16 +425,18 @@ class TableSync:
             self.stats["changed"],
             self.stats["deleted"],
             rows,
+            len(files),
+            kept,
             self.stats["duration_s"],
         )
-        return TableResult(
-            table, mode, new_manifest, etag, self.stats, list((manifest or {}).get("previous_current", []))
-        )
+        obsolete = [p for p in (manifest or {}).get("previous_current", []) if p not in set(previous)]
+        return TableResult(table, mode, new_manifest, etag, self.stats, obsolete)
 
     def _consume(
-        self, pages: Iterator[Page], mode: str, old: dict[str, str | None], hist: Any, cur: Any
+        self, pages: Iterator[Page], mode: str, old: _Old, hist: Any, cur: _CurrentWriter
     ) -> tuple[str | None, set[str], set[str]]:
-        """Write each page: changed rows to history; in full mode every row to the current view."""
+        """Write each page: new and changed rows to history (and, incremental, keep them for the current
+        view); in full mode every row to the new current view."""
         delta_link: str | None = None
         seen: set[str] = set()
         deleted: set[str] = set()
@@ -289,7 +445,11 @@ class TableSync:
             delta_link = page.delta_link or delta_link
             if page.rows:
                 t = rows_to_table(page.rows, self.schema)
-                ids = t.column(self.key).to_pylist()
+                id_col = t.column(self.key).combine_chunks()
+                pos = old.positions(id_col)
+                known = pos.is_valid().to_pylist()
+                old_tags = old.tags.take(pos).to_pylist() if len(old) else [None] * t.num_rows
+                ids = id_col.to_pylist()
                 tags = t.column(ETAG_COLUMN).to_pylist()
                 keep, changed_mask = [], []
                 for i, (rid, tag) in enumerate(zip(ids, tags, strict=True)):
@@ -297,11 +457,11 @@ class TableSync:
                         continue
                     seen.add(rid)
                     keep.append(i)
-                    if rid not in old:
+                    if not known[i]:
                         self.stats["new"] += 1
                         changed_mask.append(i)
                         self.staged.add(rid)
-                    elif tag is None or old[rid] != tag:
+                    elif tag is None or old_tags[i] != tag:
                         self.stats["changed"] += 1
                         changed_mask.append(i)
                         self.staged.add(rid)
@@ -309,45 +469,75 @@ class TableSync:
                         self.stats["unchanged"] += 1
                 self.stats["fetched"] += len(ids)
                 if changed_mask:
-                    hist.write(_history_rows(t.take(changed_mask), self.synced_at, False))
+                    changed = t.take(changed_mask)
+                    hist.write(_history_rows(changed, self.synced_at, False))
+                    if mode == "incremental":
+                        self._stage(changed)
                 if mode == "full" and keep:
                     cur.write(t.take(keep) if len(keep) < t.num_rows else t)
             for rid in page.deleted_ids:
                 deleted.add(rid)
         if mode == "incremental":
-            gone = sorted(i for i in deleted if i in old or i in seen)
+            candidates = sorted(deleted)
+            held = old.holds(candidates)
+            gone = [i for i, h in zip(candidates, held, strict=True) if h or i in seen]
             if gone:
                 hist.write(_deletion_rows(gone, self.key, self.schema, self.synced_at))
             self.stats["deleted"] = len(gone)
+            deleted = set(gone) | {i for i in deleted if i in seen}
         return delta_link, seen, deleted
 
-    def _compact(
-        self,
-        manifest: dict[str, Any],
-        old: dict[str, str | None],
-        seen: set[str],
-        deleted: set[str],
-        hist: Any,
-        cur: Any,
-    ) -> int:
-        """Incremental: the new current view = old rows neither changed nor deleted + this run's changed
-        rows (staged in history; rows the delta returned unchanged stay as they were)."""
-        rows = 0
-        replaced = self.staged | deleted
-        for batch in self.lake.iter_current_batches(self.spec.logical, manifest, files=self._files):
-            t = _not_in(pa.Table.from_batches([batch]), self.key, replaced)
-            cur.write(t)
-            rows += t.num_rows
-        # this run's rows are in the staged history parts; read them back row group by row group
-        hist.flush()  # upload what is buffered so it can be read back
+    def _stage(self, rows: pa.Table) -> None:
+        """Keep this run's new row versions in memory while they are few; past STAGED_ROWS they are read
+        back from the history parts instead (memory stays bounded on a mass update)."""
+        if self._staged_rows is None:
+            return
+        self._staged_count += rows.num_rows
+        if self._staged_count > STAGED_ROWS:
+            self._staged_rows = None
+        else:
+            self._staged_rows.append(rows)
+
+    def _staged_batches(self, hist: Any) -> Iterator[pa.Table]:
+        if self._staged_rows is not None:
+            yield from self._staged_rows
+            return
+        hist.flush(wait=True)  # upload what is buffered so it can be read back
         for path in list(hist.parts):
             t = self.lake.read_parquet(path)
             t = t.filter(pc.invert(t.column(DELETED)))
-            t = _not_in(t, self.key, deleted)
-            t = t.drop_columns([SYNCED_AT, DELETED])
-            cur.write(t)
-            rows += t.num_rows
-        return rows
+            yield t.drop_columns([SYNCED_AT, DELETED])
+
+    def _rewrite(
+        self, old: _Old, deleted: set[str], hist: Any, cur: _CurrentWriter, *, rewrite_all: bool
+    ) -> list[dict[str, Any]]:
+        """Incremental: the new current view. Files holding none of the changed or deleted ids are kept as
+        they are; files holding some are rewritten without them, together with this run's new versions
+        (per segment), and small files of a segment are merged once there are more than MAX_SMALL_FILES."""
+        replaced = self.staged | deleted
+        if not replaced and not rewrite_all:
+            return old.files  # nothing changed: no Parquet written at all
+        rewrite = set(range(len(old.files))) if rewrite_all else old.files_holding(replaced)
+        arriving = bool(self.staged - deleted)  # new versions go to one or both segments
+        small = max(1, self.file_rows // 4)
+        for segment in (ACTIVE, INACTIVE):
+            smalls = [
+                i
+                for i, f in enumerate(old.files)
+                if f["segment"] == segment and i not in rewrite and int(f["rows"]) < small
+            ]
+            opened = any(old.files[i]["segment"] == segment for i in rewrite)
+            extra = 1 if arriving and not opened else 0
+            if len(smalls) + extra > MAX_SMALL_FILES:
+                rewrite |= set(smalls)
+        for i in sorted(rewrite):
+            t = old.pfs[old.files[i]["path"]].read()
+            cur.write(_not_in(conform(t, self.schema), self.key, replaced))
+        for t in self._staged_batches(hist):
+            cur.write(_not_in(t, self.key, deleted))
+        written = cur.close()
+        kept = [f for i, f in enumerate(old.files) if i not in rewrite]
+        return kept + written
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -367,7 +557,9 @@ def _metadata(
         out: dict[str, dict[str, Any]] = {}
         for spec in specs:
             entry = cached.get("tables", {}).get(spec.logical)
-            attributes = lake.read_json(f"metadata/attributes/{spec.logical}.json")
+            attributes = (entry or {}).get("attributes")  # one read: tables.json carries the attributes
+            if entry is not None and not isinstance(attributes, list):
+                attributes = lake.read_json(f"metadata/attributes/{spec.logical}.json")
             if entry is None or not isinstance(attributes, list):
                 break
             out[spec.logical] = {**entry, "attributes": attributes}
@@ -397,7 +589,10 @@ def _metadata(
         "metadata/tables.json",
         {
             "fetched_at_epoch": time.time(),
-            "tables": {k: {"entity_set": v["entity_set"], "key": v["key"]} for k, v in out.items()},
+            "tables": {
+                k: {"entity_set": v["entity_set"], "key": v["key"], "attributes": v["attributes"]}
+                for k, v in out.items()
+            },
         },
     )
     return out
@@ -417,6 +612,7 @@ def run_sync(
     workers: int = 2,
     max_rows_per_part: int = 1_000_000,
     metadata_max_age: float = 6 * 3600,
+    file_rows: int = FILE_ROWS,
 ) -> dict[str, Any]:
     """Run one sync and return its report. If another sync holds the lease beyond `lease_wait` seconds,
     return a report with `"skipped": true` and do nothing. Metadata is re-read from Dataverse on full syncs
@@ -440,6 +636,7 @@ def run_sync(
                 page_size=page_size,
                 workers=workers,
                 max_rows=max_rows_per_part,
+                file_rows=file_rows,
                 metadata_max_age=metadata_max_age,
                 lease_lost=lambda: lease.lost,
                 gc_first=dirty,
@@ -494,6 +691,7 @@ def _run_locked(
     max_rows: int,
     metadata_max_age: float,
     lease_lost: Callable[[], bool],
+    file_rows: int = FILE_ROWS,
     gc_first: bool = True,
 ) -> dict[str, Any]:
     t_meta = time.perf_counter()
@@ -503,6 +701,8 @@ def _run_locked(
     synced_at = now() if now else client.server_now()
     synced_at = synced_at.astimezone(dt.UTC).replace(microsecond=0)
     specs = [s for s in tables if s.logical in meta]
+
+    uploads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sync-put")
 
     def one(spec: TableSpec) -> TableResult:
         m = meta[spec.logical]
@@ -518,22 +718,31 @@ def _run_locked(
             full=full,
             page_size=page_size,
             max_rows_per_part=max_rows,
+            file_rows=file_rows,
+            executor=uploads,
         )
         job.gc_first = gc_first
         return job.run()
 
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
-            results = list(pool.map(one, specs))
-    else:
-        results = [one(s) for s in specs]
+    try:
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
+                results = list(pool.map(one, specs))
+        else:
+            results = [one(s) for s in specs]
+    finally:
+        uploads.shutdown(wait=True)
     if lease_lost():
         raise RuntimeError("the sync lease was lost; nothing committed")
-    for r in results:  # the commit: each swap is atomic and carries its own delta link
+
+    def commit(r: TableResult) -> None:  # each swap is atomic and carries its own delta link
         r.etag = lake.commit_manifest(r.table, r.manifest, r.etag)
-    for r in results:  # versions older than the previous one are no longer listed: remove their parts
+        # files no version from the previous one on lists: remove them
         listed = set(r.manifest["current"]) | set(r.manifest["previous_current"]) | set(r.manifest["history"])
         lake.delete_paths([p for p in r.obsolete if p not in listed])
+
+    with ThreadPoolExecutor(max_workers=len(results) or 1, thread_name_prefix="sync-commit") as pool:
+        list(pool.map(commit, results))
     by_table = {r.table: r for r in results}
     bpf_changed = any(
         by_table[t].stats["new"] + by_table[t].stats["changed"] + by_table[t].stats["deleted"] > 0
