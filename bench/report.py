@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,10 @@ def _machine_section(doc: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- charts
 
 
+def _label(model: dict[str, Any]) -> str:
+    return "Ours" if model.get("kind") == "product" else str(model.get("model"))
+
+
 def summary_charts(doc: dict[str, Any], charts_dir: Path = CHARTS_DIR) -> list[Path]:
     """Speed ratios (ours vs naive) and AUC/ECE per data set per model, when there is data for them."""
     import matplotlib
@@ -327,20 +332,34 @@ def summary_charts(doc: dict[str, Any], charts_dir: Path = CHARTS_DIR) -> list[P
     charts_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     comps = [
-        (f"{run['name']} {fmt(run['size'])}: {c['what']}"[:70], c["ratio"])
+        (textwrap.fill(f"{run['name']} ({fmt(run['size'])}): {c['what']}", 60), float(c["ratio"]))
         for run in doc.get("runs", [])
         if run.get("ok")
         for c in (run.get("output") or {}).get("comparisons", [])
         if c.get("ratio")
     ]
     if comps:
-        fig, ax = plt.subplots(figsize=(9, 0.45 * len(comps) + 1.2))
-        ax.barh([c[0] for c in comps], [c[1] for c in comps], color="#2a7ab0")
+        from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+        lines_per = [c[0].count("\n") + 1 for c in comps]
+        fig, ax = plt.subplots(figsize=(11, 0.32 * sum(lines_per) + 0.25 * len(comps) + 1.2))
+        colors = ["#2a7ab0" if c[1] >= 1 else "#c0504d" for c in comps]
+        ax.barh([c[0] for c in comps], [c[1] for c in comps], color=colors)
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel("ratio (above 1: ours is better)")
+        lo, hi = min(c[1] for c in comps), max(c[1] for c in comps)
+        ticks = [
+            t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if lo / 2 <= t <= hi * 2
+        ]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        for y, (_, ratio) in enumerate(comps):
+            ax.text(ratio, y, f" {ratio:.2f}x", va="center", fontsize=8)
+        ax.set_xlabel("ratio, log scale (above 1: ours is better)")
+        ax.tick_params(axis="y", labelsize=8)
         ax.invert_yaxis()
-        ax.set_title("Ours vs the naive alternative")
+        ax.set_title("Ours vs the obvious alternative, same run")
         fig.tight_layout()
         path = charts_dir / "speed_ratios.png"
         fig.savefig(path, dpi=110)
@@ -349,13 +368,13 @@ def summary_charts(doc: dict[str, Any], charts_dir: Path = CHARTS_DIR) -> list[P
     datasets = [ds for run in _quality_runs(doc) for ds in run["output"]["datasets"]]
     if datasets:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.2 + 0.2 * len(datasets)))
-        models = list(dict.fromkeys(m["model"] for ds in datasets for m in ds.get("models", [])))
+        models = list(dict.fromkeys(_label(m) for ds in datasets for m in ds.get("models", [])))
         width = 0.8 / max(1, len(models))
         for ax, metric in zip(axes, ("auc", "ece"), strict=True):
             for i, model in enumerate(models):
                 vals = []
                 for ds in datasets:
-                    m = next((x for x in ds.get("models", []) if x["model"] == model), None)
+                    m = next((x for x in ds.get("models", []) if _label(x) == model), None)
                     v = ((m or {}).get("metrics") or {}).get(metric)
                     vals.append(v if isinstance(v, (int, float)) else 0.0)
                 ax.bar([j + i * width for j in range(len(datasets))], vals, width, label=model)
@@ -363,8 +382,9 @@ def summary_charts(doc: dict[str, Any], charts_dir: Path = CHARTS_DIR) -> list[P
             ax.set_xticklabels([ds["dataset"] for ds in datasets], rotation=15, fontsize=8)
             ax.set_title(f"{METRIC_LABELS[metric]} ({'higher' if metric == 'auc' else 'lower'} is better)")
         axes[0].set_ylim(0.4, 1.0)
-        axes[1].legend(fontsize=7)
-        fig.tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(models)), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
         path = charts_dir / "quality_summary.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
