@@ -1,5 +1,6 @@
-"""Scoring triggers: the daily timer, POST /api/score, GET /api/opportunities/{id}/score and the
-queue-triggered batch worker. Each parses its input, calls one service function and shapes the output."""
+"""Scoring triggers: the daily timer, POST /api/score, GET /api/opportunities/{id}/score, the queue
+worker (scoring batches and write chunks) and the poison-queue handler. Each parses its input, calls one
+service function and shapes the output."""
 
 from __future__ import annotations
 
@@ -19,16 +20,15 @@ bp = func.Blueprint()
 @bp.function_name("scoring_timer")
 @bp.timer_trigger(schedule="%SCORING_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def scoring_timer(timer: func.TimerRequest) -> None:
-    ctx = get_context()
-    stale = scoring.unfinished_runs(ctx)
-    if stale:
-        log.warning(
-            "scoring: %d earlier runs never finished (%s); this run rescores everything",
-            len(stale),
-            ",".join(stale[:5]),
-        )
-    plan = scoring.plan_run(ctx, actor="timer")
-    log.info("scoring timer: run=%s eligible=%d batches=%d", plan["runId"], plan["eligible"], plan["batches"])
+    # Earlier unfinished runs are superseded (documented in docs/SCORING.md), then a new run is planned.
+    plan = scoring.scheduled_run(get_context(), actor="timer")
+    log.info(
+        "scoring timer: run=%s eligible=%d batches=%d superseded=%d",
+        plan["runId"],
+        plan["eligible"],
+        plan["batches"],
+        len(plan["superseded"]),
+    )
 
 
 @bp.function_name("start_scoring")
@@ -38,18 +38,19 @@ def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     unknown = sorted(set(body) - {"opportunityIds", "resume"})
     if unknown:
-        raise BadRequest(
-            f"unknown field {unknown[0]!r}; allowed: opportunityIds, resume", code="UnknownField"
-        )
+        raise BadRequest(f"unknown field {unknown[0]!r}; allowed: opportunityIds, resume", code="UnknownField")
     ctx = get_context()
     actor = caller_identity(req)
     if "resume" in body:
         run_id = body["resume"]
         if not isinstance(run_id, str) or not run_id.isalnum():
             raise BadRequest("resume must be the runId of an earlier run", code="InvalidRunId")
-        return json_response(scoring.resume_run(ctx, run_id), status=202)
+        resumed = scoring.resume_run(ctx, run_id)
+        return accepted(ctx.jobs.get(run_id), resume=resumed)
     if "opportunityIds" in body:
         status, result = scoring.score_now(ctx, body["opportunityIds"], actor=actor)
+        if status == 202:
+            return accepted(result["job"], run=result["run"])
         return json_response(result, status=status)
     plan = scoring.plan_run(ctx, actor=actor)
     return accepted(ctx.jobs.get(plan["runId"]), run=scoring._plan_summary(plan))
@@ -65,6 +66,14 @@ def get_opportunity_score(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("score_worker")
 @bp.queue_trigger(arg_name="msg", queue_name="%SCORING_QUEUE%", connection="AzureWebJobsStorage")
 def score_worker(msg: func.QueueMessage) -> None:
-    # A failure raises: the host retries the message and finally moves it to <queue>-poison; the
-    # batch's checkpoint keeps the last error as the reason.
-    scoring.score_batch(get_context(), msg.get_body())
+    # One scoring batch or one write chunk. A failure raises: the host retries the message and finally
+    # moves it to <queue>-poison (host.json maxDequeueCount); the item's checkpoint keeps the last error.
+    scoring.handle_message(get_context(), msg.get_body())
+
+
+@bp.function_name("score_poison")
+@bp.queue_trigger(arg_name="msg", queue_name="%SCORING_QUEUE%-poison", connection="AzureWebJobsStorage")
+def score_poison(msg: func.QueueMessage) -> None:
+    # The host gave up on a scoring message: record its item as failed with its reason, so the run
+    # finishes (failed, with the failures listed) instead of staying "running".
+    scoring.record_poisoned(get_context(), msg.get_body())

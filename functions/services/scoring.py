@@ -1,31 +1,46 @@
-"""Scoring runs: plan (eligibility, model choice, batches on a queue), score and write each batch, report.
+"""Scoring runs: plan, score in parallel, then write the changed rows in chunks of exactly 1,000, report.
 
-A run is planned once and executed by many queue-triggered workers:
+A run is planned once and executed by many queue-triggered workers, in two phases:
 
 1. `plan_run` reads the lake's current tables once, builds the scoring frame of every published model
    with the shared `modeling.dataset` code (eligibility: open, filter, BPF, created within 2 years as of
    the lake snapshot), gives each eligible opportunity exactly ONE model (rule in `model_priority`),
-   joins the last written score of each opportunity (from the score history in the lake), and stores
-   one Parquet file + one checkpoint blob per batch before sending one queue message per batch.
-2. `score_batch` (one message) claims the batch's checkpoint, claims quota, scores with the shared
-   `modeling.scoring.Scorer` (model version cached per process by name@version), computes the trend
-   against the last written score, upserts ONLY changed rows through `$batch` on the alternate key,
-   appends what it wrote to the score history (one Parquet file per batch) and checkpoints. A batch
-   already checkpointed as written is skipped, so redelivered or re-enqueued messages never write twice;
-   a batch that fails raises, so the host retries it and finally moves it to the poison queue.
-3. The worker that completes the last batch writes the run report and finishes the job.
+   joins the last written score of each opportunity (score history in the lake), stores one Parquet
+   input per scoring batch (`SCORE_BATCH_SIZE` ids) and sends one `{"runId", "batch"}` message each.
+2. Score phase, `score_batch` (one message): claims the batch, claims quota, scores with the shared
+   `modeling.scoring.Scorer` (cached per process by name@version), decides grade, trend and reasons and
+   STAGES only the rows that changed (Parquet parts of <= 1,000 rows), then drops a `done` marker.
+3. When every batch of the run is scored (or failed), the worker that notices it cuts the staged rows,
+   in batch order, into write chunks of exactly `WRITE_CHUNK` (1,000) operations - the last one smaller -
+   records them in a write round (`writes/round-RRR.json`, create-only so only one worker does it) and
+   sends one `{"runId", "round", "chunk"}` message per chunk. So write requests = ceil(changed / 1,000)
+   plus retries, however sparse the changes are.
+4. Write phase, `write_chunk` (one message): claims the chunk, upserts its rows through ONE `$batch`
+   request on the alternate key, appends them to the score history and drops a `done` marker.
+5. The worker that completes the last item writes the run report and finishes the job: `succeeded`, or
+   `failed` (code `BatchesFailed`) with the failed batches/chunks and their reasons listed when a
+   message was poisoned (`record_poisoned`, the `%SCORING_QUEUE%-poison` trigger).
+
+Every item is idempotent: a redelivered message finds its checkpoint done and only re-checks progress;
+a worker killed midway leaves its claim to expire and the retry redoes the item from the same input
+(scores are deterministic, upserts idempotent), so a killed run resumes without duplicates or gaps.
 
 Layout in the lake container (all under `scoring/`):
 ```
-scoring/runs/<run>/plan.json                 # the plan: models, counts, skip reasons, batch count
-scoring/runs/<run>/batches/<NNNNN>.parquet   # a batch's scoring frame + previous score columns
-scoring/runs/<run>/batches/<NNNNN>.json      # its checkpoint: pending | claimed | written (+ result)
-scoring/runs/<run>/progress.json             # finished batches (ETag-conditioned set)
-scoring/runs/<run>/report.json               # the final report (also reports/scoring/<run>.json)
-scoring/history/<run>/batch-<NNNNN>.parquet  # every row written: what, when, by which model version
-scoring/state/manifest.json                  # compacted last-written score per opportunity ...
-scoring/state/scores-<run>.parquet           # ... and the finished runs folded into it
-scoring/quota/<YYYY-MM>.json                 # ids scored this calendar month (only with a quota)
+scoring/runs/<run>/plan.json                     # the plan: models, counts, skip reasons, batch count
+scoring/runs/<run>/batches/<NNNNN>.parquet       # a batch's scoring frame + previous score columns
+scoring/runs/<run>/batches/<NNNNN>.json          # its checkpoint: claimed | scored | failed (+ lastError)
+scoring/runs/<run>/staged/<NNNNN>/<PPP>.parquet  # the batch's changed rows, parts of <= 1,000 rows
+scoring/runs/<run>/writes/round-<RRR>.json       # a write round: chunks of 1,000 slices of staged parts
+scoring/runs/<run>/chunks/<RRR>-<CCCCC>.json     # a chunk's checkpoint: claimed | written | failed
+scoring/runs/<run>/done/score-<NNNNN>.json       # terminal markers (listing them is the progress)
+scoring/runs/<run>/done/write-<RRR>-<CCCCC>.json
+scoring/runs/<run>/superseded.json               # a later scheduled run replaced this unfinished one
+scoring/runs/<run>/report.json                   # the report (also reports/scoring/<run>.json)
+scoring/history/<run>/chunk-<RRR>-<CCCCC>.parquet  # every row written: what, when, by which model version
+scoring/state/manifest.json                      # compacted last-written score per opportunity ...
+scoring/state/scores-<id>.parquet                # ... and the final runs folded into it
+scoring/quota/<YYYY-MM>.json                     # ids scored this calendar month (only with a quota)
 ```
 """
 
@@ -41,7 +56,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,14 +73,18 @@ log = logging.getLogger(__name__)
 
 ENTITY_TYPE = "opportunity"
 ENTITY_SET = "msdyn_predictivescores"
-BATCH_SIZE = 1000  # ids per queue message; also Dataverse's $batch limit per request
+SCORE_BATCH_SIZE = 5000  # ids per scoring message: big enough that per-message overhead is small
+WRITE_CHUNK = 1000  # operations per $batch request (Dataverse's limit) and per write message
+BATCH_SIZE = WRITE_CHUNK  # kept for callers of round 1
 SYNC_LIMIT = 20  # POST /api/score with at most this many ids is answered synchronously
-CLAIM_SECONDS = 30  # a worker's claim on a batch; another worker takes over after it expires
+CLAIM_SECONDS = 30  # a worker's claim on an item; another worker takes over after it expires
 TREND_TOLERANCE = 3  # |new - previous| <= 3 points is "Steady"
 MAX_REASONS_CHARS = 10_000
 GRADE_LABELS = ("A", "B", "C", "D")
 TREND_LABELS = ("Improving", "Steady", "Declining", "Not enough info")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+IO_THREADS = 8  # parallel small blob reads (markers, staged parts)
 
 # Columns this module adds to a batch frame (prefixed so they never collide with attributes).
 C_ID = "opportunityid"
@@ -92,6 +113,10 @@ HISTORY_SCHEMA = pa.schema(
         ("written_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+# A staged (changed, not yet written) row: the history columns known at scoring time + the row's name.
+STAGED_SCHEMA = pa.schema(
+    [f for f in HISTORY_SCHEMA if f.name not in ("run_id", "written_at")] + [pa.field("name", pa.string())]
+)
 
 
 class ScoringError(Exception):
@@ -110,7 +135,7 @@ class ScoringError(Exception):
 
 
 class BatchFailed(ScoringError):
-    """A batch could not be written; raised so the queue host retries it (and finally poisons it)."""
+    """A chunk could not be written; raised so the queue host retries it (and finally poisons it)."""
 
     status = 502
     code = "BatchWriteFailed"
@@ -129,6 +154,10 @@ def _iso(t: dt.datetime) -> str:
 
 def _batch_name(i: int) -> str:
     return f"{i:05d}"
+
+
+def _chunk_name(round_no: int, chunk: int) -> str:
+    return f"{round_no:03d}-{chunk:05d}"
 
 
 def _run_prefix(run_id: str) -> str:
@@ -343,7 +372,8 @@ def _neg_time(iso: str) -> float:
 def load_previous(ctx: Any, *, fold: bool = True, exclude_run: str | None = None) -> pd.DataFrame:
     """The last written score of every opportunity: the compacted state plus history not yet folded.
 
-    Runs that have finished are folded into a new compacted state (written by this call when `fold`)."""
+    Runs that are final (succeeded, or superseded) are folded into a new compacted state (written by this
+    call when `fold`); a failed run stays unfolded, since a resume may still add history to it."""
     blobs = JsonBlobs(ctx.lake_container)
     manifest, etag = blobs.read_with_etag("scoring/state/manifest.json")
     manifest = manifest or {"snapshot": None, "runs": []}
@@ -351,15 +381,15 @@ def load_previous(ctx: Any, *, fold: bool = True, exclude_run: str | None = None
     parts: list[pd.DataFrame] = []
     if manifest.get("snapshot"):
         parts.append(ctx.lake.read_parquet(manifest["snapshot"]).to_pandas())
-    newly_finished: list[str] = []
+    newly_final: list[str] = []
     for run_id in _history_runs(ctx):
         if run_id in folded or run_id == exclude_run:
             continue
-        for path in sorted(ctx.lake.list(f"scoring/history/{run_id}/")):
-            if path.endswith(".parquet"):
-                parts.append(ctx.lake.read_parquet(path).to_pandas())
-        if blobs.read(f"{_run_prefix(run_id)}report.json") is not None:
-            newly_finished.append(run_id)
+        paths = [p for p in sorted(ctx.lake.list(f"scoring/history/{run_id}/")) if p.endswith(".parquet")]
+        parts.extend(t.to_pandas() for t in _parallel(lambda p: ctx.lake.read_parquet(p), paths))
+        report = blobs.read(f"{_run_prefix(run_id)}report.json")
+        if isinstance(report, Mapping) and report.get("final"):
+            newly_final.append(run_id)
     cols = [
         "opportunityid",
         "score",
@@ -376,8 +406,8 @@ def load_previous(ctx: Any, *, fold: bool = True, exclude_run: str | None = None
     hist = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts], ignore_index=True)
     hist = hist.sort_values("written_at", kind="stable").drop_duplicates("opportunityid", keep="last")
     hist = hist.reset_index(drop=True)
-    if fold and newly_finished:
-        _fold(ctx, blobs, hist, sorted(folded | set(newly_finished)), etag)
+    if fold and newly_final:
+        _fold(ctx, blobs, hist, sorted(folded | set(newly_final)), etag)
     return hist
 
 
@@ -407,6 +437,14 @@ def _fold(ctx: Any, blobs: JsonBlobs, state: pd.DataFrame, runs: list[str], etag
         log.info("score state changed concurrently; compaction left to the next run")
 
 
+def _parallel(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """fn over items with a few threads (small blob reads are latency-bound), results in order."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(IO_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 # ------------------------------------------------------------------------------------------ planning
 
 
@@ -424,14 +462,15 @@ def plan_run(
     actor: str = "timer",
     enqueue: bool = True,
     run_id: str | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int = SCORE_BATCH_SIZE,
     now: dt.datetime | None = None,
     job: bool = True,
 ) -> dict[str, Any]:
-    """Plan a scoring run and send one queue message per batch. Returns the plan document.
+    """Plan a scoring run and send one queue message per scoring batch. Returns the plan document.
 
     `opportunity_ids` limits the run to those ids (each still has to be eligible; the others are
-    reported with a reason). `enqueue=False` plans without sending (the synchronous path)."""
+    reported with a reason). `enqueue=False` plans an inline run: nothing is sent, `run_inline` (the
+    synchronous path) executes it."""
     started = time.perf_counter()
     run_id = run_id or uuid.uuid4().hex
     clock = now or _utcnow()
@@ -445,10 +484,13 @@ def plan_run(
         if job:
             ctx.jobs.fail(run_id, getattr(exc, "code", type(exc).__name__), str(exc)[:500])
         raise
-    for i, frame in enumerate(plan.batches):
-        path = f"{_run_prefix(run_id)}batches/{_batch_name(i)}"
-        ctx.lake.write_parquet(path + ".parquet", _to_arrow(frame))
-        blobs.write(path + ".json", {"status": "pending", "batch": i, "rows": len(frame)})
+    _parallel(
+        lambda item: ctx.lake.write_parquet(
+            f"{_run_prefix(run_id)}batches/{_batch_name(item[0])}.parquet", _to_arrow(item[1])
+        ),
+        list(enumerate(plan.batches)),
+    )
+    plan.doc["inline"] = not enqueue
     plan.doc["plannedIn"] = round(time.perf_counter() - started, 3)
     blobs.write(f"{_run_prefix(run_id)}plan.json", plan.doc)
     log.info(
@@ -467,12 +509,17 @@ def plan_run(
 
 
 def enqueue_batches(ctx: Any, run_id: str, batches: Iterable[int]) -> int:
+    """One scoring message per batch index."""
+    return _send(ctx, [{"runId": run_id, "batch": i} for i in batches])
+
+
+def _send(ctx: Any, messages: Sequence[Mapping[str, Any]]) -> int:
+    if not messages:
+        return 0
     sender = ctx.queue(ctx.settings.scoring_queue)
-    n = 0
-    for i in batches:
-        sender.send({"runId": run_id, "batch": i})
-        n += 1
-    return n
+    for m in messages:
+        sender.send(dict(m))
+    return len(messages)
 
 
 def _build_plan(
@@ -592,16 +639,16 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
             try:
                 pa.array(fixed[col])
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                fixed[col] = (
-                    fixed[col].map(lambda v: None if v is None or _isnan(v) else str(v)).astype(object)
-                )
+                fixed[col] = fixed[col].map(lambda v: None if v is None or _isnan(v) else str(v)).astype(object)
         return pa.Table.from_pandas(fixed, preserve_index=False)
 
 
-# --------------------------------------------------------------------------------------- the worker
+# ------------------------------------------------------------------------------------ messages, claims
 
 
 def parse_message(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+    """`{"runId", "batch"}` (a scoring batch) or `{"runId", "round", "chunk"}` (a write chunk), checked;
+    the result carries `kind` = "score" | "write"."""
     if isinstance(body, Mapping):
         msg = dict(body)
     else:
@@ -609,100 +656,71 @@ def parse_message(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
             msg = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ScoringError(f"scoring message is not JSON: {exc}", code="BadMessage") from exc
-    if (
-        not isinstance(msg, dict)
-        or not isinstance(msg.get("runId"), str)
-        or not isinstance(msg.get("batch"), int)
-    ):
-        raise ScoringError("scoring message needs runId (str) and batch (int)", code="BadMessage")
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", msg["runId"]) or msg["batch"] < 0:
-        raise ScoringError("scoring message has an invalid runId or batch", code="BadMessage")
-    return msg
+    if not isinstance(msg, dict) or not isinstance(msg.get("runId"), str):
+        raise ScoringError("scoring message needs runId (str) and batch or round+chunk", code="BadMessage")
+    if not RUN_ID_RE.fullmatch(msg["runId"]):
+        raise ScoringError("scoring message has an invalid runId", code="BadMessage")
+    ints = {k: msg.get(k) for k in ("batch", "round", "chunk") if k in msg}
+    if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in ints.values()):
+        raise ScoringError("scoring message has an invalid batch, round or chunk", code="BadMessage")
+    if "batch" in msg and "chunk" not in msg:
+        return {"kind": "score", "runId": msg["runId"], "batch": msg["batch"]}
+    if "chunk" in msg and "round" in msg and "batch" not in msg:
+        return {"kind": "write", "runId": msg["runId"], "round": msg["round"], "chunk": msg["chunk"]}
+    raise ScoringError("scoring message needs batch, or round and chunk", code="BadMessage")
 
 
-def score_batch(
-    ctx: Any,
-    message: bytes | str | Mapping[str, Any],
-    *,
-    return_rows: bool = False,
-    worker: str | None = None,
-) -> dict[str, Any]:
-    """Score and write one batch (idempotent). Returns the batch result; raises to have it retried."""
-    msg = parse_message(message)
-    run_id, index = msg["runId"], int(msg["batch"])
-    worker = worker or f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:6]}"
-    blobs = JsonBlobs(ctx.lake_container)
-    base = f"{_run_prefix(run_id)}batches/{_batch_name(index)}"
-    plan = blobs.read(f"{_run_prefix(run_id)}plan.json")
+def handle_message(ctx: Any, body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+    """The queue worker: one scoring batch or one write chunk. Raises to have the message retried."""
+    msg = parse_message(body)
+    if msg["kind"] == "score":
+        return score_batch(ctx, msg)
+    return write_chunk(ctx, msg)
+
+
+_doc_cache: OrderedDict[str, Any] = OrderedDict()
+_doc_lock = threading.Lock()
+
+
+def _immutable_doc(blobs: JsonBlobs, path: str) -> Any:
+    """A JSON blob that never changes once written (plans, write rounds), cached per process."""
+    with _doc_lock:
+        if path in _doc_cache:
+            _doc_cache.move_to_end(path)
+            return _doc_cache[path]
+    doc = blobs.read(path)
+    if doc is not None:
+        with _doc_lock:
+            _doc_cache[path] = doc
+            while len(_doc_cache) > 256:
+                _doc_cache.popitem(last=False)
+    return doc
+
+
+def _plan(blobs: JsonBlobs, run_id: str) -> dict[str, Any]:
+    plan = _immutable_doc(blobs, f"{_run_prefix(run_id)}plan.json")
     if plan is None:
-        raise ScoringError(f"run {run_id} has no plan", status=404, code="RunNotFound")
-    claimed = _claim(blobs, base + ".json", worker)
-    if claimed is None:  # already written (by us earlier, or another worker)
-        done = blobs.read(base + ".json") or {}
-        log.info("scoring run=%s batch=%d already written; skipped", run_id, index)
-        _mark_done(ctx, blobs, run_id, index, done.get("result") or {}, plan)
-        return {**(done.get("result") or {}), "alreadyWritten": True}
-    checkpoint, etag = claimed
-    started = time.perf_counter()
-    try:
-        result, rows = _execute(ctx, plan, run_id, index, base)
-    except Exception as exc:
-        attempts = int(checkpoint.get("attempts", 0))
-        _release(blobs, base + ".json", worker, f"{type(exc).__name__}: {str(exc)[:300]}", attempts)
-        log.warning(
-            "scoring run=%s batch=%d failed (attempt %d): %s", run_id, index, attempts, type(exc).__name__
-        )
-        raise
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    blobs.write(
-        base + ".json",
-        {
-            "status": "written",
-            "batch": index,
-            "worker": worker,
-            "result": result,
-            "attempts": checkpoint.get("attempts", 1),
-            "writtenAt": _iso(_utcnow()),
-        },
-    )
-    log.info(
-        "scoring run=%s batch=%d model=%s scored=%d written=%d unchanged=%d skipped=%d quota_stopped=%d "
-        "in %.2f s",
-        run_id,
-        index,
-        result.get("model"),
-        result["scored"],
-        result["written"],
-        result["unchanged"],
-        result["skipped"],
-        result["quotaStopped"],
-        result["seconds"],
-    )
-    _mark_done(ctx, blobs, run_id, index, result, plan)
-    if return_rows:
-        result = {**result, "rows": rows}
-    return result
+        raise ScoringError(f"no scoring run {run_id}", status=404, code="RunNotFound")
+    return dict(plan)
 
 
-def _claim(blobs: JsonBlobs, path: str, worker: str) -> tuple[dict[str, Any], str] | None:
-    """Take the batch's checkpoint; None if it is already written. Waits for another live claim."""
+def _worker_id() -> str:
+    return f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:6]}"
+
+
+def _claim(blobs: JsonBlobs, path: str, worker: str, done: str) -> tuple[dict[str, Any], str] | None:
+    """Take an item's checkpoint (created on first claim); None if it is already `done`. Waits for another
+    worker's live claim, up to its expiry (then raises BatchBusy so the message is retried)."""
     deadline = time.monotonic() + CLAIM_SECONDS + 5
     while True:
         doc, etag = blobs.read_with_etag(path)
-        if doc is None:
-            raise ScoringError(f"checkpoint {path} is missing", status=404, code="BatchNotFound")
-        if doc.get("status") == "written":
+        doc = doc or {}
+        if doc.get("status") == done:
             return None
         now = time.time()
-        if (
-            doc.get("status") == "claimed"
-            and doc.get("worker") != worker
-            and float(doc.get("until", 0)) > now
-        ):
+        if doc.get("status") == "claimed" and doc.get("worker") != worker and float(doc.get("until", 0)) > now:
             if time.monotonic() > deadline:
-                raise ScoringError(
-                    f"batch {path} stays claimed by {doc.get('worker')}", status=409, code="BatchBusy"
-                )
+                raise ScoringError(f"{path} stays claimed by {doc.get('worker')}", status=409, code="BatchBusy")
             time.sleep(0.5)
             continue
         new = {
@@ -713,36 +731,123 @@ def _claim(blobs: JsonBlobs, path: str, worker: str) -> tuple[dict[str, Any], st
             "attempts": int(doc.get("attempts", 0)) + 1,
         }
         try:
-            new_etag = blobs.write(path, new, etag=etag)
+            if etag is None:
+                new_etag = blobs.write(path, new, create_only=True)
+            else:
+                new_etag = blobs.write(path, new, etag=etag)
             return new, new_etag
-        except ResourceModifiedError:
+        except (ResourceModifiedError, ResourceExistsError):
             continue
 
 
-def _release(blobs: JsonBlobs, path: str, worker: str, error: str, attempts: int) -> None:
+def _release(blobs: JsonBlobs, path: str, worker: str, exc: BaseException) -> None:
+    """Give the claim back and keep the error: the poison handler reports it as the item's reason."""
+    error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    code = getattr(exc, "code", None)
     try:
         doc, etag = blobs.read_with_etag(path)
         if doc and doc.get("worker") == worker and doc.get("status") == "claimed":
-            blobs.write(path, {**doc, "status": "pending", "until": 0, "lastError": error}, etag=etag)
+            new = {**doc, "status": "pending", "until": 0, "lastError": error, "lastErrorCode": code}
+            blobs.write(path, new, etag=etag)
     except Exception:  # noqa: BLE001 - the claim expires anyway
         log.debug("could not release claim on %s", path)
 
 
-def _execute(
-    ctx: Any, plan: Mapping[str, Any], run_id: str, index: int, base: str
+def _superseded(blobs: JsonBlobs, run_id: str) -> dict[str, Any] | None:
+    doc = blobs.read(f"{_run_prefix(run_id)}superseded.json")
+    return dict(doc) if isinstance(doc, Mapping) else None
+
+
+# ----------------------------------------------------------------------------------- phase 1: score
+
+
+def score_batch(
+    ctx: Any,
+    message: bytes | str | Mapping[str, Any],
+    *,
+    return_rows: bool = False,
+    worker: str | None = None,
+) -> dict[str, Any]:
+    """Score one batch and stage its changed rows (idempotent). Returns the batch result; raises to have
+    it retried. With `return_rows`, the result lists every scored row (the synchronous API)."""
+    msg = parse_message(message)
+    if msg["kind"] != "score":
+        raise ScoringError("not a scoring batch message", code="BadMessage")
+    run_id, index = msg["runId"], int(msg["batch"])
+    worker = worker or _worker_id()
+    blobs = JsonBlobs(ctx.lake_container)
+    base = f"{_run_prefix(run_id)}batches/{_batch_name(index)}"
+    plan = _plan(blobs, run_id)
+    if index >= int(plan.get("batches", 0)):
+        raise ScoringError(f"run {run_id} has no batch {index}", status=404, code="BatchNotFound")
+    if _superseded(blobs, run_id):
+        log.info("scoring run=%s batch=%d dropped: the run was superseded", run_id, index)
+        return {"superseded": True}
+    claimed = _claim(blobs, base + ".json", worker, done="scored")
+    if claimed is None:  # already scored (by us earlier, or another worker)
+        log.info("scoring run=%s batch=%d already scored; skipped", run_id, index)
+        done = blobs.read(base + ".json") or {}
+        _mark(blobs, run_id, f"score-{_batch_name(index)}", {"status": "scored", **(done.get("result") or {})})
+        advance(ctx, run_id)
+        return {**(done.get("result") or {}), "alreadyDone": True}
+    checkpoint, _ = claimed
+    started = time.perf_counter()
+    try:
+        result, rows = _score(ctx, plan, run_id, index, base, want_rows=return_rows)
+    except Exception as exc:
+        _release(blobs, base + ".json", worker, exc)
+        log.warning(
+            "scoring run=%s batch=%d failed (attempt %d): %s",
+            run_id,
+            index,
+            checkpoint["attempts"],
+            type(exc).__name__,
+        )
+        raise
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    blobs.write(
+        base + ".json",
+        {
+            "status": "scored",
+            "batch": index,
+            "worker": worker,
+            "result": result,
+            "attempts": checkpoint["attempts"],
+            "scoredAt": _iso(_utcnow()),
+        },
+    )
+    _mark(blobs, run_id, f"score-{_batch_name(index)}", {"status": "scored", **result})
+    log.info(
+        "scoring run=%s batch=%d model=%s scored=%d changed=%d unchanged=%d skipped=%d quota_stopped=%d in %.2f s",
+        run_id,
+        index,
+        result.get("model"),
+        result["scored"],
+        result["changed"],
+        result["unchanged"],
+        result["skipped"],
+        result["quotaStopped"],
+        result["seconds"],
+    )
+    advance(ctx, run_id)
+    if return_rows:
+        result = {**result, "rows": rows}
+    return result
+
+
+def _score(
+    ctx: Any, plan: Mapping[str, Any], run_id: str, index: int, base: str, *, want_rows: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     frame = ctx.lake.read_parquet(base + ".parquet").to_pandas()
+    result = _empty_result()
     if frame.empty:
-        return _empty_result(), []
+        return result, []
     name, version = str(frame[C_MODEL].iloc[0]), int(frame[C_VERSION].iloc[0])
     model_doc = next((m for m in plan["models"] if m["name"] == name and m["version"] == version), None)
     grade_ranges = tuple(model_doc["gradeRanges"]) if model_doc else None
-    result = _empty_result()
     result["model"] = f"{name}@{version}"
     ids = frame[C_ID].astype(str).tolist()
-    allowed = claim_quota(
-        ctx, plan.get("month") or _utcnow().strftime("%Y-%m"), ids, ctx.settings.monthly_quota
-    )
+    allowed = claim_quota(ctx, plan.get("month") or _utcnow().strftime("%Y-%m"), ids, ctx.settings.monthly_quota)
     if len(allowed) < len(ids):
         result["quotaStopped"] = len(ids) - len(allowed)
         log.warning(
@@ -757,41 +862,131 @@ def _execute(
             return result, []
     scorer = load_scorer(ctx, name, version)
     scored = scorer.score(frame)
-    skipped = getattr(scored, "attrs", {}).get("skipped") if hasattr(scored, "attrs") else None
-    rows, history, out_rows = _rows_to_write(frame, scored, plan, name, version, grade_ranges, run_id, index)
+    skipped = scored.attrs.get("skipped") if hasattr(scored, "attrs") else None
+    decided = decide_rows(frame, scored, name, version, grade_ranges, str(plan.get("scoredOn") or ""))
+    changed = decided[decided["changed"]]
     result["scored"] = len(scored)
     result["skipped"] = len(frame) - len(scored)
     if skipped:
         result["skipReasons"] = _count_reasons(skipped)
     elif result["skipped"]:
         result["skipReasons"] = {"not scored by the model (invalid record)": result["skipped"]}
-    result["unchanged"] = len(scored) - len(rows)
-    result["written"] = len(rows)
-    if rows:
-        responses = write_rows(ctx, rows)
-        failed = [r for r in responses if not _ok(r)]
-        if failed:
-            first = failed[0]
-            raise BatchFailed(
-                f"{len(failed)} of {len(rows)} upserts failed; first: "
-                f"{getattr(first, 'status', '?')} {str(getattr(first, 'error', '') or '')[:200]}"
-            )
-        ctx.lake.write_parquet(
-            f"scoring/history/{run_id}/batch-{_batch_name(index)}.parquet",
-            pa.Table.from_pandas(history, schema=HISTORY_SCHEMA, preserve_index=False),
+    result["changed"] = len(changed)
+    result["unchanged"] = len(decided) - len(changed)
+    result["staged"] = _stage(ctx, run_id, index, changed)
+    return result, _out_rows(decided, name, version) if want_rows else []
+
+
+def decide_rows(
+    frame: pd.DataFrame,
+    scored: pd.DataFrame,
+    name: str,
+    version: int,
+    grade_ranges: Sequence[int] | None,
+    scored_on: str,
+) -> pd.DataFrame:
+    """Grade, trend and reasons of every scored row and whether it changed since the last written row.
+
+    Columns: the STAGED_SCHEMA fields + `changed`. Plain lists/numpy, no per-row pandas indexing."""
+    from modeling.config import grade_for
+    from modeling.scoring import reasons_json
+
+    prev = frame.drop_duplicates(C_ID).set_index(C_ID)
+    ids = scored[C_ID].astype(str).str.lower().tolist()
+    p = prev.reindex(ids)
+    scores = np.clip(scored["score"].to_numpy(dtype=float), 0, 100).astype(int).tolist()
+    if grade_ranges:
+        grades = [int(grade_for(s, grade_ranges)) for s in scores]
+    else:
+        grades = scored["grade"].astype(int).tolist()
+    texts = [
+        r if isinstance(r, str) else reasons_json(name, version, r or {})
+        for r in (scored["reasons"].tolist() if "reasons" in scored.columns else [None] * len(ids))
+    ]
+    too_long = next((i for i, t in enumerate(texts) if len(t) > MAX_REASONS_CHARS), None)
+    if too_long is not None:  # the shared serialiser guarantees this; never send more
+        raise ScoringError(
+            f"reasons for {ids[too_long]} exceed {MAX_REASONS_CHARS} characters", status=500, code="ReasonsTooLong"
         )
-    return result, out_rows
+    shas = [_sha(t) for t in texts]
+    prev_scores = [None if _isnan(v) else float(v) for v in p[C_PREV_SCORE].astype(float).tolist()]
+    prev_trends = [None if _isnan(v) else int(v) for v in p[C_PREV_TREND].astype(float).tolist()]
+    prev_grades = [None if _isnan(v) else int(v) for v in p[C_PREV_GRADE].astype(float).tolist()]
+    prev_shas = p[C_PREV_REASONS].astype(object).tolist()
+    trends = [
+        decide_trend(ps, pt, s, TREND_TOLERANCE) for ps, pt, s in zip(prev_scores, prev_trends, scores, strict=True)
+    ]
+    changed = [
+        ps is None or int(ps) != s or pg != g or pt != t or psha != sha
+        for ps, pg, pt, psha, s, g, t, sha in zip(
+            prev_scores, prev_grades, prev_trends, prev_shas, scores, grades, trends, shas, strict=True
+        )
+    ]
+    names = [
+        (str(v) if isinstance(v, str) and v else f"Opportunity {i}")[:128]
+        for v, i in zip(p[C_NAME].tolist(), ids, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "opportunityid": ids,
+            "batch": 0,
+            "model": name,
+            "version": int(version),
+            "score": scores,
+            "grade": grades,
+            "trend": trends,
+            "previous_score": prev_scores,
+            "reasons": texts,
+            "reasons_sha": shas,
+            "scoredon": scored_on or _utcnow().date().isoformat(),
+            "name": names,
+            "changed": changed,
+        }
+    )
+
+
+def _stage(ctx: Any, run_id: str, index: int, changed: pd.DataFrame) -> list[int]:
+    """Store the batch's changed rows as parts of <= WRITE_CHUNK rows; returns the part sizes."""
+    sizes = []
+    frame = changed.drop(columns=["changed"]).assign(batch=index)
+    parts = [frame.iloc[s : s + WRITE_CHUNK] for s in range(0, len(frame), WRITE_CHUNK)]
+    _parallel(
+        lambda item: ctx.lake.write_parquet(
+            f"{_run_prefix(run_id)}staged/{_batch_name(index)}/{item[0]:03d}.parquet",
+            pa.Table.from_pandas(item[1], schema=STAGED_SCHEMA, preserve_index=False),
+        ),
+        list(enumerate(parts)),
+    )
+    sizes = [len(p) for p in parts]
+    return sizes
+
+
+def _out_rows(decided: pd.DataFrame, name: str, version: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "opportunityId": r["opportunityid"],
+            "score": r["score"],
+            "grade": r["grade"],
+            "trend": r["trend"],
+            "previousScore": r["previous_score"],
+            "changed": bool(r["changed"]),
+            "model": f"{name}@{version}",
+            "reasons": r["reasons"],
+        }
+        for r in decided.to_dict("records")
+    ]
 
 
 def _empty_result() -> dict[str, Any]:
-    return {"model": None, "scored": 0, "written": 0, "unchanged": 0, "skipped": 0, "quotaStopped": 0}
-
-
-def _ok(response: Any) -> bool:
-    status = getattr(response, "status", None)
-    if status is None and isinstance(response, Mapping):
-        status = response.get("status")
-    return isinstance(status, int) and 200 <= status < 300
+    return {
+        "model": None,
+        "scored": 0,
+        "changed": 0,
+        "unchanged": 0,
+        "skipped": 0,
+        "quotaStopped": 0,
+        "staged": [],
+    }
 
 
 def _count_reasons(skipped: Any) -> dict[str, int]:
@@ -803,94 +998,473 @@ def _count_reasons(skipped: Any) -> dict[str, int]:
     return counts
 
 
-def _rows_to_write(
-    frame: pd.DataFrame,
-    scored: pd.DataFrame,
-    plan: Mapping[str, Any],
-    name: str,
-    version: int,
-    grade_ranges: tuple[int, ...] | None,
-    run_id: str,
-    index: int,
-) -> tuple[list[dict[str, Any]], pd.DataFrame, list[dict[str, Any]]]:
-    """Decide grade, trend and reasons per scored row; keep only rows that changed."""
-    from modeling.config import grade_for
-    from modeling.scoring import reasons_json
+# ----------------------------------------------------------------------------------- phase 2: write
 
-    prev = frame.set_index(C_ID)[[C_PREV_SCORE, C_PREV_GRADE, C_PREV_TREND, C_PREV_REASONS, C_NAME]]
-    scored_on = str(plan.get("scoredOn") or _utcnow().date().isoformat())
-    written_at = pd.Timestamp(_utcnow())
-    rows: list[dict[str, Any]] = []
-    hist: dict[str, list[Any]] = {f.name: [] for f in HISTORY_SCHEMA}
-    out: list[dict[str, Any]] = []
-    for rec in scored.to_dict("records"):
-        opp_id = str(rec[C_ID]).lower()
-        score = int(max(0, min(100, int(rec["score"]))))
-        grade = int(grade_for(score, grade_ranges)) if grade_ranges else int(rec["grade"])
-        reasons = rec.get("reasons")
-        text = reasons if isinstance(reasons, str) else reasons_json(name, version, reasons or {})
-        if len(text) > MAX_REASONS_CHARS:  # the shared serialiser guarantees this; never send more
-            raise ScoringError(
-                f"reasons for {opp_id} exceed {MAX_REASONS_CHARS} characters",
-                status=500,
-                code="ReasonsTooLong",
-            )
-        p = prev.loc[opp_id]
-        prev_score = None if _isnan(p[C_PREV_SCORE]) else float(p[C_PREV_SCORE])
-        prev_trend = None if _isnan(p[C_PREV_TREND]) else int(p[C_PREV_TREND])
-        trend = decide_trend(prev_score, prev_trend, score, TREND_TOLERANCE)
-        sha = _sha(text)
-        changed = (
-            prev_score is None
-            or int(prev_score) != score
-            or _isnan(p[C_PREV_GRADE])
-            or int(p[C_PREV_GRADE]) != grade
-            or prev_trend != trend
-            or p[C_PREV_REASONS] != sha
+
+def plan_writes(
+    ctx: Any,
+    run_id: str,
+    results: Mapping[int, Mapping[str, Any]],
+    rounds: Sequence[Mapping[str, Any]],
+) -> tuple[str, dict[str, Any] | None]:
+    """Cut the staged rows of scored batches not yet in a write round into chunks of exactly WRITE_CHUNK
+    rows (the last one smaller), in batch order, and record them as the next round after `rounds` (the
+    caller's snapshot; create-only, so when two workers race exactly one round is made).
+    Returns ("created", round), ("nothing", None) when every scored batch is in a round already, or
+    ("raced", None) when another worker made the round."""
+    blobs = JsonBlobs(ctx.lake_container)
+    included = {int(b) for r in rounds for b in r.get("batches", [])}
+    new = sorted(i for i, res in results.items() if res.get("status") == "scored" and i not in included)
+    slices: list[tuple[int, int, int, int]] = []  # (batch, part, start, stop)
+    for i in new:
+        for part, size in enumerate(results[i].get("staged") or []):
+            if size:
+                slices.append((i, part, 0, int(size)))
+    if not new:
+        return "nothing", None
+    chunks: list[list[list[int]]] = [[]]
+    room = WRITE_CHUNK
+    for batch, part, start, stop in slices:
+        while start < stop:
+            if room == 0:
+                chunks.append([])
+                room = WRITE_CHUNK
+            take = min(room, stop - start)
+            chunks[-1].append([batch, part, start, start + take])
+            start += take
+            room -= take
+    chunks = [c for c in chunks if c]
+    doc = {
+        "round": len(rounds),
+        "batches": new,
+        "chunks": chunks,
+        "rows": sum(s[3] - s[2] for c in chunks for s in c),
+        "createdAt": _iso(_utcnow()),
+    }
+    try:
+        blobs.write(f"{_run_prefix(run_id)}writes/round-{doc['round']:03d}.json", doc, create_only=True)
+    except ResourceExistsError:
+        log.info("scoring run=%s: write round %d planned by another worker", run_id, doc["round"])
+        return "raced", None
+    log.info(
+        "scoring run=%s write round %d: %d rows in %d chunks of <= %d",
+        run_id,
+        doc["round"],
+        doc["rows"],
+        len(chunks),
+        WRITE_CHUNK,
+    )
+    return "created", doc
+
+
+def _rounds(blobs: JsonBlobs, run_id: str) -> list[dict[str, Any]]:
+    paths = sorted(p for p in blobs.list(f"{_run_prefix(run_id)}writes/round-") if p.endswith(".json"))
+    return [dict(d) for d in _parallel(lambda p: _immutable_doc(blobs, p), paths) if d is not None]
+
+
+def enqueue_chunks(ctx: Any, run_id: str, round_no: int, chunks: Iterable[int]) -> int:
+    return _send(ctx, [{"runId": run_id, "round": round_no, "chunk": k} for k in chunks])
+
+
+def write_chunk(ctx: Any, message: bytes | str | Mapping[str, Any], *, worker: str | None = None) -> dict[str, Any]:
+    """Upsert one chunk (<= 1,000 rows) through one $batch request, record it in the score history and
+    mark it written (idempotent; raises BatchFailed to have it retried)."""
+    msg = parse_message(message)
+    if msg["kind"] != "write":
+        raise ScoringError("not a write chunk message", code="BadMessage")
+    run_id, round_no, k = msg["runId"], int(msg["round"]), int(msg["chunk"])
+    worker = worker or _worker_id()
+    blobs = JsonBlobs(ctx.lake_container)
+    _plan(blobs, run_id)
+    round_doc = _immutable_doc(blobs, f"{_run_prefix(run_id)}writes/round-{round_no:03d}.json")
+    if round_doc is None or k >= len(round_doc["chunks"]):
+        raise ScoringError(f"run {run_id} has no write chunk {round_no}/{k}", status=404, code="ChunkNotFound")
+    if _superseded(blobs, run_id):
+        log.info("scoring run=%s chunk=%d/%d dropped: the run was superseded", run_id, round_no, k)
+        return {"superseded": True}
+    name = _chunk_name(round_no, k)
+    path = f"{_run_prefix(run_id)}chunks/{name}.json"
+    claimed = _claim(blobs, path, worker, done="written")
+    if claimed is None:
+        log.info("scoring run=%s chunk=%s already written; skipped", run_id, name)
+        done = blobs.read(path) or {}
+        _mark(blobs, run_id, f"write-{name}", {"status": "written", **(done.get("result") or {})})
+        advance(ctx, run_id)
+        return {**(done.get("result") or {}), "alreadyDone": True}
+    checkpoint, _ = claimed
+    started = time.perf_counter()
+    try:
+        result = _write(ctx, run_id, round_no, k, round_doc["chunks"][k])
+    except Exception as exc:
+        _release(blobs, path, worker, exc)
+        log.warning(
+            "scoring run=%s chunk=%s failed (attempt %d): %s", run_id, name, checkpoint["attempts"], type(exc).__name__
         )
-        out.append(
-            {
-                "opportunityId": opp_id,
-                "score": score,
-                "grade": grade,
-                "trend": trend,
-                "previousScore": prev_score,
-                "written": bool(changed),
-                "model": f"{name}@{version}",
-                "reasons": text,
-            }
+        raise
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    blobs.write(
+        path,
+        {
+            "status": "written",
+            "round": round_no,
+            "chunk": k,
+            "worker": worker,
+            "result": result,
+            "attempts": checkpoint["attempts"],
+            "writtenAt": _iso(_utcnow()),
+        },
+    )
+    _mark(blobs, run_id, f"write-{name}", {"status": "written", **result})
+    log.info("scoring run=%s chunk=%s written=%d in %.2f s", run_id, name, result["written"], result["seconds"])
+    advance(ctx, run_id)
+    return result
+
+
+def _write(ctx: Any, run_id: str, round_no: int, k: int, slices: Sequence[Sequence[int]]) -> dict[str, Any]:
+    parts = sorted({(int(b), int(p)) for b, p, _, _ in slices})
+    tables = dict(
+        zip(
+            parts,
+            _parallel(
+                lambda bp: ctx.lake.read_parquet(
+                    f"{_run_prefix(run_id)}staged/{_batch_name(bp[0])}/{bp[1]:03d}.parquet"
+                ),
+                parts,
+            ),
+            strict=True,
         )
-        if not changed:
+    )
+    staged = pa.concat_tables(
+        [tables[(int(b), int(p))].slice(int(s), int(e) - int(s)) for b, p, s, e in slices]
+    ).to_pandas()
+    rows = [
+        {
+            "msdyn_name": r["name"],
+            "msdyn_entityid": r["opportunityid"],
+            "msdyn_entitytype": ENTITY_TYPE,
+            "msdyn_score": int(r["score"]),
+            "msdyn_grade": int(r["grade"]),
+            "msdyn_scoretrend": int(r["trend"]),
+            "msdyn_scoredon": r["scoredon"],
+            "msdyn_scorereasons": r["reasons"],
+        }
+        for r in staged.to_dict("records")
+    ]
+    responses = write_rows(ctx, rows)
+    failed = [r for r in responses if not _ok(r)]
+    if failed:
+        first = failed[0]
+        raise BatchFailed(
+            f"{len(failed)} of {len(rows)} upserts failed; first: "
+            f"{getattr(first, 'status', '?')} {str(getattr(first, 'error', '') or '')[:200]}"
+        )
+    history = staged.drop(columns=["name"]).assign(run_id=run_id, written_at=pd.Timestamp(_utcnow()))
+    ctx.lake.write_parquet(
+        f"scoring/history/{run_id}/chunk-{_chunk_name(round_no, k)}.parquet",
+        pa.Table.from_pandas(history, schema=HISTORY_SCHEMA, preserve_index=False),
+    )
+    return {"written": len(rows), "requests": 1 if rows else 0}
+
+
+def _ok(response: Any) -> bool:
+    status = getattr(response, "status", None)
+    if status is None and isinstance(response, Mapping):
+        status = response.get("status")
+    return isinstance(status, int) and 200 <= status < 300
+
+
+# -------------------------------------------------------------------------------- progress and finish
+
+
+def _mark(blobs: JsonBlobs, run_id: str, item: str, doc: Mapping[str, Any]) -> None:
+    """A terminal marker (scored / written / failed): listing `done/` is the run's progress, so workers
+    never contend on one progress blob."""
+    blobs.write(f"{_run_prefix(run_id)}done/{item}.json", {**doc, "at": _iso(_utcnow())})
+
+
+def _markers(blobs: JsonBlobs, run_id: str, kind: str) -> list[str]:
+    return [p for p in blobs.list(f"{_run_prefix(run_id)}done/{kind}-") if p.endswith(".json")]
+
+
+def _read_markers(blobs: JsonBlobs, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    docs = _parallel(blobs.read, list(paths))
+    return {p.rsplit("/", 1)[-1][: -len(".json")]: dict(d or {}) for p, d in zip(paths, docs, strict=True)}
+
+
+def advance(ctx: Any, run_id: str) -> str:
+    """Move the run on after an item finished: when every scoring batch is scored (or failed) and every
+    chunk of the existing rounds is written (or failed), plan the next write round, or finish the run.
+    Cheap while items are outstanding (two blob listings). Returns what it did."""
+    blobs = JsonBlobs(ctx.lake_container)
+    plan = _plan(blobs, run_id)
+    if _superseded(blobs, run_id):
+        return "superseded"
+    score_paths = _markers(blobs, run_id, "score")
+    if len(score_paths) < int(plan.get("batches", 0)):
+        return "scoring"
+    rounds = _rounds(blobs, run_id)
+    if len(_markers(blobs, run_id, "write")) < sum(len(r["chunks"]) for r in rounds):
+        return "writing"
+    results = {int(k.split("-", 1)[1]): v for k, v in _read_markers(blobs, score_paths).items()}
+    what, new = plan_writes(ctx, run_id, results, rounds)
+    if what == "raced":
+        return "writing"
+    if new is not None:
+        if not new["chunks"]:  # the new batches changed nothing: the round is complete as made
+            return advance(ctx, run_id)
+        if not plan.get("inline"):
+            enqueue_chunks(ctx, run_id, new["round"], range(len(new["chunks"])))
+        return "writing"
+    finish_run(ctx, run_id)
+    return "finished"
+
+
+def run_report(ctx: Any, run_id: str) -> dict[str, Any]:
+    """Counts so far (or final): eligible, scored, changed, written, unchanged, skipped with reasons,
+    quota, write requests and chunks, and the failed items with their reasons."""
+    blobs = JsonBlobs(ctx.lake_container)
+    plan = _plan(blobs, run_id)
+    score = _read_markers(blobs, _markers(blobs, run_id, "score"))
+    write = _read_markers(blobs, _markers(blobs, run_id, "write"))
+    rounds = _rounds(blobs, run_id)
+    totals = {"scored": 0, "changed": 0, "unchanged": 0, "skipped": 0, "quotaStopped": 0}
+    reasons: dict[str, int] = {}
+    failures: list[dict[str, Any]] = []
+    for item, res in sorted(score.items()):
+        if res.get("status") == "failed":
+            failures.append(_failure(item, res))
             continue
-        rows.append(
-            {
-                "msdyn_name": (str(p[C_NAME] or "") or f"Opportunity {opp_id}")[:128],
-                "msdyn_entityid": opp_id,
-                "msdyn_entitytype": ENTITY_TYPE,
-                "msdyn_score": score,
-                "msdyn_grade": grade,
-                "msdyn_scoretrend": trend,
-                "msdyn_scoredon": scored_on,
-                "msdyn_scorereasons": text,
-            }
+        for k in totals:
+            totals[k] += int(res.get(k, 0) or 0)
+        for r, c in (res.get("skipReasons") or {}).items():
+            reasons[r] = reasons.get(r, 0) + int(c)
+    written = requests = 0
+    for item, res in sorted(write.items()):
+        if res.get("status") == "failed":
+            failures.append(_failure(item, res))
+            continue
+        written += int(res.get("written", 0) or 0)
+        requests += int(res.get("requests", 0) or 0)
+    report = {
+        "runId": run_id,
+        "actor": plan.get("actor"),
+        "createdAt": plan.get("createdAt"),
+        "asOf": plan.get("asOf"),
+        "models": plan.get("models", []),
+        "eligible": plan.get("eligible", 0),
+        **totals,
+        "written": written,
+        "skipReasons": reasons,
+        "ineligible": plan.get("ineligible", {}),
+        "notScored": plan.get("notScored", []),
+        "batches": plan.get("batches", 0),
+        "batchesDone": sum(1 for r in score.values() if r.get("status") == "scored"),
+        "writeRounds": len(rounds),
+        "writeChunks": sum(len(r["chunks"]) for r in rounds),
+        "chunksDone": sum(1 for r in write.values() if r.get("status") == "written"),
+        "writeRequests": requests,
+        "failures": failures,
+        "quota": plan.get("quota"),
+        "quotaReached": totals["quotaStopped"] > 0,
+    }
+    if totals["quotaStopped"]:
+        report["message"] = (
+            f"monthly quota of {plan.get('quota')} scored records reached: "
+            f"{totals['quotaStopped']} eligible records were not scored"
         )
-        for key, value in (
-            ("opportunityid", opp_id),
-            ("run_id", run_id),
-            ("batch", index),
-            ("model", name),
-            ("version", version),
-            ("score", score),
-            ("grade", grade),
-            ("trend", trend),
-            ("previous_score", prev_score),
-            ("reasons", text),
-            ("reasons_sha", sha),
-            ("scoredon", scored_on),
-            ("written_at", written_at),
-        ):
-            hist[key].append(value)
-    return rows, pd.DataFrame(hist), out
+    return report
+
+
+def _failure(item: str, res: Mapping[str, Any]) -> dict[str, Any]:
+    kind, _, ident = item.partition("-")
+    out: dict[str, Any] = {"phase": kind, "reason": res.get("reason"), "attempts": res.get("attempts")}
+    if kind == "score":
+        out["batch"] = int(ident)
+    else:
+        r, c = ident.split("-")
+        out["round"], out["chunk"] = int(r), int(c)
+    return out
+
+
+def finish_run(ctx: Any, run_id: str, *, superseded_by: str | None = None) -> dict[str, Any]:
+    """Write the report and complete the run's job: `succeeded`; `failed` with code `BatchesFailed` and the
+    failures listed in the result when an item was poisoned; `failed` with code `Superseded` when a later
+    scheduled run replaced it. Safe to call twice (the same report is rewritten)."""
+    blobs = JsonBlobs(ctx.lake_container)
+    report = run_report(ctx, run_id)
+    plan = _plan(blobs, run_id)
+    try:
+        created = dt.datetime.fromisoformat(str(plan.get("createdAt")))
+        report["durationSeconds"] = round((_utcnow() - created).total_seconds(), 3)
+    except (TypeError, ValueError):
+        report["durationSeconds"] = None
+    report["finishedAt"] = _iso(_utcnow())
+    if superseded_by:
+        report["status"], report["final"] = "superseded", True
+        report["supersededBy"] = superseded_by
+        error = {"code": "Superseded", "message": f"replaced by scoring run {superseded_by} before it finished"}
+    elif report["failures"]:
+        report["status"], report["final"] = "failed", False
+        n = len(report["failures"])
+        first = report["failures"][0]
+        error = {
+            "code": "BatchesFailed",
+            "message": f"{n} item(s) failed after retries (first: {first['phase']} "
+            f"{first.get('batch', first.get('chunk'))}: {first.get('reason')}); "
+            f'POST /api/score {{"resume": "{run_id}"}} retries them',
+        }
+    else:
+        report["status"], report["final"] = "succeeded", True
+        error = None
+    blobs.write(f"{_run_prefix(run_id)}report.json", report)
+    blobs.write(f"reports/scoring/{run_id}.json", report)
+    if report["quotaReached"]:
+        log.warning("scoring run=%s stopped by the monthly quota: %s", run_id, report["message"])
+    log.info(
+        "scoring run=%s %s: eligible=%d scored=%d changed=%d written=%d unchanged=%d skipped=%d "
+        "quota_stopped=%d write_requests=%d failures=%d",
+        run_id,
+        report["status"],
+        report["eligible"],
+        report["scored"],
+        report["changed"],
+        report["written"],
+        report["unchanged"],
+        report["skipped"],
+        report["quotaStopped"],
+        report["writeRequests"],
+        len(report["failures"]),
+    )
+    try:
+        if error is None:
+            ctx.jobs.succeed(run_id, report)
+        else:
+            ctx.jobs.update(run_id, status="failed", error=error, result=report, finishedAt=report["finishedAt"])
+    except Exception as exc:  # noqa: BLE001 - runs planned without a job (job=False) have none
+        log.debug("run %s has no job to complete: %s", run_id, type(exc).__name__)
+    return report
+
+
+# -------------------------------------------------------------------------------------------- poison
+
+
+def record_poisoned(ctx: Any, body: bytes | str | Mapping[str, Any]) -> dict[str, Any] | None:
+    """A message the host gave up on (`<queue>-poison`): record its batch or chunk as failed with the
+    last error its worker saved, then move the run on (it finishes `failed` with the failures listed
+    once every item is done or failed). Never raises for a bad message: it is logged and dropped."""
+    try:
+        msg = parse_message(body)
+    except ScoringError as exc:
+        log.warning("poisoned scoring message dropped: %s", exc)
+        return None
+    run_id = msg["runId"]
+    blobs = JsonBlobs(ctx.lake_container)
+    try:
+        _plan(blobs, run_id)
+    except ScoringError:
+        log.warning("poisoned message of unknown scoring run=%s dropped", run_id)
+        return None
+    if msg["kind"] == "score":
+        item, path, done = (
+            f"score-{_batch_name(msg['batch'])}",
+            f"{_run_prefix(run_id)}batches/{_batch_name(msg['batch'])}.json",
+            "scored",
+        )
+    else:
+        name = _chunk_name(msg["round"], msg["chunk"])
+        item, path, done = f"write-{name}", f"{_run_prefix(run_id)}chunks/{name}.json", "written"
+    checkpoint = blobs.read(path) or {}
+    if checkpoint.get("status") == done:  # a late duplicate of an item that succeeded after all
+        log.info("poisoned message for scoring run=%s %s ignored: it is %s", run_id, item, done)
+        return None
+    reason = checkpoint.get("lastError") or "no error recorded (the worker died or timed out)"
+    failed = {
+        "status": "failed",
+        "reason": reason,
+        "code": checkpoint.get("lastErrorCode"),
+        "attempts": checkpoint.get("attempts", 0),
+    }
+    blobs.write(path, {**checkpoint, **failed, "until": 0})
+    _mark(blobs, run_id, item, failed)
+    log.error("scoring run=%s %s failed after %s attempts: %s", run_id, item, failed["attempts"], reason)
+    advance(ctx, run_id)
+    return failed
+
+
+# ------------------------------------------------------------------------------ resume and supersede
+
+
+def resume_run(ctx: Any, run_id: str) -> dict[str, Any]:
+    """Re-enqueue every item of a run that is not done: scoring batches not scored, chunks of existing
+    write rounds not written (failed ones included: their failure markers are cleared), then move the
+    run on (plans the next write round or finishes when nothing was outstanding)."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+        raise ScoringError("resume needs the runId of an earlier run", code="InvalidRunId")
+    blobs = JsonBlobs(ctx.lake_container)
+    plan = _plan(blobs, run_id)
+    if _superseded(blobs, run_id):
+        raise ScoringError(f"scoring run {run_id} was superseded; start a new run", status=409, code="Superseded")
+    score = _read_markers(blobs, _markers(blobs, run_id, "score"))
+    write = _read_markers(blobs, _markers(blobs, run_id, "write"))
+    pending = [
+        i
+        for i in range(int(plan.get("batches", 0)))
+        if score.get(f"score-{_batch_name(i)}", {}).get("status") != "scored"
+    ]
+    chunks: list[tuple[int, int]] = []
+    for r in _rounds(blobs, run_id):
+        for k in range(len(r["chunks"])):
+            if write.get(f"write-{_chunk_name(r['round'], k)}", {}).get("status") != "written":
+                chunks.append((int(r["round"]), k))
+    stale = [f"score-{_batch_name(i)}" for i in pending] + [f"write-{_chunk_name(r, k)}" for r, k in chunks]
+    for item in stale:
+        blobs.delete(f"{_run_prefix(run_id)}done/{item}.json")
+    enqueue_batches(ctx, run_id, pending)
+    _send(ctx, [{"runId": run_id, "round": r, "chunk": k} for r, k in chunks])
+    if pending or chunks:
+        try:
+            ctx.jobs.update(run_id, status="running", error=None)
+        except Exception as exc:  # noqa: BLE001 - runs without a job
+            log.debug("run %s has no job: %s", run_id, type(exc).__name__)
+    log.info("scoring run=%s resumed: %d batches and %d chunks re-enqueued", run_id, len(pending), len(chunks))
+    state = "resumed" if (pending or chunks) else advance(ctx, run_id)
+    return {"runId": run_id, "reenqueued": pending, "chunks": [list(c) for c in chunks], "state": state}
+
+
+def unfinished_runs(ctx: Any) -> list[str]:
+    """Runs that are not final: no report yet, or a failed one (a resume could still complete them)."""
+    names = ctx.lake_container.walk_blobs(name_starts_with="scoring/runs/", delimiter="/")
+    blobs = JsonBlobs(ctx.lake_container)
+    run_ids = [getattr(i, "name", str(i))[len("scoring/runs/") :].rstrip("/") for i in names]
+    run_ids = [r for r in run_ids if r]
+    reports = _parallel(lambda r: blobs.read(f"{_run_prefix(r)}report.json"), run_ids)
+    return [r for r, rep in zip(run_ids, reports, strict=True) if not (isinstance(rep, Mapping) and rep.get("final"))]
+
+
+def supersede_run(ctx: Any, run_id: str, by: str) -> dict[str, Any]:
+    """Mark an unfinished run as replaced by run `by`: workers drop its remaining messages, its job fails
+    with code Superseded, and its report becomes final (what it wrote stays in the score history)."""
+    blobs = JsonBlobs(ctx.lake_container)
+    blobs.write(f"{_run_prefix(run_id)}superseded.json", {"by": by, "at": _iso(_utcnow())})
+    return finish_run(ctx, run_id, superseded_by=by)
+
+
+def scheduled_run(ctx: Any, *, actor: str = "timer") -> dict[str, Any]:
+    """The timer's run. Earlier runs that never finished (killed, or failed after retries) are superseded
+    rather than resumed: the new run rescores everything from the current lake snapshot, against the
+    score history that already holds whatever they wrote, so resuming them would only write stale
+    scores that the new run overwrites."""
+    stale = unfinished_runs(ctx)
+    run_id = uuid.uuid4().hex
+    for old in stale:
+        try:
+            supersede_run(ctx, old, run_id)
+        except Exception as exc:  # noqa: BLE001 - a broken old run must not stop today's run
+            log.warning("scoring run=%s could not be superseded: %s", old, type(exc).__name__)
+    if stale:
+        log.warning("scoring: %d unfinished runs superseded by run=%s: %s", len(stale), run_id, ",".join(stale[:5]))
+    plan = plan_run(ctx, actor=actor, run_id=run_id)
+    return {**plan, "superseded": stale}
 
 
 # ------------------------------------------------------------------------------------------- quota
@@ -942,127 +1516,6 @@ def quota_usage(ctx: Any, month: str) -> dict[str, Any]:
     return {"month": month, "limit": ctx.settings.monthly_quota, "used": len(doc.get("ids", []))}
 
 
-# ---------------------------------------------------------------------------------- finish / report
-
-
-def _mark_done(
-    ctx: Any, blobs: JsonBlobs, run_id: str, index: int, result: Mapping[str, Any], plan: Mapping[str, Any]
-) -> None:
-    path = f"{_run_prefix(run_id)}progress.json"
-    for _ in range(100):
-        doc, etag = blobs.read_with_etag(path)
-        doc = doc or {"done": {}}
-        if str(index) in doc["done"]:
-            break
-        doc["done"][str(index)] = dict(result)
-        try:
-            if etag is None:
-                blobs.write(path, doc, create_only=True)
-            else:
-                blobs.write(path, doc, etag=etag)
-            break
-        except (ResourceModifiedError, ResourceExistsError):
-            time.sleep(0.02)
-    else:
-        raise ScoringError(f"progress of run {run_id} kept changing", status=503, code="ProgressBusy")
-    if len(doc["done"]) >= int(plan.get("batches", 0)):
-        finish_run(ctx, run_id)
-
-
-def run_report(ctx: Any, run_id: str) -> dict[str, Any]:
-    """Counts so far (or final): eligible, scored, written, unchanged, skipped with reasons, quota."""
-    blobs = JsonBlobs(ctx.lake_container)
-    plan = blobs.read(f"{_run_prefix(run_id)}plan.json")
-    if plan is None:
-        raise ScoringError(f"no scoring run {run_id}", status=404, code="RunNotFound")
-    progress = blobs.read(f"{_run_prefix(run_id)}progress.json") or {"done": {}}
-    totals = {"scored": 0, "written": 0, "unchanged": 0, "skipped": 0, "quotaStopped": 0}
-    reasons: dict[str, int] = {}
-    for res in progress["done"].values():
-        for k in totals:
-            totals[k] += int(res.get(k, 0) or 0)
-        for r, c in (res.get("skipReasons") or {}).items():
-            reasons[r] = reasons.get(r, 0) + int(c)
-    report = {
-        "runId": run_id,
-        "actor": plan.get("actor"),
-        "createdAt": plan.get("createdAt"),
-        "asOf": plan.get("asOf"),
-        "models": plan.get("models", []),
-        "eligible": plan.get("eligible", 0),
-        **totals,
-        "skipReasons": reasons,
-        "ineligible": plan.get("ineligible", {}),
-        "notScored": plan.get("notScored", []),
-        "batches": plan.get("batches", 0),
-        "batchesDone": len(progress["done"]),
-        "quota": plan.get("quota"),
-        "quotaReached": totals["quotaStopped"] > 0,
-    }
-    if totals["quotaStopped"]:
-        report["message"] = (
-            f"monthly quota of {plan.get('quota')} scored records reached: "
-            f"{totals['quotaStopped']} eligible records were not scored"
-        )
-    return report
-
-
-def finish_run(ctx: Any, run_id: str) -> dict[str, Any]:
-    """Write the final report (idempotent) and complete the run's job."""
-    blobs = JsonBlobs(ctx.lake_container)
-    report = run_report(ctx, run_id)
-    plan = blobs.read(f"{_run_prefix(run_id)}plan.json") or {}
-    try:
-        created = dt.datetime.fromisoformat(str(plan.get("createdAt")))
-        report["durationSeconds"] = round((_utcnow() - created).total_seconds(), 3)
-    except (TypeError, ValueError):
-        report["durationSeconds"] = None
-    report["finishedAt"] = _iso(_utcnow())
-    try:
-        blobs.write(f"{_run_prefix(run_id)}report.json", report, create_only=True)
-    except ResourceExistsError:
-        return blobs.read(f"{_run_prefix(run_id)}report.json") or report
-    blobs.write(f"reports/scoring/{run_id}.json", report)
-    if report["quotaReached"]:
-        log.warning("scoring run=%s stopped by the monthly quota: %s", run_id, report["message"])
-    log.info(
-        "scoring run=%s finished: eligible=%d scored=%d written=%d unchanged=%d skipped=%d quota_stopped=%d",
-        run_id,
-        report["eligible"],
-        report["scored"],
-        report["written"],
-        report["unchanged"],
-        report["skipped"],
-        report["quotaStopped"],
-    )
-    try:
-        ctx.jobs.succeed(run_id, report)
-    except Exception as exc:  # noqa: BLE001 - runs planned without a job (job=False) have none
-        log.debug("run %s has no job to complete: %s", run_id, type(exc).__name__)
-    return report
-
-
-def resume_run(ctx: Any, run_id: str) -> dict[str, Any]:
-    """Re-enqueue every batch of a run not yet written (after a crash or a poisoned batch)."""
-    blobs = JsonBlobs(ctx.lake_container)
-    plan = blobs.read(f"{_run_prefix(run_id)}plan.json")
-    if plan is None:
-        raise ScoringError(f"no scoring run {run_id}", status=404, code="RunNotFound")
-    pending = []
-    for i in range(int(plan.get("batches", 0))):
-        doc = blobs.read(f"{_run_prefix(run_id)}batches/{_batch_name(i)}.json") or {}
-        if doc.get("status") != "written":
-            pending.append(i)
-    enqueue_batches(ctx, run_id, pending)
-    log.info("scoring run=%s resumed: %d batches re-enqueued", run_id, len(pending))
-    if not pending:
-        finish_run(ctx, run_id)
-    return {"runId": run_id, "reenqueued": pending}
-
-
-# ------------------------------------------------------------------------------------ synchronous API
-
-
 def score_now(ctx: Any, ids: Sequence[str], *, actor: str = "anonymous") -> tuple[int, dict[str, Any]]:
     """Score listed ids. At most SYNC_LIMIT: scored and written now -> (200, scores). More: a queued
     run -> (202, job)."""
@@ -1071,10 +1524,7 @@ def score_now(ctx: Any, ids: Sequence[str], *, actor: str = "anonymous") -> tupl
         plan = plan_run(ctx, opportunity_ids=ids, actor=actor)
         return 202, {"job": ctx.jobs.get(plan["runId"]), "run": _plan_summary(plan)}
     plan = plan_run(ctx, opportunity_ids=ids, actor=actor, enqueue=False)
-    rows: list[dict[str, Any]] = []
-    for i in range(int(plan["batches"])):
-        res = score_batch(ctx, {"runId": plan["runId"], "batch": i}, return_rows=True)
-        rows.extend(res.get("rows", []))
+    rows = run_inline(ctx, plan["runId"])
     scores = [decode_row_dict(r) for r in rows]
     report = run_report(ctx, plan["runId"])
     return 200, {
@@ -1084,6 +1534,20 @@ def score_now(ctx: Any, ids: Sequence[str], *, actor: str = "anonymous") -> tupl
         "quotaStopped": report["quotaStopped"],
         "message": report.get("message"),
     }
+
+
+def run_inline(ctx: Any, run_id: str) -> list[dict[str, Any]]:
+    """Execute a run planned with `enqueue=False` in this process (both phases); returns every scored row
+    (`written` tells whether it changed and was written)."""
+    blobs = JsonBlobs(ctx.lake_container)
+    plan = _plan(blobs, run_id)
+    rows: list[dict[str, Any]] = []
+    for i in range(int(plan["batches"])):
+        rows.extend(score_batch(ctx, {"runId": run_id, "batch": i}, return_rows=True).get("rows", []))
+    for r in _rounds(blobs, run_id):
+        for k in range(len(r["chunks"])):
+            write_chunk(ctx, {"runId": run_id, "round": r["round"], "chunk": k})
+    return rows
 
 
 def _plan_summary(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -1099,7 +1563,7 @@ def decode_row_dict(r: Mapping[str, Any]) -> dict[str, Any]:
         "trend": TREND_LABELS[int(r["trend"])],
         "previousScore": r.get("previousScore"),
         "model": r.get("model"),
-        "written": r.get("written"),
+        "written": r.get("changed"),
         "reasons": reasons,
     }
 
@@ -1150,38 +1614,35 @@ def decode_dataverse_row(opp_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def unfinished_runs(ctx: Any) -> list[str]:
-    """Runs whose plan exists but whose report does not (for operators and the timer's log)."""
-    names = ctx.lake_container.walk_blobs(name_starts_with="scoring/runs/", delimiter="/")
-    blobs = JsonBlobs(ctx.lake_container)
-    out = []
-    for item in names:
-        name = getattr(item, "name", str(item))
-        run_id = name[len("scoring/runs/") :].rstrip("/")
-        if run_id and blobs.read(f"{_run_prefix(run_id)}report.json") is None:
-            out.append(run_id)
-    return out
-
-
 # keep the public names in one place for readers
 __all__ = [
-    "BATCH_SIZE",
+    "SCORE_BATCH_SIZE",
+    "WRITE_CHUNK",
     "SYNC_LIMIT",
     "TREND_TOLERANCE",
     "ScoringError",
     "BatchFailed",
     "PublishedModel",
     "plan_run",
+    "scheduled_run",
+    "handle_message",
     "score_batch",
+    "plan_writes",
+    "write_chunk",
+    "advance",
+    "record_poisoned",
     "finish_run",
     "run_report",
     "resume_run",
+    "supersede_run",
+    "run_inline",
     "score_now",
     "get_score",
     "claim_quota",
     "quota_usage",
     "model_priority",
     "decide_trend",
+    "decide_rows",
     "validate_ids",
     "alternate_key_path",
     "load_previous",

@@ -204,9 +204,7 @@ class FakeScorer:
                 "opportunityid": ok["opportunityid"].to_numpy(),
                 "score": np.clip(ok["points"].to_numpy(dtype=float), 0, 100).round().astype(int),
                 "grade": 0,
-                "reasons": [
-                    json.dumps({"model": self.name, "version": self.version, "positive": [], "negative": []})
-                ]
+                "reasons": [json.dumps({"model": self.name, "version": self.version, "positive": [], "negative": []})]
                 * len(ok),
             }
         )

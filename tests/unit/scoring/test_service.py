@@ -42,30 +42,68 @@ def _config(name: str, filter_values: list[str] | None = None, bpf: str | None =
 
 
 def _drain(ctx: FakeContext) -> list[dict[str, Any]]:
+    """Every queued message through the worker (scoring batches, then the write chunks they fan out)."""
     results = []
     while ctx.messages:
-        results.append(scoring.score_batch(ctx, json.dumps(ctx.messages.pop(0)).encode()))
+        results.append(scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)).encode()))
     return results
 
 
-def test_full_run_writes_every_eligible_row_once_in_batches_of_at_most_1000(patched: Any) -> None:
+def _host(ctx: FakeContext, *, max_dequeue: int = 3) -> list[dict[str, Any]]:
+    """Like the Functions host: a message that keeps failing is retried, then goes to the poison trigger."""
+    poisoned = []
+    while ctx.messages:
+        msg = ctx.messages.pop(0)
+        for attempt in range(1, max_dequeue + 1):
+            try:
+                scoring.handle_message(ctx, json.dumps(msg))
+                break
+            except Exception:  # noqa: BLE001 - the host's behaviour
+                if attempt == max_dequeue:
+                    poisoned.append(msg)
+                    scoring.record_poisoned(ctx, json.dumps(msg).encode())
+    return poisoned
+
+
+def _checkpoint(ctx: FakeContext, path: str) -> dict[str, Any]:
+    return dict(json.loads(ctx.lake_container.download_blob(path).readall()))
+
+
+def test_full_run_writes_every_eligible_row_once_in_chunks_of_exactly_1000(patched: Any) -> None:
     ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
-    plan = scoring.plan_run(ctx, actor="test")
-    assert plan["eligible"] == 2250 and plan["batches"] == 3 and len(ctx.messages) == 3
+    plan = scoring.plan_run(ctx, actor="test", batch_size=700)
+    assert plan["eligible"] == 2250 and plan["batches"] == 4 and len(ctx.messages) == 4
     _drain(ctx)
-    assert all(len(call) <= 1000 for call in ctx.dataverse.calls) and len(ctx.dataverse.calls) == 3
+    assert [len(call) for call in ctx.dataverse.calls] == [1000, 1000, 250], "ceil(2250/1000) requests"
     assert len(ctx.dataverse.rows) == 2250
     closed = set(_opps(2500).query("statecode != 0")["opportunityid"])
     assert not closed & set(ctx.dataverse.rows)
     row = ctx.dataverse.rows[_ids(2)[1]]
     assert row["msdyn_entitytype"] == "opportunity" and row["msdyn_scoretrend"] == 3
     assert row["msdyn_score"] == 17 and row["msdyn_grade"] == 3 and row["msdyn_name"] == "Deal 1"
-    assert (
-        len(row["msdyn_scorereasons"]) <= 10_000 and json.loads(row["msdyn_scorereasons"])["model"] == "All"
-    )
+    assert len(row["msdyn_scorereasons"]) <= 10_000 and json.loads(row["msdyn_scorereasons"])["model"] == "All"
     job = ctx.jobs.get(plan["runId"])
     assert job["status"] == "succeeded"
-    assert job["result"]["written"] == 2250 and job["result"]["unchanged"] == 0
+    result = job["result"]
+    assert result["written"] == 2250 and result["unchanged"] == 0 and result["changed"] == 2250
+    assert result["writeRequests"] == 3 and result["writeChunks"] == 3 and result["failures"] == []
+
+
+def test_sparse_changes_over_many_batches_are_written_in_one_request(patched: Any) -> None:
+    opps = _opps(2000)
+    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    scoring.plan_run(ctx, batch_size=100)
+    _drain(ctx)
+    calls = len(ctx.dataverse.calls)
+    assert calls == 2
+    moved = opps.index[opps["statecode"] == 0][::60]  # one change in every few batches
+    opps.loc[moved, "points"] += 20
+    plan = scoring.plan_run(ctx, batch_size=100)
+    assert plan["batches"] == 18
+    _drain(ctx)
+    assert len(ctx.dataverse.calls) == calls + 1, "ceil(changed / 1000) = 1 request"
+    assert len(ctx.dataverse.calls[-1]) == len(moved)
+    assert ctx.jobs.get(plan["runId"])["result"]["writeRequests"] == 1
 
 
 def test_rerun_without_change_writes_nothing_and_changed_scores_get_a_trend(patched: Any) -> None:
@@ -106,6 +144,7 @@ def test_two_matching_models_choose_the_most_specific_then_newest(patched: Any) 
     assert by_model == {"Direct2": 50, "Direct": 0, "Broad": 40}
     models = {json.loads(r["msdyn_scorereasons"])["model"] for r in ctx.dataverse.rows.values()}
     assert models == {"Direct2", "Broad"} and len(ctx.dataverse.rows) == 90
+    assert len(ctx.dataverse.calls) == 1, "rows of both models share one $batch"
     key = scoring.model_priority
     a, b = (scoring.PublishedModel(n, 1, _cfg(n), t) for n, t in (("a", "2026-01-01"), ("b", "2026-01-01")))
     assert sorted([b, a], key=key)[0].name == "a", "same filter and time: by name"
@@ -117,35 +156,141 @@ def _cfg(name: str) -> Any:
     return ModelConfig.from_json(_config(name))
 
 
-def test_redelivered_and_resumed_batches_never_write_twice(patched: Any) -> None:
+def test_redelivered_and_resumed_items_never_write_twice(patched: Any) -> None:
     ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
-    plan = scoring.plan_run(ctx)
+    plan = scoring.plan_run(ctx, batch_size=1000)
     first = ctx.messages[0]
-    scoring.score_batch(ctx, json.dumps(first))
-    again = scoring.score_batch(ctx, json.dumps(first))  # redelivered
-    assert again["alreadyWritten"] is True and len(ctx.dataverse.calls) == 1
+    scoring.handle_message(ctx, json.dumps(first))
+    again = scoring.handle_message(ctx, json.dumps(first))  # redelivered
+    assert again["alreadyDone"] is True and not ctx.dataverse.calls, "nothing is written while scoring"
     ctx.messages.clear()  # "killed": the other messages are lost
     resumed = scoring.resume_run(ctx, plan["runId"])
     assert resumed["reenqueued"] == [1, 2]
+    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
+    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))  # the last batch fans out 3 chunks
+    chunk = ctx.messages[0]
+    scoring.handle_message(ctx, json.dumps(chunk))
+    assert scoring.handle_message(ctx, json.dumps(chunk))["alreadyDone"] is True
+    ctx.messages.clear()  # killed again, during the write phase
+    assert scoring.resume_run(ctx, plan["runId"])["chunks"] == [[0, 1], [0, 2]]
     _drain(ctx)
-    assert len(ctx.dataverse.calls) == 3 and len(ctx.dataverse.rows) == plan["eligible"]
+    assert [len(c) for c in ctx.dataverse.calls] == [1000, 1000, 250]
+    assert len(ctx.dataverse.rows) == plan["eligible"]
     assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
 
 
-def test_a_failing_write_raises_for_the_host_and_releases_the_batch(patched: Any) -> None:
+def test_a_chunk_killed_after_its_write_is_redone_with_the_same_rows(
+    patched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = FakeContext(opportunities=_opps(500), configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx)
+    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
+    chunk = ctx.messages.pop(0)
+    real = ctx.lake.write_parquet
+
+    def dying(path: str, table: Any) -> None:
+        if path.startswith("scoring/history/"):
+            raise OSError("killed")
+        real(path, table)
+
+    monkeypatch.setattr(ctx.lake, "write_parquet", dying)
+    with pytest.raises(OSError):
+        scoring.handle_message(ctx, json.dumps(chunk))
+    monkeypatch.setattr(ctx.lake, "write_parquet", real)
+    first = dict(ctx.dataverse.rows)
+    scoring.handle_message(ctx, json.dumps(chunk))  # the host's retry
+    assert ctx.dataverse.rows == first and len(ctx.dataverse.calls) == 2
+    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
+    assert len(scoring.load_previous(ctx, fold=False)) == plan["eligible"]
+
+
+def test_a_failing_write_raises_for_the_host_and_keeps_its_reason(patched: Any) -> None:
     ctx = FakeContext(opportunities=_opps(50), configs=[_config("All")], published={"All": 1})
-    scoring.plan_run(ctx)
+    plan = scoring.plan_run(ctx)
+    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
     msg = ctx.messages.pop(0)
     ctx.dataverse.fail = lambda op: 500 if op.body["msdyn_entityid"].endswith("5") else 204
     with pytest.raises(scoring.BatchFailed):
-        scoring.score_batch(ctx, json.dumps(msg))
-    checkpoint = json.loads(
-        ctx.lake_container.download_blob(f"scoring/runs/{msg['runId']}/batches/00000.json").readall()
-    )
+        scoring.handle_message(ctx, json.dumps(msg))
+    checkpoint = _checkpoint(ctx, f"scoring/runs/{plan['runId']}/chunks/000-00000.json")
     assert checkpoint["status"] == "pending" and "BatchFailed" in checkpoint["lastError"]
     ctx.dataverse.fail = None
-    result = scoring.score_batch(ctx, json.dumps(msg))  # the host's retry
+    result = scoring.handle_message(ctx, json.dumps(msg))  # the host's retry
     assert result["written"] == 45 and len(ctx.dataverse.rows) == 45
+
+
+def test_a_poisoned_chunk_fails_the_run_with_its_reason_and_resume_completes_it(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx)
+    ctx.dataverse.fail = lambda op: 503 if op.body["msdyn_entityid"] == _ids(2)[1] else 204
+    poisoned = _host(ctx)
+    assert poisoned == [{"runId": plan["runId"], "round": 0, "chunk": 0}]
+    job = ctx.jobs.get(plan["runId"])
+    assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
+    failure = job["result"]["failures"][0]
+    assert failure["phase"] == "write" and failure["chunk"] == 0 and failure["attempts"] == 3
+    assert "BatchFailed" in failure["reason"] and "503" in failure["reason"]
+    assert job["result"]["chunksDone"] == 2 and job["result"]["written"] == 1250
+    assert plan["runId"] in scoring.unfinished_runs(ctx)
+    ctx.dataverse.fail = None
+    assert scoring.resume_run(ctx, plan["runId"])["chunks"] == [[0, 0]]
+    _drain(ctx)
+    job = ctx.jobs.get(plan["runId"])
+    assert job["status"] == "succeeded" and job["result"]["failures"] == [] and job["result"]["written"] == 2250
+    assert not scoring.unfinished_runs(ctx)
+
+
+def test_a_poisoned_scoring_batch_is_listed_and_the_other_batches_are_written(
+    patched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx, batch_size=1000)
+    real = scoring.decide_rows
+
+    def broken(frame: Any, *args: Any) -> Any:
+        if _ids(2)[1] in set(frame["opportunityid"]):
+            raise ValueError("bad batch")
+        return real(frame, *args)
+
+    monkeypatch.setattr(scoring, "decide_rows", broken)
+    assert _host(ctx) == [{"runId": plan["runId"], "batch": 0}]
+    job = ctx.jobs.get(plan["runId"])
+    assert job["status"] == "failed" and job["result"]["failures"][0]["batch"] == 0
+    assert "ValueError: bad batch" in job["result"]["failures"][0]["reason"]
+    assert job["result"]["batchesDone"] == 2 and len(ctx.dataverse.rows) == 1250
+    assert [len(c) for c in ctx.dataverse.calls] == [1000, 250]
+    monkeypatch.setattr(scoring, "decide_rows", real)
+    scoring.resume_run(ctx, plan["runId"])
+    _drain(ctx)  # the resumed batch's rows go out in a second write round
+    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded" and len(ctx.dataverse.rows) == 2250
+    assert ctx.jobs.get(plan["runId"])["result"]["writeRounds"] == 2
+
+
+def test_a_poisoned_message_that_is_not_ours_is_dropped(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(20), configs=[_config("All")], published={"All": 1})
+    assert scoring.record_poisoned(ctx, b"garbage") is None
+    assert scoring.record_poisoned(ctx, json.dumps({"runId": "nope", "batch": 0})) is None
+
+
+def test_the_timer_supersedes_unfinished_runs(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    old = scoring.plan_run(ctx, batch_size=1000)
+    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
+    leftover = list(ctx.messages)
+    ctx.messages.clear()
+    new = scoring.scheduled_run(ctx)
+    assert new["superseded"] == [old["runId"]]
+    job = ctx.jobs.get(old["runId"])
+    assert job["status"] == "failed" and job["error"]["code"] == "Superseded"
+    assert new["runId"] in job["error"]["message"]
+    for m in leftover:  # the old run's messages still in the queue do nothing
+        assert scoring.handle_message(ctx, json.dumps(m)) == {"superseded": True}
+    _drain(ctx)
+    assert ctx.jobs.get(new["runId"])["status"] == "succeeded" and len(ctx.dataverse.rows) == 2250
+    assert not scoring.unfinished_runs(ctx)
+    with pytest.raises(scoring.ScoringError) as err:
+        scoring.resume_run(ctx, old["runId"])
+    assert err.value.code == "Superseded"
 
 
 def test_quota_counts_distinct_records_per_month_and_stops_with_a_report(
@@ -189,11 +334,9 @@ def test_score_now_answers_a_handful_synchronously(patched: Any) -> None:
     ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
     ids = list(opps["opportunityid"][:3]) + [str(uuid.uuid4())]
     status, body = scoring.score_now(ctx, [i.upper() for i in ids])
-    assert status == 200 and not ctx.messages
+    assert status == 200 and not ctx.messages and len(ctx.dataverse.rows) == 2
     assert [s["opportunityId"] for s in body["scores"]] == sorted(ids[1:3])
-    assert {s["grade"] for s in body["scores"]} <= set("ABCD") and body["scores"][0][
-        "trend"
-    ] == "Not enough info"
+    assert {s["grade"] for s in body["scores"]} <= set("ABCD") and body["scores"][0]["trend"] == "Not enough info"
     reasons = {n["opportunityId"]: n["reason"] for n in body["notScored"]}
     assert reasons[ids[0]] == "not open" and "not in the lake" in reasons[ids[3]]
     status, body = scoring.score_now(ctx, list(opps["opportunityid"][:25]))
@@ -219,7 +362,15 @@ def test_decide_trend_rules() -> None:
 
 
 def test_bad_messages_are_rejected_clearly() -> None:
-    for body in (b"not json", b"[]", b'{"runId": "../x", "batch": 1}', b'{"runId": "a", "batch": -1}'):
+    for body in (
+        b"not json",
+        b"[]",
+        b'{"runId": "../x", "batch": 1}',
+        b'{"runId": "a", "batch": -1}',
+        b'{"runId": "a", "chunk": 1}',
+        b'{"runId": "a", "batch": 1, "round": 0, "chunk": 1}',
+        b'{"runId": "a", "batch": true}',
+    ):
         with pytest.raises(scoring.ScoringError):
             scoring.parse_message(body)
 

@@ -29,9 +29,7 @@ def ctx(patched: Any) -> Iterator[FakeContext]:
 
 
 def _post(body: bytes) -> func.HttpResponse:
-    req = func.HttpRequest(
-        "POST", "http://localhost/api/score", headers={}, params={}, route_params={}, body=body
-    )
+    req = func.HttpRequest("POST", "http://localhost/api/score", headers={}, params={}, route_params={}, body=body)
     return registry()["start_scoring"].get_user_function()(req)
 
 
@@ -56,6 +54,8 @@ def test_bindings() -> None:
     assert timer["type"] == "timerTrigger" and timer["schedule"] == "%SCORING_SCHEDULE%"
     queue = json.loads(registry()["score_worker"].get_function_json())["bindings"][0]
     assert queue["type"] == "queueTrigger" and queue["queueName"] == "%SCORING_QUEUE%"
+    poison = json.loads(registry()["score_poison"].get_function_json())["bindings"][0]
+    assert poison["type"] == "queueTrigger" and poison["queueName"] == "%SCORING_QUEUE%-poison"
 
 
 def test_bad_requests_get_400_naming_the_problem(ctx: FakeContext) -> None:
@@ -82,8 +82,8 @@ def test_score_all_is_202_with_a_job_and_the_worker_writes(ctx: FakeContext) -> 
     job = _json(resp)["job"]
     assert job["kind"] == "scoring" and ctx.messages
     worker = registry()["score_worker"].get_user_function()
-    for m in list(ctx.messages):
-        worker(func.QueueMessage(body=json.dumps(m).encode()))
+    while ctx.messages:  # scoring batches, then the write chunks they fan out
+        worker(func.QueueMessage(body=json.dumps(ctx.messages.pop(0)).encode()))
     assert ctx.jobs.get(job["id"])["status"] == "succeeded"
     opp = next(iter(ctx.dataverse.rows))
     resp = _get(opp.upper())
@@ -106,6 +106,38 @@ def test_a_poisoned_message_raises_for_the_host(ctx: FakeContext) -> None:
         worker(func.QueueMessage(body=b"garbage"))
 
 
-def test_timer_plans_a_run(ctx: FakeContext) -> None:
+def test_timer_plans_a_run_and_supersedes_an_unfinished_one(ctx: FakeContext) -> None:
+    old = scoring.plan_run(ctx)
+    ctx.messages.clear()
     registry()["scoring_timer"].get_user_function()(TimerRequest(past_due=False))
-    assert ctx.messages and ctx.messages[0]["batch"] == 0
+    assert ctx.messages and ctx.messages[0]["batch"] == 0 and ctx.messages[0]["runId"] != old["runId"]
+    assert ctx.jobs.get(old["runId"])["error"]["code"] == "Superseded"
+
+
+def test_the_poison_trigger_fails_the_run_with_the_reason(ctx: FakeContext) -> None:
+    resp = _post(b"")
+    job_id = _json(resp)["job"]["id"]
+    worker = registry()["score_worker"].get_user_function()
+    worker(func.QueueMessage(body=json.dumps(ctx.messages.pop(0)).encode()))
+    chunk = ctx.messages.pop(0)
+    ctx.dataverse.fail = lambda op: 429
+    for _ in range(3):
+        with pytest.raises(scoring.BatchFailed):
+            worker(func.QueueMessage(body=json.dumps(chunk).encode()))
+    registry()["score_poison"].get_user_function()(func.QueueMessage(body=json.dumps(chunk).encode()))
+    registry()["score_poison"].get_user_function()(func.QueueMessage(body=b"not ours"))  # dropped, no raise
+    job = _json(_get_job(job_id))
+    assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
+    assert "429" in job["result"]["failures"][0]["reason"]
+    ctx.dataverse.fail = None
+    resp = _post(json.dumps({"resume": job_id}).encode())
+    assert resp.status_code == 202 and resp.headers["Location"] == f"/api/jobs/{job_id}"
+    worker(func.QueueMessage(body=json.dumps(ctx.messages.pop(0)).encode()))
+    assert _json(_get_job(job_id))["status"] == "succeeded"
+
+
+def _get_job(job_id: str) -> func.HttpResponse:
+    req = func.HttpRequest(
+        "GET", f"http://localhost/api/jobs/{job_id}", headers={}, params={}, route_params={"id": job_id}, body=b""
+    )
+    return registry()["get_job"].get_user_function()(req)

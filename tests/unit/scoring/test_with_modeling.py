@@ -34,16 +34,14 @@ def org() -> dict[str, Any]:
 
 def _ctx(org: dict[str, Any]) -> FakeContext:
     scoring.clear_model_cache()
-    ctx = FakeContext(
-        configs=[org["config"]], published={"Synth": 1}, tables=org["tables"], metadata=org["metadata"]
-    )
+    ctx = FakeContext(configs=[org["config"]], published={"Synth": 1}, tables=org["tables"], metadata=org["metadata"])
     ctx.model_store.artifacts["Synth@1"] = (org["model"].onnx_bytes, org["model"].meta)
     return ctx
 
 
 def _drain(ctx: FakeContext) -> None:
     while ctx.messages:
-        scoring.score_batch(ctx, json.dumps(ctx.messages.pop(0)))
+        scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
 
 
 def test_every_open_recent_opportunity_gets_one_row_with_reasons(org: dict[str, Any]) -> None:
@@ -81,8 +79,6 @@ def test_bad_values_in_records_never_stop_the_run(org: dict[str, Any]) -> None:
     plan = scoring.plan_run(ctx, batch_size=100)
     _drain(ctx)
     report = ctx.jobs.get(plan["runId"])["result"]
-    assert (
-        report["batchesDone"] == plan["batches"] and report["written"] + report["skipped"] == plan["eligible"]
-    )
+    assert report["batchesDone"] == plan["batches"] and report["written"] + report["skipped"] == plan["eligible"]
     bad_ids = set(opp.loc[open_idx, "opportunityid"].astype(str).str.lower())
     assert bad_ids <= set(ctx.dataverse.rows)
