@@ -30,7 +30,7 @@ FULL_SIZES = [100_000]
 def main() -> None:
     parser = size_arg_parser("full and incremental sync from the mock into the lake", 100_000)
     parser.add_argument("--days", type=int, default=1, help="days the mock simulates before the incremental")
-    parser.add_argument("--workers", type=int, default=2, help="tables synced in parallel")
+    parser.add_argument("--workers", type=int, default=3, help="tables synced in parallel")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results, comparisons, notes = [], [], []
