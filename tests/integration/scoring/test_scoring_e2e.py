@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -149,9 +150,13 @@ def expected_eligible(mock_server: Any, as_of: dt.datetime) -> set[str]:
 def test_run_writes_one_correct_row_per_eligible_opportunity_and_a_rerun_writes_nothing(
     ctx: AppContext, mock_server: Any, mock_info: dict[str, Any]
 ) -> None:
+    mock_call(mock_info, "POST", "/_mock/stats/reset")
     plan = scoring.plan_run(ctx, actor="test", batch_size=100)
     assert plan["batches"] >= 2
-    assert drain(ctx) == plan["batches"]
+    chunks = math.ceil(plan["eligible"] / 1000)
+    assert drain(ctx) == plan["batches"] + chunks, "every scoring batch, then every write chunk"
+    stats = mock_call(mock_info, "GET", "/_mock/stats")
+    assert stats["batch_requests"] == chunks, "write requests = ceil(changed / 1,000)"
     got = rows(ctx)
     eligible = expected_eligible(mock_server, dt.datetime.fromisoformat(plan["asOf"]))
     assert len(got) == got["msdyn_entityid"].nunique(), "exactly one row per opportunity"
@@ -199,12 +204,12 @@ def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
     pd.testing.assert_frame_equal(rows(ctx), clean)
     assert ctx.jobs.get(faulty["runId"])["status"] == "succeeded"
 
-    # killed midway: two batches done, one batch dies after its $batch write but before its checkpoint,
-    # and the rest of the queue is lost with the process; the run is resumed
+    # killed midway: every batch scored, then the write chunk dies after its $batch write but before its
+    # checkpoint, and the rest of the queue is lost with the process; the run is resumed
     mock_call(mock_info, "POST", "/_mock/reset")
     _wipe_scoring_state(ctx)
     killed = scoring.plan_run(ctx, actor="killed", batch_size=100)
-    drain(ctx, stop_after=2)
+    drain(ctx, stop_after=killed["batches"])
     real_write = ctx.lake.write_parquet
 
     def dying(path: str, table: Any, **kw: Any) -> None:
@@ -219,11 +224,58 @@ def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
     monkeypatch.setattr(ctx.lake, "write_parquet", real_write)
     queue_client(ctx.settings.storage_connection, ctx.settings.scoring_queue).clear_messages()
     assert ctx.jobs.get(killed["runId"])["status"] == "running"
+    assert len(rows(ctx)) > 0, "the dead chunk's rows reached Dataverse"
     scoring.resume_run(ctx, killed["runId"])
-    drain(ctx)  # waits out the dead worker's claim, then takes the batch over
+    drain(ctx)  # waits out the dead worker's claim, then takes the chunk over
     pd.testing.assert_frame_equal(rows(ctx), clean)
     report = ctx.jobs.get(killed["runId"])
     assert report["status"] == "succeeded" and report["result"]["batchesDone"] == killed["batches"]
+    assert len(scoring.load_previous(ctx, fold=False)) == len(clean)
+
+
+def drain_poison(c: AppContext) -> int:
+    """The poison trigger over the real `<queue>-poison` queue."""
+    poison = queue_client(c.settings.storage_connection, c.settings.scoring_queue + "-poison")
+    handler = registry()["score_poison"].get_user_function()
+    n = 0
+    for m in poison.receive_messages(max_messages=32, visibility_timeout=60):
+        body = m.content if isinstance(m.content, bytes) else base64.b64decode(m.content)
+        handler(QueueMessage(id=m.id, body=body, dequeue_count=m.dequeue_count))
+        poison.delete_message(m)
+        n += 1
+    return n
+
+
+def test_a_batch_that_keeps_failing_is_poisoned_and_its_reason_shows_in_the_job(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = scoring.plan_run(ctx, actor="poison", batch_size=100)
+    real = scoring._score
+
+    def broken(c: Any, p: Any, run_id: str, index: int, *args: Any, **kw: Any) -> Any:
+        if index == 1:
+            raise ValueError("the input of batch 1 is unreadable")
+        return real(c, p, run_id, index, *args, **kw)
+
+    monkeypatch.setattr(scoring, "_score", broken)
+    drain(ctx, max_dequeue=2)
+    assert ctx.jobs.get(plan["runId"])["status"] == "running", "poisoned, not yet recorded"
+    assert drain_poison(ctx) == 1
+    assert drain(ctx) == 1, "the last item accounted for: the scored batches' rows go out in one chunk"
+    get_job = registry()["get_job"].get_user_function()
+    req = func.HttpRequest("GET", "http://x", headers={}, params={}, route_params={"id": plan["runId"]}, body=b"")
+    job = json.loads(get_job(req).get_body())
+    assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
+    failure = job["result"]["failures"][0]
+    assert failure["batch"] == 1 and failure["attempts"] == 2
+    assert "the input of batch 1 is unreadable" in failure["reason"]
+    assert job["result"]["written"] == plan["eligible"] - 100  # the other batches were written
+    monkeypatch.setattr(scoring, "_score", real)
+    scoring.resume_run(ctx, plan["runId"])
+    drain(ctx)
+    job = json.loads(get_job(req).get_body())
+    assert job["status"] == "succeeded" and job["result"]["written"] == plan["eligible"]
+    assert job["result"]["writeRounds"] == 2
 
 
 def test_after_simulate_changed_scores_show_the_right_trend(
@@ -312,8 +364,6 @@ def test_http_score_and_widget_row(ctx: AppContext) -> None:
         assert widget["score"] == scores[i.lower()]["score"] and widget["model"] == f"{MODEL}@1"
         assert widget["trend"] == "Not enough info" and isinstance(widget["reasons"]["positive"], list)
     missing = get(
-        func.HttpRequest(
-            "GET", "http://x", headers={}, params={}, route_params={"id": str(uuid.uuid4())}, body=b""
-        )
+        func.HttpRequest("GET", "http://x", headers={}, params={}, route_params={"id": str(uuid.uuid4())}, body=b"")
     )
     assert missing.status_code == 404
