@@ -42,6 +42,7 @@ from connectors.lake import (
     Lake,
     LeaseBusy,
     conform,
+    delete_all_except,
     history_schema,
     rows_to_table,
     schema_from_attributes,
@@ -64,6 +65,8 @@ INDEX_PREFIX = "index/"  # index/<table>/<version>/<segment>/part-NNNNN.parquet:
 STAGED_ROWS = 200_000  # new row versions kept in memory for the current view (more: read back)
 # Prefixes kept by the retention purge: job records and the purge marker itself are not org data.
 _PURGE_KEEP = ("jobs/", "locks/", "retention/")
+# The model container keeps its audit log (who did what, including the purge); the rest is derived data.
+_MODEL_PURGE_KEEP = ("audit/",)
 
 
 @dataclass(frozen=True)
@@ -864,9 +867,19 @@ def parse_since(value: str | None) -> dt.datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def retention(lake: Lake, *, org_status: str, since: str | None, now: dt.datetime) -> dict[str, Any] | None:
+def retention(
+    lake: Lake,
+    *,
+    org_status: str,
+    since: str | None,
+    now: dt.datetime,
+    models: Any | None = None,
+) -> dict[str, Any] | None:
     """None when the org is active (sync may run). Otherwise the sync is refused, and once
-    RETENTION_DAYS have passed since `since` every lake blob (except job records) is purged, once."""
+    RETENTION_DAYS have passed since `since` the org's data is purged, once: every lake blob (except job
+    records) and, given `models` (a `model_store.store.ModelStore`), every blob of the model container
+    except its audit log (`audit/`) - models trained on the org's data are derived from it - with the
+    purge itself recorded in that audit log."""
     if org_status == "active":
         return None
     start = parse_since(since)
@@ -883,25 +896,52 @@ def retention(lake: Lake, *, org_status: str, since: str | None, now: dt.datetim
     }
     if now < due:
         log.warning(
-            "sync refused: org is %s since %s; lake data will be purged on %s",
+            "sync refused: org is %s since %s; lake and model data will be purged on %s",
             org_status,
             result["since"],
             result["purge_due"],
         )
         return result
     marker = lake.read_json("retention/purged.json")
-    if marker:
+    if marker and (models is None or "model_blobs" in marker):
         result.update(purged=True, already=True, purged_at=marker.get("purged_at"))
         return result
-    with lake.lease(LEASE_NAME, duration=60, wait=30):
-        names = [n for n in lake.list("") if not n.startswith(_PURGE_KEEP)]
-        count = lake.delete_paths(names)
-    lake.write_json(
-        "retention/purged.json",
-        {"purged_at": _iso(now), "org_status": org_status, "since": result["since"], "blobs": count},
+    count = int((marker or {}).get("blobs", 0))
+    if not marker:
+        with lake.lease(LEASE_NAME, duration=60, wait=30):
+            names = [n for n in lake.list("") if not n.startswith(_PURGE_KEEP)]
+            count = lake.delete_paths(names)
+    doc = {
+        "purged_at": (marker or {}).get("purged_at") or _iso(now),
+        "org_status": org_status,
+        "since": result["since"],
+        "blobs": count,
+    }
+    if models is not None:
+        model_count = delete_all_except(models.container, _MODEL_PURGE_KEEP)
+        models.audit(
+            "retention_purge",
+            actor="retention",
+            model=None,
+            detail={
+                "org_status": org_status,
+                "since": result["since"],
+                "purge_due": result["purge_due"],
+                "lake_blobs": count,
+                "model_blobs": model_count,
+            },
+        )
+        doc["model_blobs"] = model_count
+        result["model_blobs"] = model_count
+    lake.write_json("retention/purged.json", doc)
+    log.warning(
+        "retention: org %s since %s; purged %d lake blobs and %s model blobs",
+        org_status,
+        result["since"],
+        count,
+        doc.get("model_blobs", "no"),
     )
-    log.warning("retention: org %s since %s; purged %d lake blobs", org_status, result["since"], count)
-    result.update(purged=True, blobs=count, purged_at=_iso(now))
+    result.update(purged=True, blobs=count, purged_at=doc["purged_at"])
     return result
 
 
@@ -932,7 +972,13 @@ def run_checked(
     """Retention first (refuse or purge when the org is not active), then one sync."""
     s = ctx.settings
     if s.org_status != "active":
-        result = retention(ctx.lake, org_status=s.org_status, since=s.org_status_since, now=_clock(ctx))
+        result = retention(
+            ctx.lake,
+            org_status=s.org_status,
+            since=s.org_status_since,
+            now=_clock(ctx),
+            models=ctx.model_store,
+        )
         if result is not None:
             return {
                 "job_id": job_id,

@@ -234,10 +234,11 @@ def test_killed_sync_rerun_has_no_duplicates_or_gaps(mock: dict, mock_server: An
     run_sync(lake, client, page_size=500)
     assert_lake_equals_mock(lake, mock_server)
     assert_history_clean(lake)
-    for table in SYNCED:  # no orphan parts left behind
+    for table in SYNCED:  # no orphan parts (or key indexes) left behind
         m = lake.manifest(table) or {}
         listed = set(m["current"]) | set(m["history"]) | set(m.get("previous_current", []))
         assert set(p for p in lake.list(f"tables/{table}/") if p.endswith(".parquet")) <= listed
+        assert set(lake.list(f"index/{table}/")) == {f["keys"] for f in m["files"]}
 
 
 def test_two_syncs_started_together_one_skips(
@@ -314,6 +315,13 @@ def test_retention_purges_30_days_after_expiry_on_the_mock_clock(
         sync_service.run_checked(ctx, full=False)
         assert ctx.lake.manifest("opportunity")
         ctx.jobs.create("sync", {})
+        # models trained on the org's data: derived data, purged with it (the audit log stays)
+        store = ctx.model_store
+        store.blobs.write("configs/m1.json", {"name": "m1"})
+        store.blobs.write("aliases/m1.json", {"published": 1})
+        ctx.model_container.upload_blob("versions/m1/0001/model.onnx", b"onnx")
+        store.blobs.write("versions/m1/0001/meta.json", {"metrics": {}})
+        store.audit("create", actor="tester", model="m1")
     finally:
         set_context(None)
     today = mock_call(mock, "GET", "/_mock/clock")["now"][:10]
@@ -322,13 +330,24 @@ def test_retention_purges_30_days_after_expiry_on_the_mock_clock(
         refused = sync_service.run_checked(ctx, full=False)
         assert refused["skipped"] and refused["retention"]["purged"] is False
         assert ctx.lake.manifest("opportunity")  # nothing purged before 30 days
+        assert ctx.model_store.blobs.read("configs/m1.json")
         mock_call(mock, "POST", "/_mock/simulate", {"days": 29})
         assert sync_service.run_checked(ctx, full=False)["retention"]["purged"] is False
         mock_call(mock, "POST", "/_mock/simulate", {"days": 2})
         purged = sync_service.run_checked(ctx, full=False)["retention"]
-        assert purged["purged"] is True and purged["blobs"] > 0
+        assert purged["purged"] is True and purged["blobs"] > 0 and purged["model_blobs"] == 4
         left = ctx.lake.list("")
         assert left and all(p.startswith(("jobs/", "locks/", "retention/")) for p in left)
         assert ctx.lake.read_current("opportunity").num_rows == 0
+        models_left = list(ctx.model_container.list_blob_names())
+        assert models_left and all(p.startswith("audit/") for p in models_left)
+        actions = [e["action"] for e in ctx.model_store.audit_log()]
+        assert actions == ["retention_purge", "create"]
+        record = ctx.model_store.audit_log()[0]
+        assert record["actor"] == "retention" and record["detail"]["model_blobs"] == 4
+        # a later trigger finds the marker: nothing purged or audited twice
+        again = sync_service.run_checked(ctx, full=False)["retention"]
+        assert again["purged"] is True and again.get("already") is True
+        assert len(ctx.model_store.audit_log()) == 2
     finally:
         set_context(None)
