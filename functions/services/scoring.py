@@ -1446,7 +1446,21 @@ def supersede_run(ctx: Any, run_id: str, by: str) -> dict[str, Any]:
     with code Superseded, and its report becomes final (what it wrote stays in the score history)."""
     blobs = JsonBlobs(ctx.lake_container)
     blobs.write(f"{_run_prefix(run_id)}superseded.json", {"by": by, "at": _iso(_utcnow())})
-    return finish_run(ctx, run_id, superseded_by=by)
+    if blobs.read(f"{_run_prefix(run_id)}plan.json") is not None:
+        return finish_run(ctx, run_id, superseded_by=by)
+    # killed while planning: no plan, so nothing was enqueued or written; close it all the same
+    report = {"runId": run_id, "status": "superseded", "final": True, "supersededBy": by, "finishedAt": _iso(_utcnow())}
+    blobs.write(f"{_run_prefix(run_id)}report.json", report)
+    try:
+        ctx.jobs.update(
+            run_id,
+            status="failed",
+            error={"code": "Superseded", "message": f"replaced by scoring run {by} while it was planned"},
+            result=report,
+        )
+    except Exception as exc:  # noqa: BLE001 - runs without a job
+        log.debug("run %s has no job: %s", run_id, type(exc).__name__)
+    return report
 
 
 def scheduled_run(ctx: Any, *, actor: str = "timer") -> dict[str, Any]:

@@ -386,3 +386,15 @@ def test_decode_row_for_the_widget() -> None:
     out = scoring.decode_dataverse_row("x", row)
     assert out["grade"] == "B" and out["trend"] == "Improving" and out["model"] == "M@3"
     assert out["scoredOn"] == "2026-11-26" and out["reasons"]["positive"] == []
+
+
+def test_a_run_killed_while_planning_is_superseded_too(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(30), configs=[_config("All")], published={"All": 1})
+    ctx.jobs.create("scoring", {}, job_id="deadrun")
+    ctx.jobs.start("deadrun")
+    ctx.lake_container.upload_blob("scoring/runs/deadrun/batches/00000.parquet", b"partial")
+    new = scoring.scheduled_run(ctx)
+    assert new["superseded"] == ["deadrun"]
+    assert ctx.jobs.get("deadrun")["error"]["code"] == "Superseded"
+    _drain(ctx)
+    assert not scoring.unfinished_runs(ctx)
