@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,15 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
-def run_all(mode: str, only: list[str], reps: int | None, timeout: float, out_dir: Path) -> dict[str, Any]:
+def run_all(
+    mode: str,
+    only: list[str],
+    reps: int | None,
+    timeout: float,
+    out_dir: Path,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Runs the benchmarks; `on_run(doc_so_far)` after each one (the report is kept current)."""
     scripts = discover()
     if only:
         wanted = {o.removeprefix("bench_").removesuffix(".py") for o in only}
@@ -165,19 +174,25 @@ def run_all(mode: str, only: list[str], reps: int | None, timeout: float, out_di
             if not ok:
                 run["error_tail"] = _tail(log_path)
             runs.append(run)
+            if on_run is not None:
+                on_run(_document(mode, runs))
             state = (
                 "ok" if ok else ("timed out" if outcome["timed_out"] else f"FAILED ({outcome['exit_code']})")
             )
             sys.stderr.write(
                 f"[bench]   {state} in {outcome['wall_s']:.1f} s, peak {outcome['peak_rss_mib']} MiB\n"
             )
+    return _document(mode, runs)
+
+
+def _document(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": mode,
         "argv": ["python", "-m", "bench", *sys.argv[1:]],
         "commit": _git_commit(),
         "machine": machine_info(),
-        "runs": runs,
+        "runs": list(runs),
     }
 
 
@@ -208,12 +223,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{short_name(path):20s} quick {sizes_of(path, 'quick')}  full {sizes_of(path, 'full')}")
         return 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    doc = run_all(mode, args.only, args.reps, args.timeout or DEFAULT_TIMEOUT_S[mode], OUT_DIR)
     results_path = OUT_DIR / "results.json"
-    results_path.write_text(json.dumps(doc, indent=1))
     from bench.report import write_report
 
-    write_report(doc, args.report)
+    def save(doc: dict[str, Any]) -> None:
+        results_path.write_text(json.dumps(doc, indent=1))
+        write_report(doc, args.report)
+
+    doc = run_all(mode, args.only, args.reps, args.timeout or DEFAULT_TIMEOUT_S[mode], OUT_DIR, on_run=save)
+    save(doc)
     failed = [r for r in doc["runs"] if not r["ok"]]
     sys.stderr.write(
         f"[bench] {len(doc['runs']) - len(failed)} of {len(doc['runs'])} runs ok; "
