@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modeling.errors import ConfigError, ConflictError
+from modeling.features import boolean_options
 
 MAX_MODELS = 10
 TRAINING_PERIODS: dict[str, int] = {"3m": 3, "6m": 6, "1y": 12, "2y": 24}  # months
@@ -410,6 +411,10 @@ def _options_of(
     opp_attrs: Mapping[str, Mapping[str, Any]],
 ) -> Mapping[str, str] | None:
     opts = optionsets.get("opportunity", {}).get(column)
+    if str((opp_attrs.get(column) or {}).get("type", "")) == "Boolean" or (
+        opts and {str(k).lower() for k in opts} == {"true", "false"}
+    ):
+        return boolean_options(opts)  # keyed "1"/"0" as the lake's True/False compare (dataset._key)
     if opts:
         return opts
     if column == "statecode":

@@ -30,7 +30,7 @@ import pandas as pd
 from modeling import similar
 from modeling.config import ModelConfig
 from modeling.errors import InsufficientDataError
-from modeling.features import STAGE_COLUMN, build_spec
+from modeling.features import STAGE_COLUMN, boolean_options, build_spec
 from modeling.leakage import leakage_report
 
 MIN_PER_CLASS = 40
@@ -199,13 +199,17 @@ def feature_descriptors(attributes: Sequence[str], metadata: Mapping[str, Any]) 
         if typ in NUMERIC_TYPES:
             out.append({"name": name, "kind": "number", "label": label, "source": name})
         else:
+            options = opts.get(entity, {}).get(base) or None
+            boolean = typ == "Boolean"
             out.append(
                 {
                     "name": name,
                     "kind": "category",
                     "label": label,
                     "source": name,
-                    "options": opts.get(entity, {}).get(base) or None,
+                    # Boolean labels keyed "1"/"0" whatever the metadata holds ({"true", "false"} or nothing)
+                    "options": boolean_options(options) if boolean else options,
+                    "boolean": boolean,
                     "text": typ in TEXT_TYPES,
                 }
             )

@@ -27,11 +27,50 @@ MAX_CATEGORIES = 60
 MIN_CATEGORY_COUNT = 5
 FREE_TEXT_MIN_DISTINCT = 100  # a String with more distinct values than this (and mostly unique) is free text
 ABSURD_ABS = 1e13  # numbers beyond this are never real CRM values
+BOOLEAN_DEFAULT_LABELS = {"1": "Yes", "0": "No"}
+_TRUE_TEXT = {"1", "true", "yes", "y", "t"}
+_FALSE_TEXT = {"0", "false", "no", "n", "f"}
 
 
 def input_name(name: str) -> str:
     """ONNX input names: letters, digits and '_' only."""
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+
+
+def bool_key(v: Any) -> str | None:
+    """A Boolean (two-option) value in any lake shape -> "1" (true) / "0" (false); None when missing or not
+    a Boolean (True/False, 1/0, "true"/"false", "yes"/"no")."""
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return "1" if v else "0"
+    if isinstance(v, (int, np.integer, float, np.floating)):
+        x = float(v)
+        return "1" if x == 1.0 else "0" if x == 0.0 else None
+    if isinstance(v, str):
+        t = v.strip().lower()
+        return "1" if t in _TRUE_TEXT else "0" if t in _FALSE_TEXT else None
+    return None
+
+
+def boolean_options(options: Mapping[str, Any] | None) -> dict[str, str]:
+    """Labels of a Boolean column keyed "1" (true) / "0" (false). The lake metadata holds {"true": label,
+    "false": label} (connectors.dataverse `option_sets`), possibly {"1": .., "0": ..}, or nothing: then
+    Yes / No."""
+    out = dict(BOOLEAN_DEFAULT_LABELS)
+    for k, v in (options or {}).items():
+        key = bool_key(k)
+        if key is not None and v is not None and str(v).strip():
+            out[key] = str(v)
+    return out
+
+
+def is_boolean(item: Mapping[str, Any]) -> bool:
+    """A Boolean feature: flagged at build time, or (specs of older versions) labelled "true"/"false"."""
+    if item.get("boolean"):
+        return True
+    options = item.get("options") or {}
+    return {str(k).lower() for k in options} == {"true", "false"}
 
 
 def build_spec(
@@ -56,6 +95,9 @@ def build_spec(
         }
         if f["kind"] == "category":
             options = f.get("options")
+            if f.get("boolean") or is_boolean(f):
+                item["boolean"] = True
+                options = boolean_options(options)
             item["options"] = {str(k): str(v) for k, v in options.items()} if options else None
             presence = False
             if not options and f.get("text", False):
@@ -105,7 +147,18 @@ def _category_values(col: pd.Series, item: Mapping[str, Any], bad: list[int] | N
     options = item.get("options")
     s = col.astype(object)
     isnull = s.isna().to_numpy()
-    if options:
+    if options and is_boolean(item):
+        options = boolean_options(options)
+        if pd.api.types.is_bool_dtype(col.dtype) and not bool(col.isna().any()):
+            keys = pd.Series(np.where(col.to_numpy(dtype=bool), "1", "0"), index=col.index, dtype=object)
+        else:
+            keys = s.map(bool_key)
+        mapped = keys.map(options)
+        unknown = mapped.isna().to_numpy() & ~isnull
+        if bad is not None:
+            bad[0] += int(unknown.sum())
+        out = mapped.where(mapped.notna(), MISSING)
+    elif options:
         if (pd.api.types.is_integer_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)) and not bool(
             col.isna().any()
         ):
