@@ -225,15 +225,19 @@ class PartWriter:
         return self._writer
 
     def write(self, table: pa.Table) -> None:
+        """Append `table` as one row group (split where a part reaches `max_rows`: no part holds more)."""
         if table.num_rows == 0:
             return
         if table.schema != self.schema:
             table = conform(table, self.schema)
-        self._open().write_table(table, row_group_size=max(table.num_rows, 1))
-        self._part_rows += table.num_rows
-        self.rows += table.num_rows
-        if self._part_rows >= self.max_rows:
-            self.flush()
+        while table.num_rows:
+            take = min(table.num_rows, self.max_rows - self._part_rows)
+            chunk, table = table.slice(0, take), table.slice(take)
+            self._open().write_table(chunk, row_group_size=max(chunk.num_rows, 1))
+            self._part_rows += chunk.num_rows
+            self.rows += chunk.num_rows
+            if self._part_rows >= self.max_rows:
+                self.flush()
 
     def _upload(self, path: str, local: str) -> None:
         try:

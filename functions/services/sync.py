@@ -148,6 +148,8 @@ class _Old:
             self._files = [dict(f) for f in listed]
         else:  # a manifest written before the segmented layout (or by other code): one mixed file per part
             self._files = [{"path": p, "rows": None, "segment": MIXED} for p in m.get("current", [])]
+        # files of the earlier one-folder layout: the first incremental rewrites them all into segments
+        self.legacy = any(f.get("segment") not in (ACTIVE, INACTIVE) for f in self._files)
         self._loaded = False
         self._pfs: dict[str, Any] = {}
         self._keys = pa.array([], pa.string())
@@ -436,7 +438,7 @@ class TableSync:
                 else:
                     files = cur.close()
             else:
-                files = self._rewrite(old, deleted, hist, cur, rewrite_all=schema_changed)
+                files = self._rewrite(old, deleted, hist, cur, rewrite_all=schema_changed or old.legacy)
             hist_parts = hist.close()
         except BaseException:
             hist.abort()
