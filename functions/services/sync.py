@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from azure.core.exceptions import ResourceNotFoundError
 
 from connectors.dataverse import (
     DataverseBadRequest,
@@ -151,15 +153,32 @@ class _Old:
         # files of the earlier one-folder layout: the first incremental rewrites them all into segments
         self.legacy = any(f.get("segment") not in (ACTIVE, INACTIVE) for f in self._files)
         self._loaded = False
+        self._lock = threading.Lock()
+        self._prefetch: Any = None
         self._pfs: dict[str, Any] = {}
         self._keys = pa.array([], pa.string())
         self._tags = pa.array([], pa.string())
         self._file_of = pa.array([], pa.int32())
 
+    def prefetch_keys(self, executor: Any) -> None:
+        """Start loading the key indexes in the background (e.g. while Dataverse computes the delta)."""
+        if executor is not None and self._files and self._prefetch is None:
+            self._prefetch = executor.submit(self._load)
+
     def _load(self) -> None:
-        if self._loaded:
-            return
-        indexes = self.lake.parquet_files([f.get("keys") or f["path"] for f in self._files])
+        with self._lock:
+            if not self._loaded:
+                self._load_locked()
+
+    def _load_locked(self) -> None:
+        try:
+            indexes = self.lake.parquet_files([f.get("keys") or f["path"] for f in self._files])
+        except ResourceNotFoundError:  # a key index is gone: read the keys from the data files instead
+            log.warning("sync: a key index of %s is missing; reading the files it indexes", self.key)
+            for f in self._files:
+                if f.get("keys") and not self.lake.exists(f["keys"]):
+                    f.pop("keys")
+            indexes = self.lake.parquet_files([f.get("keys") or f["path"] for f in self._files])
         self._pfs = {f["path"]: indexes[f["path"]] for f in self._files if not f.get("keys")}
         keys, tags, where = [], [], []
         for i, f in enumerate(self._files):
@@ -400,6 +419,8 @@ class TableSync:
         cur = _CurrentWriter(self.lake, cur_prefix, keys_prefix, self.schema, self.file_rows, self.executor)
         if self.full or not self.spec.track_changes or not (manifest or {}).get("delta_link"):
             old.keys  # noqa: B018 - a full read compares every row: download the old view first
+        else:  # the key indexes are small: load them while Dataverse computes the delta
+            old.prefetch_keys(self.executor)
         t_old = time.perf_counter()
         mode, pages = self._pages(manifest)
         schema_changed = bool(manifest) and (manifest or {}).get("schema") != schema_to_json(self.schema)
@@ -745,13 +766,18 @@ def run_sync(
 def _write_report(lake: Lake, report: dict[str, Any]) -> None:
     """reports/sync/<ts>.json and state/sync.json (delta links mirrored from the manifests, last report)."""
     links = report.pop("_links")
-    lake.write_json(f"reports/sync/{report['synced_at_stamp']}-{report['run_id'][:8]}.json", report)
-    state = lake.read_json("state/sync.json") or {}
-    merged = dict(state.get("delta_links", {}))
-    merged.update(links)
-    lake.write_json(
-        "state/sync.json", {"delta_links": merged, "last_report": report, "updated_at": report["finished_at"]}
-    )
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-report") as pool:
+        written = pool.submit(
+            lake.write_json, f"reports/sync/{report['synced_at_stamp']}-{report['run_id'][:8]}.json", report
+        )
+        state = lake.read_json("state/sync.json") or {}
+        merged = dict(state.get("delta_links", {}))
+        merged.update(links)
+        lake.write_json(
+            "state/sync.json",
+            {"delta_links": merged, "last_report": report, "updated_at": report["finished_at"]},
+        )
+        written.result()
 
 
 def _run_locked(

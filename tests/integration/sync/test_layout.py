@@ -91,6 +91,12 @@ def test_lake_in_the_earlier_layout_is_migrated(mock: dict, mock_server: Any, la
     assert {f["segment"] for f in _files(lake, "opportunity")} == {ACTIVE, INACTIVE}
     assert_lake_equals_mock(lake, mock_server)
     assert_history_clean(lake)
+    # a lost key index: the sync reads the keys from the data file it indexes
+    lake.delete(_files(lake, "opportunity")[0]["keys"])
+    mock_call(mock, "POST", "/_mock/simulate", {"days": 2})
+    run_sync(lake, client)
+    assert_lake_equals_mock(lake, mock_server)
+    assert_history_clean(lake)
 
 
 def _assert_plain_parquet(lake: Lake) -> None:
