@@ -281,6 +281,26 @@ def feed_to_frame(feed: Mapping[str, np.ndarray], spec: Mapping[str, Any]) -> pd
     return pd.DataFrame({item["input"]: feed[item["input"]].ravel() for item in spec["features"]})
 
 
+def model_columns(spec: Mapping[str, Any]) -> list[str]:
+    """The input each column of the model's transformed matrix comes from: one one-hot block per category
+    input (its `categories`, in spec order), then one column per number input (the layout of
+    modeling.train's ColumnTransformer)."""
+    columns: list[str] = []
+    for f in spec["features"]:
+        if f["kind"] == "category":
+            columns += [f["input"]] * len(f["categories"])
+    return columns + number_inputs(spec)
+
+
+def inapplicable(feed_stage: np.ndarray | None, name: str, spec: Mapping[str, Any]) -> np.ndarray | None:
+    """Per-stage models: True where the row's stage does not apply feature `name` (None: applies everywhere)."""
+    applic = spec.get("stage_applicability") or {}
+    if feed_stage is None or not applic:
+        return None
+    mask = _inapplicable(feed_stage.ravel(), name, applic)
+    return mask if mask.any() else None
+
+
 def category_inputs(spec: Mapping[str, Any]) -> list[str]:
     return [f["input"] for f in spec["features"] if f["kind"] == "category"]
 

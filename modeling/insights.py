@@ -121,6 +121,8 @@ def value_win_rates(
 
 
 def sentence(label: str, key: str, rate: float, global_rate: float) -> str:
+    if key == MISSING:
+        return f"{rate:.0%} of opportunities without {label} were won (all: {global_rate:.0%})"
     return (
         f"{rate:.0%} of opportunities with {label} = {display_value(key)} were won (all: {global_rate:.0%})"
     )

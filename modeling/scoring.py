@@ -1,32 +1,60 @@
 """Scoring math shared with training: calibration, ONNX inference, grades, trends and reasons.
 
-Reasons: for every record and attribute, the impact is the change in calibrated win probability when
-that attribute is set to its training baseline (median / most frequent value), computed with
-onnxruntime in large stacked batches (stack-pitfalls Q4 (c)). Each reason's sentence uses per-value
-win rates from the training data (insights.value_win_rates).
+Reasons: for every record and *fact*, the impact is the change in calibrated win probability when the
+fact's inputs are set together to their training baselines (median / most frequent value; "no history"
+for past win rates), computed with onnxruntime in large stacked batches (stack-pitfalls Q4 (c)). A fact
+is one attribute, or inputs describing the same thing (FACT_GROUPS: a past win rate and its count, days
+in stage and its ratio to won deals): one sentence, one summed (joint) impact, so a fact is never both a
+positive and a negative reason, nor shown twice. Each sentence uses per-value win rates from the training
+data (insights.value_win_rates) or the counts behind a past win rate. Reasons that carry no information (an
+empty value, no past deals) are shown only when they move the probability by NO_INFO_MIN_IMPACT or more.
+
+Speed: the ONNX graph is split once into its feature part (string one-hot, imputing, scaling) and its
+model part (trees or linear); records are prepared once, perturbed as float32 matrices in numpy and only
+the model part runs on the perturbed rows (`fast`; the plain path perturbs the string feed and runs the
+whole graph, used when a graph cannot be split).
 Trend tolerance: a change of at most TREND_TOLERANCE points is Steady.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
+from onnx import TensorProto, helper
 
 from modeling.config import grade_for as _grade_for
 from modeling.errors import ModelMetaError
-from modeling.features import prepare_with_report
+from modeling.features import MISSING, inapplicable, model_columns, prepare_with_report
 from modeling.insights import display_value, value_keys
+
+log = logging.getLogger(__name__)
 
 TREND_TOLERANCE = 3
 REASONS_MAX_CHARS = 10_000
 TOP_REASONS = 5
 MIN_IMPACT = 5e-4  # a reason must move the win probability by at least 0.05 points
+NO_INFO_MIN_IMPACT = 0.01  # an empty value / no past deals is a reason only when it moves P by >= 1 point
+STACK_ROWS = 250_000  # perturbed rows per onnxruntime run (bounds memory with wide one-hot models)
+MODEL_OPS = ("TreeEnsembleClassifier", "LinearClassifier")
 IMPROVING, STEADY, DECLINING, NOT_ENOUGH_INFO = 0, 1, 2, 3
+# Inputs that describe one fact (first present = the reason's attribute and sentence); impacts are joint.
+FACT_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("d_owner_win_rate", "d_owner_closed"),
+    ("d_account_win_rate", "d_account_closed"),
+    ("d_similar_win_rate", "d_similar_closed"),
+    ("d_stage_time_vs_won", "d_days_in_stage"),
+)
+# Past win rates whose "no history" value is the training win rate (their baseline at training)
+PAST_RATES = ("d_owner_win_rate", "d_account_win_rate", "d_similar_win_rate", "d_account_same_value_win_rate")
+PAST_COUNTS = ("d_owner_closed", "d_account_closed", "d_similar_closed")
 # Past-win-rate features whose reason states the counts behind the rate (frame columns from modeling.dataset):
 # feature -> (won column, closed column, what the deals are)
 COUNT_REASONS = {
@@ -39,9 +67,12 @@ COUNT_REASONS = {
 }
 
 
-def count_sentence(won: float, closed: float, what: str, global_rate: float) -> str:
-    """"7 of 9 similar past deals were won (all: 29%)"."""
+def count_sentence(won: float, closed: float, what: str, global_rate: float, rate: float | None = None) -> str:
+    """ "7 of 9 similar past deals were won (all: 29%)". With no such deal closed but a smoothed `rate` that
+    differs from the global rate (similar deals: broader matches), that rate is stated instead."""
     if not np.isfinite(closed) or closed < 1:
+        if rate is not None and np.isfinite(rate) and abs(rate - global_rate) >= 0.005:
+            return f"No {what} closed yet; broader matches: about {rate:.0%} won (all: {global_rate:.0%})"
         return f"No {what} closed yet (all: {global_rate:.0%} won)"
     won_i, closed_i = int(won + 0.5), int(closed + 0.5)
     return f"{won_i:,} of {closed_i:,} {what} were won (all: {global_rate:.0%})"
@@ -69,6 +100,8 @@ def calibrate(p: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
 
 
 def session(onnx_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
+    """onnxruntime session on the CPU; `threads` = intra-op threads (0: onnxruntime's default, one per
+    physical core)."""
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
@@ -122,10 +155,78 @@ def reasons_json(model_name: str, version: int, reasons: Mapping[str, Sequence[M
     return text
 
 
-class Scorer:
-    """Built once per model version: `Scorer(onnx_bytes, meta).score(frame)`."""
+@dataclass
+class _Split:
+    """The model's ONNX graph cut at the input of its model node: `features` (raw feed -> float matrix X)
+    and `model` (X -> probabilities); `columns[j]` = X's columns of spec feature j; `base` = X of the
+    baseline record."""
 
-    def __init__(self, onnx_bytes: bytes, meta: Mapping[str, Any], *, threads: int = 0):
+    features: ort.InferenceSession
+    model: ort.InferenceSession
+    x_name: str
+    columns: list[np.ndarray]
+    base: np.ndarray
+
+
+def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) -> _Split | None:
+    """Splits the graph (see module docstring) and checks the column layout against
+    features.model_columns with one probe record per feature; None when the graph has another shape."""
+    try:
+        m = onnx.load_from_string(onnx_bytes)
+        nodes = list(m.graph.node)
+        at = [i for i, n in enumerate(nodes) if n.op_type in MODEL_OPS]
+        if len(at) != 1:
+            return None
+        x_name = nodes[at[0]].input[0]
+        pre, post = nodes[: at[0]], nodes[at[0] :]
+        inits = {t.name for t in m.graph.initializer}
+        made_after = {o for n in post for o in n.output}
+        if {x for n in post for x in n.input} - made_after - inits != {x_name}:
+            return None
+        x_info = helper.make_tensor_value_info(x_name, TensorProto.FLOAT, [None, None])
+
+        def part(part_nodes: list[Any], inputs: list[Any], outputs: list[Any]) -> ort.InferenceSession:
+            needed = {x for n in part_nodes for x in n.input}
+            graph = helper.make_graph(
+                part_nodes, "part", inputs, outputs, [t for t in m.graph.initializer if t.name in needed]
+            )
+            model = helper.make_model(graph, opset_imports=list(m.opset_import))
+            model.ir_version = m.ir_version
+            return session(model.SerializeToString(), threads)
+
+        features = part(pre, list(m.graph.input), [x_info])
+        model_part = part(post, [x_info], [o for o in m.graph.output if o.name == "probabilities"])
+        feats = spec["features"]
+        layout = np.array(model_columns(spec), dtype=object)
+        probe: dict[str, np.ndarray] = {}
+        for j, f in enumerate(feats):  # row 0: the baseline record; row j + 1: feature j changed
+            if f["kind"] == "category":
+                other = next(c for c in f["categories"] if c != f["baseline"])
+                col = np.full((len(feats) + 1, 1), f["baseline"], dtype=object)
+                col[j + 1, 0] = other
+            else:
+                col = np.full((len(feats) + 1, 1), f["baseline"], dtype=np.float32)
+                col[j + 1, 0] = np.float32(f["baseline"] + 1.0)
+            probe[f["input"]] = col
+        x = features.run([x_name], probe)[0]
+        if x.shape[1] != len(layout):
+            return None
+        columns = [np.flatnonzero(layout == f["input"]) for f in feats]
+        for j, cols in enumerate(columns):
+            changed = np.flatnonzero(x[j + 1] != x[0])
+            if len(changed) == 0 or not set(changed) <= set(cols):
+                return None
+        return _Split(features, model_part, x_name, columns, x[0].astype(np.float32))
+    except Exception as exc:  # noqa: BLE001 - any unexpected graph: the plain path still scores
+        log.info("reasons use the plain path: the ONNX graph could not be split (%s)", type(exc).__name__)
+        return None
+
+
+class Scorer:
+    """Built once per model version: `Scorer(onnx_bytes, meta).score(frame)`. `fast=False` forces the plain
+    impact path (the whole graph on perturbed string feeds)."""
+
+    def __init__(self, onnx_bytes: bytes, meta: Mapping[str, Any], *, threads: int = 0, fast: bool = True):
         try:
             self.spec = meta["spec"]
             self.calibration = meta["calibration"]
@@ -136,50 +237,101 @@ class Scorer:
         except (KeyError, TypeError) as exc:
             raise ModelMetaError(f"model meta lacks {exc}") from exc
         self.sess = session(onnx_bytes, threads)
+        feats = self.spec["features"]
+        index = {f["name"]: j for j, f in enumerate(feats)}
+        grouped: set[str] = set()
+        self.groups: list[list[int]] = []  # spec feature positions per fact; the first is the reason's
+        for names in FACT_GROUPS:
+            members = [index[n] for n in names if n in index]
+            if members:
+                self.groups.append(members)
+                grouped.update(names)
+        self.groups += [[j] for j, f in enumerate(feats) if f["name"] not in grouped]
+        self.groups.sort(key=lambda g: g[0])
+        self.split = split_model(onnx_bytes, self.spec, threads) if fast else None
+
+    @property
+    def fast(self) -> bool:
+        return self.split is not None
 
     def probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
         feed, report = prepare_with_report(frame, self.spec)
         return calibrate(raw_probabilities(self.sess, feed), self.calibration), report
 
-    def impacts(self, feed: Mapping[str, np.ndarray], p: np.ndarray) -> np.ndarray:
-        """[n, features] change in calibrated P when each feature is set to its baseline. Rows whose value
-        already is the baseline have impact 0 and are not run again (one stacked onnxruntime batch)."""
-        n = len(p)
+    def _perturbed(self, feed: Mapping[str, np.ndarray]) -> list[tuple[int, np.ndarray, Any]]:
+        """Per fact group g: (g, rows not at the baseline, those rows with the group's used inputs set to their
+        baselines - an X matrix block on the fast path, a feed dict otherwise). Inputs no tree reads
+        (spec "used": false) and inputs a per-stage model does not apply to a row are left as they are."""
         feats = self.spec["features"]
-        out = np.zeros((n, len(feats)))
-        if n == 0:
-            return out
-        stacked: dict[str, list[np.ndarray]] = {k: [] for k in feed}
-        spans: list[tuple[int, np.ndarray]] = []
-        for j, f in enumerate(feats):
-            if f.get("used") is False:  # the model never reads this input: its impact is exactly 0
+        stage = feed.get("stage") if self.spec.get("stage_applicability") else None
+        x = self.split.features.run([self.split.x_name], dict(feed))[0] if self.split else None
+        out: list[tuple[int, np.ndarray, Any]] = []
+        for g, members in enumerate(self.groups):
+            used = [j for j in members if feats[j].get("used") is not False]
+            if not used:
                 continue
-            name = f["input"]
-            v = feed[name]
-            if v.dtype == object:
-                base = np.full(v.shape, self.baseline[name], dtype=object)
-                rows = np.flatnonzero(v.ravel() != base.ravel())
-            else:
-                base = np.full_like(v, self.baseline[name])
-                rows = np.flatnonzero(~(v.ravel() == base.ravel()))
+            n = len(next(iter(feed.values())))
+            differ = np.zeros(n, dtype=bool)
+            masks = []
+            for j in used:
+                f = feats[j]
+                v = feed[f["input"]].ravel()
+                d = v != f["baseline"] if v.dtype == object else ~(v == np.float32(f["baseline"]))
+                skip = inapplicable(stage, f["name"], self.spec)
+                if skip is not None:
+                    d &= ~skip
+                masks.append(skip)
+                differ |= d
+            rows = np.flatnonzero(differ)
             if len(rows) == 0:
                 continue
-            spans.append((j, rows))
-            for k, col in feed.items():
-                stacked[k].append(base[rows] if k == name else col[rows])
-        if not spans:
-            return out
-        big = {k: np.concatenate(v) for k, v in stacked.items()}
-        pb = calibrate(raw_probabilities(self.sess, big), self.calibration)
-        at = 0
-        for j, rows in spans:
-            out[rows, j] = p[rows] - pb[at : at + len(rows)]
-            at += len(rows)
+            if x is not None and self.split is not None:
+                block = x[rows]
+                for j, skip in zip(used, masks, strict=True):
+                    cols = self.split.columns[j]
+                    base = self.split.base[cols]
+                    block[:, cols] = base if skip is None else np.where(skip[rows, None], block[:, cols], base)
+                out.append((g, rows, block))
+            else:
+                sub = {k: col[rows] for k, col in feed.items()}
+                for j, skip in zip(used, masks, strict=True):
+                    f = feats[j]
+                    col = sub[f["input"]]
+                    base = np.full(col.shape, f["baseline"], dtype=col.dtype)
+                    sub[f["input"]] = base if skip is None else np.where(skip[rows, None], col, base)
+                out.append((g, rows, sub))
         return out
 
-    def score(
-        self, frame: pd.DataFrame, *, with_reasons: bool = True, batch_size: int = 20_000
-    ) -> pd.DataFrame:
+    def impacts(self, feed: Mapping[str, np.ndarray], p: np.ndarray) -> np.ndarray:
+        """[n, len(self.groups)] change in calibrated P when each fact's inputs are set to their baselines.
+        Rows already at the baseline have impact 0 and are not run again (stacked onnxruntime runs of at
+        most STACK_ROWS rows)."""
+        n = len(p)
+        out = np.zeros((n, len(self.groups)))
+        if n == 0:
+            return out
+        parts = self._perturbed(feed)
+        pending: list[tuple[int, np.ndarray, Any]] = []
+        size = 0
+        for k, item in enumerate(parts):
+            pending.append(item)
+            size += len(item[1])
+            if size >= STACK_ROWS or k == len(parts) - 1:
+                if self.split is not None:
+                    big = np.concatenate([b for _, _, b in pending])
+                    raw = self.split.model.run(["probabilities"], {self.split.x_name: big})[0]
+                    pb = calibrate(np.asarray(raw)[:, 1].astype(float), self.calibration)
+                else:
+                    stacked = {key: np.concatenate([b[key] for _, _, b in pending]) for key in feed}
+                    pb = calibrate(raw_probabilities(self.sess, stacked), self.calibration)
+                at = 0
+                for g, rows, _ in pending:
+                    out[rows, g] = p[rows] - pb[at : at + len(rows)]
+                    at += len(rows)
+                pending, size = [], 0
+        return out
+
+    def score(self, frame: pd.DataFrame, *, with_reasons: bool = True, batch_size: int = 20_000) -> pd.DataFrame:
         """opportunityid, probability, score (0-100), grade (0=A..3=D), reasons ({"positive", "negative"}),
         `.attrs["bad_values"]`: per attribute, the count of bad values treated as missing."""
         parts = []
@@ -217,48 +369,98 @@ class Scorer:
             out["reasons"] = self._reasons(feed, p, frame)
         return out
 
-    def _counts(self, frame: pd.DataFrame | None, item: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """(won, closed, what, all-rate) arrays for past-win-rate features when the frame has the counts."""
-        spec = COUNT_REASONS.get(item["name"])
-        if spec is None or frame is None or spec[0] not in frame.columns or spec[1] not in frame.columns:
+    def _column(self, frame: pd.DataFrame | None, name: str) -> np.ndarray | None:
+        if frame is None or name not in frame.columns:
             return None
-        won = pd.to_numeric(frame[spec[0]], errors="coerce").to_numpy(dtype=float)
-        closed = pd.to_numeric(frame[spec[1]], errors="coerce").to_numpy(dtype=float)
+        return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+    def _counts(self, frame: pd.DataFrame | None, item: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """(won, closed, what, all-rate, smoothed rate) arrays for past-win-rate facts when the frame has
+        the counts."""
+        spec = COUNT_REASONS.get(item["name"])
+        if spec is None:
+            return None
+        won, closed = self._column(frame, spec[0]), self._column(frame, spec[1])
+        if won is None or closed is None:
+            return None
         rate = self.prior
         if not np.isfinite(rate):
             rate = float(self.rates.get(item["name"], {}).get("global_rate", 0.0))
-        return won, closed, spec[2], rate
+        rate_col = item["name"].replace("_closed", "_win_rate")
+        return won, closed, spec[2], rate, self._column(frame, rate_col)
+
+    def _no_info(self, feed: Mapping[str, np.ndarray], frame: pd.DataFrame | None, n: int) -> np.ndarray:
+        """[n, groups] True where the fact carries no information: an empty value, or no past deal closed."""
+        feats = self.spec["features"]
+        out = np.zeros((n, len(self.groups)), dtype=bool)
+        for g, members in enumerate(self.groups):
+            item = feats[members[0]]
+            counts = self._counts(frame, item)
+            if counts is not None:
+                closed = counts[1]
+                out[:, g] = ~np.isfinite(closed) | (closed < 1)
+            elif item["kind"] == "category":
+                out[:, g] = feed[item["input"]].ravel() == MISSING
+            else:
+                out[:, g] = np.isnan(feed[item["input"]].ravel())
+        return out
 
     def _reasons(
         self, feed: Mapping[str, np.ndarray], p: np.ndarray, frame: pd.DataFrame | None = None
     ) -> list[dict[str, list[dict[str, Any]]]]:
         feats = self.spec["features"]
+        n = len(p)
         imp = self.impacts(feed, p)
-        keys = [value_keys(feed[f["input"]], f) for f in feats]
-        counts = [self._counts(frame, f) for f in feats]
+        primary = [feats[g[0]] for g in self.groups]
+        keys = [value_keys(feed[f["input"]], f) for f in primary]
+        counts = [self._counts(frame, f) for f in primary]
+        stage_days = self._column(frame, "d_days_in_stage")
+        stage_ratio = self._column(frame, "d_stage_time_vs_won")
+        shown = np.abs(imp) >= np.where(self._no_info(feed, frame, n), NO_INFO_MIN_IMPACT, MIN_IMPACT)
+        ranked = np.where(shown, imp, 0.0)
         points = np.round(imp * 100, 2)
-        k = min(TOP_REASONS, len(feats))
-        order_pos = np.argsort(-imp, axis=1)[:, :k]
-        order_neg = np.argsort(imp, axis=1)[:, :k]
+        k = min(TOP_REASONS, len(self.groups))
+        order_pos = np.argsort(-ranked, axis=1)[:, :k]
+        order_neg = np.argsort(ranked, axis=1)[:, :k]
         templates: dict[tuple[int, str], tuple[str, str, str, str]] = {}
 
-        def reason(i: int, j: int) -> dict[str, Any]:
-            key = keys[j][i]
-            t = templates.get((j, key))
+        def reason(i: int, g: int) -> dict[str, Any]:
+            key = keys[g][i]
+            t = templates.get((g, key))
             if t is None:
-                t = templates[(j, key)] = self._template(feats[j], key)
-            c = counts[j]
-            text = count_sentence(c[0][i], c[1][i], c[2], c[3]) if c is not None else t[3]
-            impact = float(points[i, j])
-            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": impact, "text": text}
+                t = templates[(g, key)] = self._template(primary[g], key)
+            c = counts[g]
+            if c is not None:
+                text = count_sentence(c[0][i], c[1][i], c[2], c[3], None if c[4] is None else c[4][i])
+            elif primary[g]["name"] == "d_stage_time_vs_won" and stage_days is not None:
+                text = self._stage_sentence(
+                    stage_days[i], stage_ratio[i] if stage_ratio is not None else np.nan, primary[g], key, t[3]
+                )
+            else:
+                text = t[3]
+            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": float(points[i, g]), "text": text}
 
         out = []
-        for i in range(len(p)):
-            row = imp[i]
-            pos = [reason(i, j) for j in order_pos[i] if row[j] >= MIN_IMPACT]
-            neg = [reason(i, j) for j in order_neg[i] if row[j] <= -MIN_IMPACT]
+        for i in range(n):
+            row = ranked[i]
+            pos = [reason(i, g) for g in order_pos[i] if row[g] > 0]
+            neg = [reason(i, g) for g in order_neg[i] if row[g] < 0]
             out.append({"positive": pos, "negative": neg})
         return out
+
+    def _stage_sentence(self, days: float, ratio: float, item: Mapping[str, Any], key: str, fallback: str) -> str:
+        """ "12 days in the current stage (1.8x the median of won deals): 38% of such opportunities were won
+        (all: 43%)"."""
+        if not np.isfinite(days):
+            return fallback
+        head = f"{days:,.0f} days in the current stage"
+        if np.isfinite(ratio):
+            head += f" ({ratio:.1f}x the median of won deals)"
+        rates = self.rates.get(item["name"], {})
+        value = rates.get("values", {}).get(key)
+        if value is None or rates.get("global_rate") is None:
+            return head
+        return f"{head}: {value['rate']:.0%} of such opportunities were won (all: {rates['global_rate']:.0%})"
 
     def _template(self, item: Mapping[str, Any], key: str) -> tuple[str, str, str, str]:
         """(attribute, label, shown value, sentence) of one feature value."""
@@ -268,9 +470,7 @@ class Scorer:
         if value is not None:
             text = value["text"]
         elif global_rate is not None:
-            text = (
-                f"{item['label']} = {display_value(key)} is rare in past deals (all: {global_rate:.0%} won)"
-            )
+            text = f"{item['label']} = {display_value(key)} is rare in past deals (all: {global_rate:.0%} won)"
         else:
             text = f"{item['label']} = {display_value(key)}"
         return str(item["name"]), str(item["label"]), display_value(key), text

@@ -36,9 +36,17 @@ from modeling import insights
 from modeling.config import ModelConfig
 from modeling.dataset import TEST_SHARE, TrainingData
 from modeling.errors import ExportError, InsufficientDataError
-from modeling.features import MISSING, STAGE_COLUMN, build_spec, feed_to_frame, number_inputs, prepare
+from modeling.features import (
+    MISSING,
+    STAGE_COLUMN,
+    build_spec,
+    feed_to_frame,
+    model_columns,
+    number_inputs,
+    prepare,
+)
 from modeling.leakage import leakage_report
-from modeling.scoring import calibrate, raw_probabilities, session
+from modeling.scoring import PAST_COUNTS, PAST_RATES, calibrate, raw_probabilities, session
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +405,12 @@ def train_model(
             finite = v[~np.isnan(v)]
             f["baseline"] = float(np.median(finite)) if len(finite) else 0.0
             f["bins"] = insights.number_bins(v.astype(float))
+        # past win rates are measured against knowing nothing (the training win rate, no deal closed): a
+        # record without history is at its baseline (no reason), one with history says what it adds
+        if f["name"] in PAST_RATES:
+            f["baseline"] = float(data.stats.get("prior_win_rate", f["baseline"]))
+        elif f["name"] in PAST_COUNTS:
+            f["baseline"] = 0.0
     train_feed = {k: v[:n_train] for k, v in feed.items()}
     rates = insights.value_win_rates(train_feed, y_all[:n_train], spec)
     infl, infl_stage = _influence(sess, cal, spec, train_feed, frame.iloc[:n_train], seed)
@@ -465,11 +479,7 @@ def _mark_unused_inputs(model: Pipeline, spec: Mapping[str, Any]) -> None:
     hgb = model.named_steps["model"]
     if not isinstance(hgb, HistGradientBoostingClassifier):
         return
-    columns: list[str] = []
-    for f in spec["features"]:
-        if f["kind"] == "category":
-            columns += [f["input"]] * len(f["categories"])
-    columns += number_inputs(spec)
+    columns = model_columns(spec)
     used: set[str] = set()
     for predictors in hgb._predictors:
         for tree in predictors:
