@@ -71,6 +71,7 @@ def main() -> None:
             ratios: list[float] = []
             shares: list[float] = []
             rows = pages = 0
+            rss_first = 0.0
             inc: dict[str, Any] = {}
             for rep in range(reps):
                 lake = Lake(
@@ -79,6 +80,8 @@ def main() -> None:
                 t = time.perf_counter()
                 full = run_sync(lake, client, workers=args.workers)
                 full_s = time.perf_counter() - t
+                if rep == 0:
+                    rss_first = peak_rss_mib()  # the first full sync's peak (later reps only add to it)
                 rows = sum(s["rows"] for s in full["tables"].values())
                 pages = full["totals"]["pages"]
                 # a new seed per repetition: the mock's generator would repeat ids for a repeated seed
@@ -102,7 +105,7 @@ def main() -> None:
                     for t, s in inc["tables"].items()
                 }
                 log(f"  incremental per table (s, files kept, files): {per_table}")
-            rss_full = peak_rss_mib()
+            rss_all = peak_rss_mib()
             full_m, full_sp = _stat(fulls)
             inc_m, inc_sp = _stat(incs)
             ratio_m, ratio_sp = _stat(ratios)
@@ -119,9 +122,15 @@ def main() -> None:
                 result("full_sync_rows_per_s", rows / full_m, "rows/s", reps=reps),
                 result(
                     "peak_rss_mib",
-                    rss_full,
+                    rss_first,
                     "MiB",
-                    note=f"whole process over all reps; {rss0:.0f} MiB before the first sync",
+                    note=f"whole process during the first full sync; {rss0:.0f} MiB before it",
+                ),
+                result(
+                    "peak_rss_all_reps_mib",
+                    rss_all,
+                    "MiB",
+                    note=f"whole process after {reps} full + incremental syncs (allocator pools grow)",
                 ),
                 result(
                     "incremental_sync_s",
@@ -146,7 +155,7 @@ def main() -> None:
                 comparison("incremental vs full sync time", inc_m, full_m, "s", higher_is_better=False)
             )
             notes.append(
-                f"goals: full <= 60 s ({full_m:.1f}), peak <= 500 MiB ({rss_full:.0f}), "
+                f"goals: full <= 60 s ({full_m:.1f}), peak <= 500 MiB ({rss_first:.0f}), "
                 f"incremental <= full/10 (median {inc_m:.2f} s vs {full_m / 10:.2f} s; per-rep ratios "
                 f"{', '.join(f'{r:.1f}' for r in ratios)})"
             )
