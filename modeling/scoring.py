@@ -166,6 +166,10 @@ class _Split:
     x_name: str
     columns: list[np.ndarray]
     base: np.ndarray
+    # per X column, the split thresholds of a tree model ("x <= t" nodes): a value and the baseline that no
+    # threshold separates take the same path in every tree, so that change has impact exactly 0; None for
+    # other models (every change counts)
+    thresholds: list[np.ndarray] | None
 
 
 def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) -> _Split | None:
@@ -216,10 +220,37 @@ def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) ->
             changed = np.flatnonzero(x[j + 1] != x[0])
             if len(changed) == 0 or not set(changed) <= set(cols):
                 return None
-        return _Split(features, model_part, x_name, columns, x[0].astype(np.float32))
+        return _Split(
+            features, model_part, x_name, columns, x[0].astype(np.float32), _thresholds(nodes[at[0]], x.shape[1])
+        )
     except Exception as exc:  # noqa: BLE001 - any unexpected graph: the plain path still scores
         log.info("reasons use the plain path: the ONNX graph could not be split (%s)", type(exc).__name__)
         return None
+
+
+def _thresholds(node: Any, width: int) -> list[np.ndarray] | None:
+    """Sorted float32 thresholds per input column of a TreeEnsembleClassifier whose nodes are all "x <= t"
+    (skl2onnx's HistGradientBoosting), else None."""
+    if node.op_type != "TreeEnsembleClassifier":
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    modes = np.array([m.decode() if isinstance(m, bytes) else str(m) for m in attrs.get("nodes_modes", [])])
+    if len(modes) == 0 or not set(modes) <= {"BRANCH_LEQ", "LEAF"}:
+        return None
+    split = modes == "BRANCH_LEQ"
+    feature = np.asarray(attrs["nodes_featureids"], dtype=np.int64)[split]
+    value = np.asarray(attrs["nodes_values"], dtype=np.float32)[split]
+    return [np.unique(value[feature == c]) for c in range(width)]
+
+
+def _moved(x: np.ndarray, base: float, thresholds: np.ndarray | None) -> np.ndarray:
+    """Rows of column `x` whose value can change the model's output when set to `base`."""
+    if thresholds is None:
+        return np.asarray(x != base)  # NaN != base: a change
+    if len(thresholds) == 0:
+        return np.zeros(len(x), dtype=bool)
+    side = np.searchsorted(thresholds, x, side="left")
+    return np.asarray((side != np.searchsorted(thresholds, base, side="left")) | (np.isnan(x) != np.isnan(base)))
 
 
 class Scorer:
@@ -275,8 +306,14 @@ class Scorer:
             masks = []
             for j in used:
                 f = feats[j]
-                v = feed[f["input"]].ravel()
-                d = v != f["baseline"] if v.dtype == object else ~(v == np.float32(f["baseline"]))
+                if x is not None and self.split is not None:  # in model columns: exact zero-impact skips
+                    thr = self.split.thresholds
+                    d = np.zeros(n, dtype=bool)
+                    for c in self.split.columns[j]:
+                        d |= _moved(x[:, c], float(self.split.base[c]), None if thr is None else thr[c])
+                else:
+                    v = feed[f["input"]].ravel()
+                    d = v != f["baseline"] if v.dtype == object else ~(v == np.float32(f["baseline"]))
                 skip = inapplicable(stage, f["name"], self.spec)
                 if skip is not None:
                     d &= ~skip
@@ -418,35 +455,44 @@ class Scorer:
         stage_ratio = self._column(frame, "d_stage_time_vs_won")
         shown = np.abs(imp) >= np.where(self._no_info(feed, frame, n), NO_INFO_MIN_IMPACT, MIN_IMPACT)
         ranked = np.where(shown, imp, 0.0)
-        points = np.round(imp * 100, 2)
+        points = np.round(imp * 100, 2).tolist()
         k = min(TOP_REASONS, len(self.groups))
         order_pos = np.argsort(-ranked, axis=1)[:, :k]
         order_neg = np.argsort(ranked, axis=1)[:, :k]
+        pos_ok = (np.take_along_axis(ranked, order_pos, axis=1) > 0).tolist()
+        neg_ok = (np.take_along_axis(ranked, order_neg, axis=1) < 0).tolist()
+        order_pos_l, order_neg_l = order_pos.tolist(), order_neg.tolist()
+        key_lists = [kk.tolist() for kk in keys]
+        count_lists = [
+            None if c is None else (c[0].tolist(), c[1].tolist(), c[2], c[3], None if c[4] is None else c[4].tolist())
+            for c in counts
+        ]
+        stage_g = {g for g, f in enumerate(primary) if f["name"] == "d_stage_time_vs_won"}
+        days_l = None if stage_days is None else stage_days.tolist()
+        ratio_l = None if stage_ratio is None else stage_ratio.tolist()
         templates: dict[tuple[int, str], tuple[str, str, str, str]] = {}
 
         def reason(i: int, g: int) -> dict[str, Any]:
-            key = keys[g][i]
+            key = key_lists[g][i]
             t = templates.get((g, key))
             if t is None:
                 t = templates[(g, key)] = self._template(primary[g], key)
-            c = counts[g]
+            c = count_lists[g]
             if c is not None:
                 text = count_sentence(c[0][i], c[1][i], c[2], c[3], None if c[4] is None else c[4][i])
-            elif primary[g]["name"] == "d_stage_time_vs_won" and stage_days is not None:
-                text = self._stage_sentence(
-                    stage_days[i], stage_ratio[i] if stage_ratio is not None else np.nan, primary[g], key, t[3]
-                )
+            elif g in stage_g and days_l is not None:
+                text = self._stage_sentence(days_l[i], np.nan if ratio_l is None else ratio_l[i], primary[g], key, t[3])
             else:
                 text = t[3]
-            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": float(points[i, g]), "text": text}
+            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": points[i][g], "text": text}
 
-        out = []
-        for i in range(n):
-            row = ranked[i]
-            pos = [reason(i, g) for g in order_pos[i] if row[g] > 0]
-            neg = [reason(i, g) for g in order_neg[i] if row[g] < 0]
-            out.append({"positive": pos, "negative": neg})
-        return out
+        return [
+            {
+                "positive": [reason(i, g) for g, ok in zip(order_pos_l[i], pos_ok[i], strict=True) if ok],
+                "negative": [reason(i, g) for g, ok in zip(order_neg_l[i], neg_ok[i], strict=True) if ok],
+            }
+            for i in range(n)
+        ]
 
     def _stage_sentence(self, days: float, ratio: float, item: Mapping[str, Any], key: str, fallback: str) -> str:
         """ "12 days in the current stage (1.8x the median of won deals): 38% of such opportunities were won
