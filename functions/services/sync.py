@@ -235,14 +235,21 @@ class _Old:
         return len(self.keys)
 
     def positions(self, ids: pa.Array) -> pa.Array:
-        """Row position of each id in the old view (null for ids it does not hold)."""
-        return pc.index_in(ids, value_set=self.keys)
+        """Row position of each id in the old view (null for ids it does not hold; for an id given twice,
+        only its first occurrence). Hashes the few ids and probes the view, rather than hashing the view."""
+        n = len(ids)
+        if not n or not len(self.keys):
+            return pa.nulls(n, pa.int64())
+        where = pc.index_in(self.keys, value_set=ids)  # per old row: its index in `ids`, or null
+        valid = where.is_valid()
+        out = np.full(n, -1, dtype=np.int64)
+        out[where.filter(valid).to_numpy()] = pc.indices_nonzero(valid).to_numpy()
+        return pa.array(out, mask=out < 0)
 
     def holds(self, ids: Sequence[str]) -> list[bool]:
         if not ids:
             return []
-        found = pc.is_in(pa.array(list(ids), pa.string()), value_set=self.keys)
-        return [bool(v) for v in found.to_pylist()]
+        return [bool(v) for v in self.positions(pa.array(list(ids), pa.string())).is_valid().to_pylist()]
 
     def absent_from(self, seen: set[str]) -> list[str]:
         """Old ids not in `seen` (a full read: rows that disappeared)."""

@@ -132,3 +132,34 @@ def test_retention_after_an_earlier_lake_only_purge_still_purges_models() -> Non
     assert out is not None and out["purged"] and out["model_blobs"] == 1 and out["blobs"] == 9
     assert not models.container.blobs and lake.docs["retention/purged.json"]["model_blobs"] == 1
     assert retention(lake, org_status="active", since=None, now=now, models=models) is None  # type: ignore[arg-type]
+
+
+def test_old_view_lookups() -> None:
+    from functions.services.sync import _Old
+
+    class Files:
+        def parquet_files(self, paths: list[str]) -> dict[str, Any]:
+            out = {}
+            for p in paths:
+                ids = ["a", "b"] if p.endswith("0.parquet") else ["c", "d"]
+                buf = io.BytesIO()
+                pq.write_table(pa.table({"id": ids, "_etag": [f"e-{i}" for i in ids]}), buf)
+                out[p] = pq.ParquetFile(pa.BufferReader(buf.getvalue()))
+            return out
+
+    manifest = {
+        "files": [
+            {"path": "k/0.parquet", "keys": "i/0.parquet", "rows": 2, "segment": INACTIVE},
+            {"path": "k/1.parquet", "keys": "i/1.parquet", "rows": 2, "segment": ACTIVE},
+        ]
+    }
+    old = _Old(Files(), manifest, "id")  # type: ignore[arg-type]
+    assert not old.legacy
+    assert old.positions(pa.array(["c", "x", "a", "c"])).to_pylist() == [2, None, 0, None]
+    assert old.tags.take(pa.array([2])).to_pylist() == ["e-c"]
+    assert old.holds(["d", "zz"]) == [True, False]
+    assert old.files_holding({"d", "zz"}) == {1} and old.files_holding({"a", "c"}) == {0, 1}
+    assert old.absent_from({"a", "b", "c"}) == ["d"]
+    assert old.key_paths() == ["i/0.parquet", "i/1.parquet"]
+    legacy = _Old(Files(), {"current": ["t/0.parquet"]}, "id")  # type: ignore[arg-type]
+    assert legacy.legacy and legacy.files[0]["rows"] == 2 and legacy.files[0]["segment"] == "mixed"
