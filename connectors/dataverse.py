@@ -19,6 +19,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -768,26 +769,45 @@ def build_batch_body(ops: Sequence[BatchOp], boundary: str, api_path: str, *, at
     return crlf.join(out).encode("utf-8")
 
 
+def _boundary(content_type: str) -> str | None:
+    match = re.search(r'boundary="?([^";]+)"?', content_type or "", flags=re.IGNORECASE)
+    return match.group(1) if match else None
+
+
 def parse_batch_response(content_type: str, content: bytes) -> list[tuple[int, Mapping[str, str], bytes]]:
-    """(status, headers, body) of each inner response, in order, change sets flattened."""
-    if "multipart" not in (content_type or ""):
+    """(status, headers, body) of each inner response, in order, change sets flattened.
+
+    A plain split on the multipart boundaries: the stdlib `email` parser costs ~0.5 ms a part, which
+    dominated the client CPU of a 1,000-operation `$batch`."""
+    boundary = _boundary(content_type) if "multipart" in (content_type or "") else None
+    if boundary is None:
         raise DataverseProtocolError(502, "InvalidBatchResponse", f"expected multipart, got {content_type!r}")
-    raw = b"Content-Type: " + content_type.encode() + b"\r\nMIME-Version: 1.0\r\n\r\n" + content
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
     out: list[tuple[int, Mapping[str, str], bytes]] = []
-
-    def walk(m: Any) -> None:
-        if m.is_multipart():
-            for sub in m.iter_parts():
-                walk(sub)
-            return
-        payload = m.get_payload(decode=True)
-        if payload is None:
-            payload = str(m.get_payload()).encode()
-        out.append(_parse_http_response(payload))
-
-    walk(msg)
+    _walk_multipart(boundary, content, out)
     return out
+
+
+def _walk_multipart(boundary: str, content: bytes, out: list[tuple[int, Mapping[str, str], bytes]]) -> None:
+    delimiter = b"--" + boundary.encode()
+    pieces = content.split(delimiter)
+    for piece in pieces[1:]:  # pieces[0] is the preamble
+        if piece.startswith(b"--"):  # the closing delimiter
+            break
+        part = piece[2:] if piece.startswith(b"\r\n") else piece.lstrip(b"\n")
+        sep = part.find(b"\r\n\r\n")
+        head, body = (part[:sep], part[sep + 4 :]) if sep >= 0 else (b"", part)
+        if body.endswith(b"\r\n"):
+            body = body[:-2]
+        part_type = ""
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-type":
+                part_type = value.strip()
+        inner = _boundary(part_type) if part_type.lower().startswith("multipart/") else None
+        if inner:
+            _walk_multipart(inner, body, out)
+        else:
+            out.append(_parse_http_response(body))
 
 
 def _parse_http_response(payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
