@@ -60,15 +60,6 @@ LR_C = 0.5
 INFLUENCE_SAMPLE = 3000
 CALIBRATION_METHODS = ("none", "platt", "isotonic", "blend")
 CALIBRATION_RECENT = 0.5  # alternative fit: only the most recent half of the data given
-# Validation folds smaller than this are judged by blocked cross-validation (CV_BLOCKS contiguous time
-# blocks, each predicted by a calibrator fitted on the others) rather than by one older-vs-newer half
-# split: on a few hundred deals one half-against-half comparison mostly measures noise or seasonality
-# (Maven: quarter-end win spikes), and the "recent half" fits chase it.
-SMALL_FOLD = 3000
-CV_BLOCKS = 5
-# Isotonic (and the blend) need at least this many rows to fit; fewer overfit (scikit-learn's calibration
-# guide recommends the sigmoid below ~1000 samples), so only none / Platt compete then.
-ISOTONIC_MIN_ROWS = 1000
 ONNX_TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
@@ -158,52 +149,18 @@ def _fit_calibration(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, Any
     return {"method": "blend", "weight": 0.5, "a": platt["a"], "b": platt["b"], **points}
 
 
-def _methods(fit_rows: int) -> tuple[str, ...]:
-    return tuple(m for m in CALIBRATION_METHODS if fit_rows >= ISOTONIC_MIN_ROWS or m in ("none", "platt"))
-
-
-def _choose_blocked(p_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
-    """Small folds: every allowed method is judged (ECE, then Brier) on out-of-fold predictions of
-    CV_BLOCKS contiguous time blocks; the winner is refitted on the whole fold."""
-    n = len(p_val)
-    blocks = np.array_split(np.arange(n), CV_BLOCKS)
-    trials: dict[str, dict[str, float]] = {}
-    if n >= 100 and len(np.unique(y_val)) == 2:
-        for method in _methods(n - max(len(b) for b in blocks)):
-            q = np.empty(n)
-            for b in blocks:
-                rest = np.ones(n, dtype=bool)
-                rest[b] = False
-                q[b] = calibrate(p_val[b], _fit_calibration(p_val[rest], y_val[rest], method))
-            trials[f"{method}@cv{CV_BLOCKS}"] = {
-                "ece": round(ece(q, y_val), 5),
-                "brier": round(float(brier_score_loss(y_val, q)), 5),
-            }
-    best = min(trials, key=lambda k: (round(trials[k]["ece"], 3), trials[k]["brier"])) if trials else "platt@cv"
-    cal = _fit_calibration(p_val, y_val, best.split("@")[0])
-    cal["fitted_on"] = {"rows": int(n), "share_of_validation": 1.0, "selection": f"blocked cv ({CV_BLOCKS})"}
-    cal["trials"] = trials
-    return cal
-
-
 def choose_calibration(p_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
-    """Calibration chosen on the validation fold (time-ordered; the test records are never used).
-    Folds of SMALL_FOLD rows or more: every method is fitted on the older half and judged (ECE, then
-    Brier) on the most recent half, where the drift shows; the winner is refitted on the most recent
-    CALIBRATION_RECENT share of the fold (the win rate drifts, so the latest deals say most about the coming
-    ones). Smaller folds: blocked cross-validation (`_choose_blocked`). Isotonic and blend only compete when
-    fitted on at least ISOTONIC_MIN_ROWS rows."""
+    """Calibration chosen on a time-ordered split of the validation fold: every method is fitted on its
+    older half and judged (ECE, then Brier) on its most recent half, where the drift shows; the winner
+    is refitted on the most recent CALIBRATION_RECENT share of the fold (the win rate drifts, so the
+    latest deals say most about the coming ones). The test records are never used."""
     n = len(p_val)
-    if n < SMALL_FOLD:
-        return _choose_blocked(p_val, y_val)
     half = n // 2
     trials: dict[str, dict[str, float]] = {}
     if half >= 50 and len(np.unique(y_val[:half])) == 2 and len(np.unique(y_val[half:])) == 2:
         for method in CALIBRATION_METHODS:
             for recent in (1.0, CALIBRATION_RECENT):
                 start = half - int(half * recent)
-                if method not in _methods(half - start):
-                    continue
                 cal = _fit_calibration(p_val[start:half], y_val[start:half], method)
                 q = calibrate(p_val[half:], cal)
                 key = f"{method}@{recent:g}"
@@ -217,11 +174,7 @@ def choose_calibration(p_val: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
     if len(np.unique(y_val[start:])) < 2:
         start = 0
     cal = _fit_calibration(p_val[start:], y_val[start:], method)
-    cal["fitted_on"] = {
-        "rows": int(n - start),
-        "share_of_validation": float(recent_s),
-        "selection": "older vs newer half",
-    }
+    cal["fitted_on"] = {"rows": int(n - start), "share_of_validation": float(recent_s)}
     cal["trials"] = trials
     return cal
 
@@ -367,7 +320,9 @@ def train_model(
             entry["excluded"] = False
             entry["unused"] = "never filled in the training records"
     spec["features"] = [
-        f for f in spec_all["features"] if not leak[f["name"]]["excluded"] and not leak[f["name"]].get("unused")
+        f
+        for f in spec_all["features"]
+        if not leak[f["name"]]["excluded"] and not leak[f["name"]].get("unused")
     ]
     if not spec["features"]:
         raise InsufficientDataError(
@@ -431,7 +386,9 @@ def train_model(
     p_onnx = raw_probabilities(sess, test_feed)
     diff = float(np.max(np.abs(p_onnx - p_test_raw))) if len(p_onnx) else 0.0
     if not diff <= PARITY_TOLERANCE:
-        raise ExportError(f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set")
+        raise ExportError(
+            f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set"
+        )
     _mark_unused_inputs(final, spec)
     p_test = calibrate(p_test_raw, cal)
     metrics = evaluate(p_test, y_test, readiness)
@@ -483,7 +440,9 @@ def train_model(
         "value_rates": rates,
         "grade_ranges": list(config.grade_ranges),
         "stats": data.stats,
-        "counts": dict(data.counts, training_rows=int(n_train), test_rows=int(n_test), validation_rows=int(n_val)),
+        "counts": dict(
+            data.counts, training_rows=int(n_train), test_rows=int(n_test), validation_rows=int(n_val)
+        ),
         "data_range": {
             "first_close": str(closed_at.iloc[0]),
             "last_close": str(closed_at.iloc[-1]),
@@ -553,7 +512,9 @@ def _influence(
         g = dict(sub)
         v = sub[f["input"]]
         g[f["input"]] = (
-            np.full(v.shape, f["baseline"], dtype=object) if v.dtype == object else np.full_like(v, f["baseline"])
+            np.full(v.shape, f["baseline"], dtype=object)
+            if v.dtype == object
+            else np.full_like(v, f["baseline"])
         )
         deltas[:, j] = np.abs(p0 - calibrate(raw_probabilities(sess, g), cal))
     names = [f["name"] for f in spec["features"]]
