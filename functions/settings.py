@@ -55,6 +55,7 @@ class Settings:
     scoring_queue: str
     readiness_auc_ready: float
     readiness_auc_ok: float
+    training_threads: int = 1
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -135,6 +136,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"MONTHLY_SCORING_QUOTA must be a whole number, got {quota_raw!r}")
         else:
             quota = int(quota_raw)
+    threads_raw = get("TRAINING_THREADS", "1") or "1"
+    threads = int(threads_raw) if threads_raw.isdigit() else 0
+    if not 1 <= threads <= 64:
+        problems.append(f"TRAINING_THREADS must be a whole number from 1 to 64, got {threads_raw!r}")
+        threads = 1
     org_status = (get("ORG_STATUS", "active") or "active").lower()
     if org_status not in _ORG_STATUSES:
         problems.append(f"ORG_STATUS must be one of {', '.join(_ORG_STATUSES)}, got {org_status!r}")
@@ -169,6 +175,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scoring_queue=get("SCORING_QUEUE", "scoring-batches") or "scoring-batches",
         readiness_auc_ready=number("READINESS_AUC_READY", 0.75, 0.5, 1.0),
         readiness_auc_ok=number("READINESS_AUC_OK", 0.65, 0.5, 1.0),
+        training_threads=threads,
     )
     if settings.readiness_auc_ok > settings.readiness_auc_ready:
         problems.append("READINESS_AUC_OK must not exceed READINESS_AUC_READY")

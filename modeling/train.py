@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from modeling import insights
 from modeling.config import ModelConfig
@@ -207,8 +208,8 @@ def calibration_table(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict
     return out
 
 
-def evaluate(p: np.ndarray, y: np.ndarray, readiness: Sequence[float] = DEFAULT_READINESS) -> dict[str, Any]:
-    """Metrics at the F1-optimal threshold (scores above it are predicted won) + AUC, Brier, ECE."""
+def f1_threshold(p: np.ndarray, y: np.ndarray) -> float:
+    """The cut (on a 1%-grid of scores) that maximises F1 when scores above it are predicted won."""
     y = y.astype(int)
     best = (-1.0, 0.5)
     for thr in np.unique(np.round(p, 2)):
@@ -219,7 +220,22 @@ def evaluate(p: np.ndarray, y: np.ndarray, readiness: Sequence[float] = DEFAULT_
         f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
         if f1 > best[0]:
             best = (f1, float(thr))
-    thr = best[1]
+    return best[1]
+
+
+def evaluate(
+    p: np.ndarray,
+    y: np.ndarray,
+    readiness: Sequence[float] = DEFAULT_READINESS,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Metrics at `threshold` (scores above it are predicted won) + AUC, Brier, ECE.
+
+    The threshold must be chosen on other records (train_model takes the F1-optimal cut on the validation
+    fold); without one, the F1-optimal cut on these records is used and the F1 reported is optimistic.
+    """
+    y = y.astype(int)
+    thr = f1_threshold(p, y) if threshold is None else float(threshold)
     pred = p > thr
     tp = int((pred & (y == 1)).sum())
     tn = int((~pred & (y == 0)).sum())
@@ -234,7 +250,8 @@ def evaluate(p: np.ndarray, y: np.ndarray, readiness: Sequence[float] = DEFAULT_
         "accuracy": round((tp + tn) / n, 4) if n else None,
         "precision": round(tp / (tp + fp), 4) if tp + fp else 0.0,
         "recall": round(tp / (tp + fn), 4) if tp + fn else 0.0,
-        "f1": round(best[0], 4),
+        "f1": round(2 * tp / (2 * tp + fp + fn), 4) if tp else 0.0,
+        "threshold_chosen_on": "validation" if threshold is not None else "these records",
         "conversion_rate": round((tp + fn) / n, 4) if n else None,
         "confusion_matrix": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
         "auc": round(auc, 4),
@@ -283,8 +300,26 @@ def train_model(
     seed: int = 0,
     readiness: Sequence[float] = DEFAULT_READINESS,
     candidates: Sequence[str] | None = None,
+    threads: int | None = None,
 ) -> TrainedModel:
-    """Trains, evaluates and exports one version. Raises ExportError when ONNX parity fails."""
+    """Trains, evaluates and exports one version. Raises ExportError when ONNX parity fails.
+
+    `threads` caps the OpenMP / BLAS threads of the fits (None: the libraries' default, every core).
+    HistGradientBoosting's OpenMP threads spin while waiting, so several trainings (or a training and a
+    scoring run) sharing the cores slow each other down several-fold; the app passes TRAINING_THREADS.
+    """
+    with threadpool_limits(limits=threads):
+        return _train_model(data, config, seed=seed, readiness=readiness, candidates=candidates)
+
+
+def _train_model(
+    data: TrainingData,
+    config: ModelConfig,
+    *,
+    seed: int,
+    readiness: Sequence[float],
+    candidates: Sequence[str] | None,
+) -> TrainedModel:
     t0 = time.perf_counter()
     y_all = np.asarray(data.labels, dtype=int)
     order = np.argsort(pd.to_datetime(pd.Series(data.closed_at), utc=True).to_numpy(), kind="stable")
@@ -391,7 +426,9 @@ def train_model(
         )
     _mark_unused_inputs(final, spec)
     p_test = calibrate(p_test_raw, cal)
-    metrics = evaluate(p_test, y_test, readiness)
+    # the cut is chosen on the validation fold, so precision / recall / F1 on the test set are honest
+    threshold = f1_threshold(calibrate(results[chosen]["p_val"], cal), y_val)
+    metrics = evaluate(p_test, y_test, readiness, threshold=threshold)
     metrics["auc_uncalibrated"] = round(float(roc_auc_score(y_test, p_test_raw)), 4)
     metrics["ece_uncalibrated"] = round(ece(p_test_raw, y_test), 4)
 

@@ -83,14 +83,21 @@ def build_training_data(ctx: AppContext, config_doc: dict[str, Any], now: dt.dat
 
 
 def train_model(
-    data: Any, config_doc: dict[str, Any], *, seed: int = 0, readiness: tuple[float, float] | None = None
+    data: Any,
+    config_doc: dict[str, Any],
+    *,
+    seed: int = 0,
+    readiness: tuple[float, float] | None = None,
+    threads: int | None = None,
 ) -> Any:
     """modeling.train.train_model on a stored configuration -> TrainedModel(onnx_bytes, meta, ...)."""
     from modeling.config import ModelConfig
     from modeling.train import DEFAULT_READINESS
     from modeling.train import train_model as fit
 
-    return fit(data, ModelConfig.from_json(config_doc), seed=seed, readiness=readiness or DEFAULT_READINESS)
+    return fit(
+        data, ModelConfig.from_json(config_doc), seed=seed, readiness=readiness or DEFAULT_READINESS, threads=threads
+    )
 
 
 def scorer(onnx: bytes, meta: dict[str, Any]) -> Any:
@@ -135,7 +142,9 @@ def train(
     try:
         data = build_training_data(ctx, config_doc, now)
         cutoffs = (ctx.settings.readiness_auc_ready, ctx.settings.readiness_auc_ok)
-        trained = train_model(data, config_doc, seed=seed, readiness=cutoffs)
+        trained = train_model(
+            data, config_doc, seed=seed, readiness=cutoffs, threads=ctx.settings.training_threads
+        )
         meta = dict(trained.meta)
         meta.update(
             {

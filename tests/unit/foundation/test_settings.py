@@ -39,6 +39,8 @@ def test_missing_setting_is_named(missing):
         ("ORG_STATUS", "paused"),
         ("DATAVERSE_CA_BUNDLE", "/no/such/file.pem"),
         ("DATAVERSE_USE_MANAGED_IDENTITY", "maybe"),
+        ("TRAINING_THREADS", "0"),
+        ("TRAINING_THREADS", "many"),
     ],
 )
 def test_malformed_setting_is_named(name, value):

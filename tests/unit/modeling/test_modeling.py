@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modeling import train as train_module
 from modeling.config import ModelConfig, apply_edit, ensure_deletable, find_overlaps, validate_config
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.errors import ConfigError, ConflictError, InsufficientDataError
 from modeling.features import MISSING, OTHER, build_spec, prepare_with_report
 from modeling.scoring import Scorer, grade_for, reasons_json, trend
-from modeling.train import train_model
+from modeling.train import evaluate, f1_threshold, train_model
 from tests.unit.modeling import synth
 
 MD = synth.metadata()
@@ -282,6 +283,41 @@ def test_training_metrics_export_and_insights(trained):
         > rates["values"]["No Committed Budget"]["rate"]
     )
     assert "were won (all: " in rates["values"]["Will Buy"]["text"]
+
+
+def test_threshold_is_chosen_before_the_test_set_is_seen(trained):
+    _, _, model = trained
+    met = model.meta["metrics"]
+    assert met["threshold_chosen_on"] == "validation"
+    cm = met["confusion_matrix"]
+    precision = cm["tp"] / (cm["tp"] + cm["fp"])
+    assert met["precision"] == round(precision, 4)
+
+
+def test_evaluate_uses_the_given_threshold_not_the_best_one_on_these_records():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])
+    assert f1_threshold(p, y) == 0.3  # everything above 0.3 predicted won: tp 4, fp 1
+    best = evaluate(p, y)
+    given = evaluate(p, y, threshold=0.65)  # won above 0.65: 0.7 and 0.9 right, 0.8 wrong
+    assert best["threshold"] == 30 and best["threshold_chosen_on"] == "these records"
+    assert given["threshold"] == 65 and given["threshold_chosen_on"] == "validation"
+    assert given["confusion_matrix"] == {"tp": 2, "fp": 1, "tn": 3, "fn": 2}
+    assert given["f1"] < best["f1"]
+
+
+def test_training_threads_are_capped(tables, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    seen = {}
+
+    def fake_train(*args, **kwargs):
+        seen["pools"] = threadpool_info()
+
+    monkeypatch.setattr(train_module, "_train_model", fake_train)
+    train_model(None, None, threads=1)
+    openmp = [p for p in seen["pools"] if p["user_api"] == "openmp"]
+    assert openmp and all(p["num_threads"] == 1 for p in openmp)
 
 
 def test_readiness_cutoffs_are_configurable(tables):
