@@ -61,7 +61,7 @@ class JsonBlobs:
         return str(result.get("etag", ""))
 
     def list(self, prefix: str) -> list[str]:
-        return [b for b in self.container.list_blob_names(name_starts_with=prefix)]
+        return list(self.container.list_blob_names(name_starts_with=prefix))
 
     def delete(self, path: str) -> bool:
         try:

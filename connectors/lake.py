@@ -369,17 +369,13 @@ class Lake:
 
     # ------------------------------------------------------------------ blobs
     def list(self, prefix: str) -> list[str]:
-        return list(self.container.list_blob_names(name_starts_with=prefix))
+        return self.json.list(prefix)
 
     def exists(self, path: str) -> bool:
         return bool(self.container.get_blob_client(path).exists())
 
     def delete(self, path: str) -> bool:
-        try:
-            self.container.delete_blob(path)
-            return True
-        except ResourceNotFoundError:
-            return False
+        return self.json.delete(path)
 
     def delete_paths(self, paths: Sequence[str]) -> int:
         deleted = 0

@@ -61,13 +61,11 @@ def error_from_exception(exc: BaseException) -> func.HttpResponse:
     code = getattr(exc, "code", None)
     if isinstance(status, int) and isinstance(code, str) and 400 <= status < 600:
         extra: dict[str, Any] = {}
-        # `detail` (modeling errors) and `details` both surface as "details", e.g. the overlapping models
-        # of a 409 or the found/needed counts of a 422.
+        # "details", e.g. the overlapping models of a 409 or the found/needed counts of a 422.
         for attr, key in (
             ("field", "field"),
             ("rule", "rule"),
             ("details", "details"),
-            ("detail", "details"),
             ("request_id", "requestId"),
         ):
             value = getattr(exc, attr, None)

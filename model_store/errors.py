@@ -4,21 +4,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from modeling.errors import TypedError
 
 
-class ModelStoreError(Exception):
+class ModelStoreError(TypedError):
     status = 500
     code = "ModelStoreError"
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, **details: Any):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
-        self.details: dict[str, Any] | None = details or None
 
 
 class ModelNotFound(ModelStoreError):

@@ -5,25 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 
-class ModelingError(Exception):
-    """Base of every error meant for a caller; `functions/http.py` maps `status`/`code` to a response."""
+class TypedError(Exception):
+    """Base of every error meant for a caller (modeling, the model store, scoring): an HTTP `status`, a
+    `code`, the message and optional `details`; `functions/http.py` maps them to a JSON error response."""
 
-    status = 400
-    code = "ModelingError"
+    status = 500
+    code = "Error"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, **detail: Any):
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, **details: Any):
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
-        self.detail: dict[str, Any] = detail
+        self.details: dict[str, Any] | None = details or None
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return self.details or {}
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message}
         out.update(self.detail)
         return out
+
+
+class ModelingError(TypedError):
+    """Base of the modeling domain's errors (bad configurations and data are 4xx)."""
+
+    status = 400
+    code = "ModelingError"
 
 
 class ConfigError(ModelingError):

@@ -68,6 +68,7 @@ import pyarrow as pa
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
 from connectors.blobs import JsonBlobs
+from modeling.errors import TypedError
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +120,11 @@ STAGED_SCHEMA = pa.schema(
 )
 
 
-class ScoringError(Exception):
+class ScoringError(TypedError):
     """A scoring request that cannot be served; carries an HTTP status and a code."""
 
     status = 400
     code = "ScoringError"
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, **details: Any):
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
-        self.details = details or None
 
 
 class BatchFailed(ScoringError):

@@ -23,7 +23,7 @@ from functions.settings import load_settings
 from model_store.store import ModelStore
 from modeling.errors import InsufficientDataError
 from tests.conftest import registry
-from tests.unit.models.fakes import FakeContainer
+from tests.unit.fakes import FakeContainer
 
 ENV = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",

@@ -17,7 +17,7 @@ from model_store.errors import (
     VersionNotFound,
 )
 from model_store.store import ModelStore, sha256_hex
-from tests.unit.models.fakes import FakeContainer
+from tests.unit.fakes import FakeContainer
 
 ONNX = b"\x08\x07fake-onnx-bytes"
 

@@ -1,5 +1,6 @@
-"""An in-memory stand-in for azure.storage.blob.ContainerClient: the calls JsonBlobs and ModelStore make,
-with the same create-only and ETag semantics (ResourceExistsError / ResourceModifiedError)."""
+"""An in-memory stand-in for azure.storage.blob.ContainerClient (unit tests only): the calls JsonBlobs,
+ModelStore and the scoring service make, with the same create-only and ETag semantics
+(ResourceExistsError / ResourceModifiedError / ResourceNotFoundError)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,6 @@ class FakeContainer:
         self.blobs: dict[str, tuple[bytes, str]] = {}
         self._etags = itertools.count(1)
         self._lock = threading.Lock()
-
-    def upload_blob(self, name: str, data: Any, **kw: Any) -> Any:
-        """Like ContainerClient.upload_blob: returns a blob client, not the response."""
-        self._upload(name, data, **kw)
-        return self.get_blob_client(name)
 
     def _upload(
         self,
@@ -46,6 +42,10 @@ class FakeContainer:
             self.blobs[name] = (body, new)
             return {"etag": new}
 
+    def upload_blob(self, name: str, data: Any, **kw: Any) -> Any:
+        self._upload(name, data, **kw)
+        return self.get_blob_client(name)
+
     def get_blob_client(self, name: str) -> Any:
         return SimpleNamespace(upload_blob=lambda data, **kw: self._upload(name, data, **kw))
 
@@ -59,6 +59,15 @@ class FakeContainer:
     def list_blob_names(self, name_starts_with: str = "") -> list[str]:
         with self._lock:
             return sorted(n for n in self.blobs if n.startswith(name_starts_with))
+
+    def walk_blobs(self, name_starts_with: str = "", delimiter: str = "/") -> list[Any]:
+        seen: dict[str, Any] = {}
+        for n in self.list_blob_names(name_starts_with):
+            rest = n[len(name_starts_with) :]
+            head = rest.split(delimiter, 1)
+            key = name_starts_with + head[0] + (delimiter if len(head) > 1 else "")
+            seen.setdefault(key, SimpleNamespace(name=key))
+        return list(seen.values())
 
     def delete_blob(self, name: str) -> None:
         with self._lock:
