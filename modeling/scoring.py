@@ -78,6 +78,24 @@ def count_sentence(won: float, closed: float, what: str, global_rate: float, rat
     return f"{won_i:,} of {closed_i:,} {what} were won (all: {global_rate:.0%})"
 
 
+AGAINST_MIN_GAP = 0.03  # a rate within 3 points of the overall rate is "about average": no clause
+
+
+def against_note(rate: float | None, global_rate: float | None, points: float) -> str:
+    """A clause for a reason whose rate points the other way than its impact on this deal's score.
+
+    A value can be won less often than average overall and still raise this deal's score (its effect
+    depends on the deal's other values, e.g. a large amount in a stage where large deals do well); the
+    clause says so with the points, so a seller never reads "12% were won (all: 29%)" as a plus."""
+    if rate is None or global_rate is None or not np.isfinite(rate) or abs(rate - global_rate) < AGAINST_MIN_GAP:
+        return ""
+    if (rate > global_rate) == (points > 0):
+        return ""
+    n = round(abs(points))
+    by = "less than 1 point" if n < 1 else f"{n} point{'s' if n != 1 else ''}"
+    return f"; with this deal's other values it {'raises' if points > 0 else 'lowers'} the score by {by}"
+
+
 def calibrate(p: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
     """The model's probability -> calibrated probability. Methods (meta["calibration"]["method"]):
     "platt": sigmoid(a * logit(p) + b); "isotonic": piecewise-linear through the fitted points
@@ -470,7 +488,7 @@ class Scorer:
         stage_g = {g for g, f in enumerate(primary) if f["name"] == "d_stage_time_vs_won"}
         days_l = None if stage_days is None else stage_days.tolist()
         ratio_l = None if stage_ratio is None else stage_ratio.tolist()
-        templates: dict[tuple[int, str], tuple[str, str, str, str]] = {}
+        templates: dict[tuple[int, str], tuple[str, str, str, str, float | None, float | None]] = {}
 
         def reason(i: int, g: int) -> dict[str, Any]:
             key = key_lists[g][i]
@@ -478,12 +496,17 @@ class Scorer:
             if t is None:
                 t = templates[(g, key)] = self._template(primary[g], key)
             c = count_lists[g]
+            rate, global_rate = t[4], t[5]
             if c is not None:
-                text = count_sentence(c[0][i], c[1][i], c[2], c[3], None if c[4] is None else c[4][i])
+                won, closed, smoothed = c[0][i], c[1][i], None if c[4] is None else c[4][i]
+                text = count_sentence(won, closed, c[2], c[3], smoothed)
+                rate = won / closed if np.isfinite(closed) and closed >= 1 else smoothed
+                global_rate = c[3]
             elif g in stage_g and days_l is not None:
                 text = self._stage_sentence(days_l[i], np.nan if ratio_l is None else ratio_l[i], primary[g], key, t[3])
             else:
                 text = t[3]
+            text += against_note(rate, global_rate, points[i][g])
             return {"attribute": t[0], "label": t[1], "value": t[2], "impact": points[i][g], "text": text}
 
         return [
@@ -508,8 +531,10 @@ class Scorer:
             return head
         return f"{head}: {value['rate']:.0%} of such opportunities were won (all: {rates['global_rate']:.0%})"
 
-    def _template(self, item: Mapping[str, Any], key: str) -> tuple[str, str, str, str]:
-        """(attribute, label, shown value, sentence) of one feature value."""
+    def _template(
+        self, item: Mapping[str, Any], key: str
+    ) -> tuple[str, str, str, str, float | None, float | None]:
+        """(attribute, label, shown value, sentence, the value's win rate, the global win rate)."""
         rates = self.rates.get(item["name"], {})
         value = rates.get("values", {}).get(key)
         global_rate = rates.get("global_rate")
@@ -519,4 +544,5 @@ class Scorer:
             text = f"{item['label']} = {display_value(key)} is rare in past deals (all: {global_rate:.0%} won)"
         else:
             text = f"{item['label']} = {display_value(key)}"
-        return str(item["name"]), str(item["label"]), display_value(key), text
+        rate = None if value is None else float(value["rate"])
+        return str(item["name"]), str(item["label"]), display_value(key), text, rate, global_rate

@@ -3,12 +3,14 @@ fast impact path (features prepared once, only the model's trees rerun) equal to
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from modeling.config import validate_config
 from modeling.dataset import build_scoring_frame, build_training_frame
-from modeling.scoring import FACT_GROUPS, NO_INFO_MIN_IMPACT, Scorer
+from modeling.scoring import FACT_GROUPS, NO_INFO_MIN_IMPACT, Scorer, against_note
 from modeling.train import train_model
 from tests.unit.modeling import synth
 
@@ -122,3 +124,37 @@ def test_fast_path_with_a_linear_model(scored):
     a, b = fast.score(sf), plain.score(sf)
     for ra, rb in zip(a["reasons"], b["reasons"], strict=True):
         assert np.allclose([r["impact"] for r in _all(ra)], [r["impact"] for r in _all(rb)], atol=0.011)
+
+
+_RATE = re.compile(r"(?:(\d[\d,]*) of (\d[\d,]*) [^:;]*? were won|(\d+)% of [^;]*? were won) \(all: (\d+)%\)")
+
+
+def test_a_reason_never_reads_against_its_impact(scored):
+    """A sentence whose rate is below the overall rate on the positive side (or above it on the negative
+    side) says that, with the deal's other values, it still raises (lowers) the score, with the points."""
+    _, _, _, out = scored
+    checked = noted = 0
+    for rs in out["reasons"]:
+        for r in _all(rs):
+            m = _RATE.search(r["text"])
+            if not m:
+                continue
+            won, closed, pct, overall = m.groups()
+            rate = int(won.replace(",", "")) / int(closed.replace(",", "")) if won else int(pct) / 100
+            against = (rate - int(overall) / 100) * r["impact"] < 0 and abs(rate - int(overall) / 100) >= 0.035
+            checked += 1
+            if against:
+                noted += 1
+                verb = "raises" if r["impact"] > 0 else "lowers"
+                assert f"with this deal's other values it {verb} the score by" in r["text"], r
+    assert checked > 100
+
+
+def test_against_note():
+    assert against_note(0.12, 0.29, 4.2) == "; with this deal's other values it raises the score by 4 points"
+    assert against_note(0.5, 0.29, -0.6) == "; with this deal's other values it lowers the score by 1 point"
+    assert against_note(0.5, 0.29, -0.2) == "; with this deal's other values it lowers the score by less than 1 point"
+    assert against_note(0.31, 0.29, -3.0) == ""  # within 3 points of the overall rate: about average
+    assert against_note(0.5, 0.29, 3.0) == ""  # same direction
+    assert against_note(0.295, 0.29, -3.0) == ""  # no real difference
+    assert against_note(None, 0.29, 3.0) == ""
