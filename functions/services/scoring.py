@@ -37,6 +37,7 @@ scoring/runs/<run>/done/score-<NNNNN>.json       # terminal markers (listing the
 scoring/runs/<run>/done/write-<RRR>-<CCCCC>.json
 scoring/runs/<run>/superseded.json               # a later scheduled run replaced this unfinished one
 scoring/runs/<run>/report.json                   # the report (also reports/scoring/<run>.json)
+# once a run is final (succeeded or superseded) its batches/*.parquet and staged/ are deleted (drop_scratch)
 scoring/history/<run>/chunk-<RRR>-<CCCCC>.parquet  # every row written: what, when, by which model version
 scoring/state/manifest.json                      # compacted last-written score per opportunity ...
 scoring/state/scores-<id>.parquet                # ... and the final runs folded into it
@@ -1309,6 +1310,8 @@ def finish_run(ctx: Any, run_id: str, *, superseded_by: str | None = None) -> di
     else:
         report["status"], report["final"] = "succeeded", True
         error = None
+    if report["final"]:
+        report["scratchDeleted"] = drop_scratch(ctx, run_id)
     blobs.write(f"{_run_prefix(run_id)}report.json", report)
     blobs.write(f"reports/scoring/{run_id}.json", report)
     if report["quotaReached"]:
@@ -1336,6 +1339,22 @@ def finish_run(ctx: Any, run_id: str, *, superseded_by: str | None = None) -> di
     except Exception as exc:  # noqa: BLE001 - runs planned without a job (job=False) have none
         log.debug("run %s has no job to complete: %s", run_id, type(exc).__name__)
     return report
+
+
+def drop_scratch(ctx: Any, run_id: str) -> int:
+    """Delete a final run's working data (batch frames, staged rows: the Parquet under batches/ and
+    staged/), which nothing reads once the run is final; the lake would otherwise grow by a copy of every
+    eligible opportunity each day. The JSON checkpoints and markers stay (a redelivered message still finds
+    its item done), and so do the plan, the report and the score history. Returns the blobs deleted."""
+    blobs = JsonBlobs(ctx.lake_container)
+    prefix = _run_prefix(run_id)
+    paths = [
+        p
+        for sub in ("batches/", "staged/")
+        for p in blobs.list(prefix + sub)
+        if p.endswith(".parquet")
+    ]
+    return sum(_parallel(blobs.delete, paths))
 
 
 # -------------------------------------------------------------------------------------------- poison

@@ -179,6 +179,27 @@ def test_redelivered_and_resumed_items_never_write_twice(patched: Any) -> None:
     assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
 
 
+def test_a_final_run_drops_its_working_data_and_late_redeliveries_stay_harmless(patched: Any) -> None:
+    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    plan = scoring.plan_run(ctx, batch_size=1000)
+    prefix = f"scoring/runs/{plan['runId']}/"
+    messages = []
+    while ctx.messages:
+        messages.append(ctx.messages.pop(0))
+        scoring.handle_message(ctx, json.dumps(messages[-1]))
+    assert len(messages) == 3 + 3, "3 scoring batches, 3 write chunks"
+    left = ctx.lake_container.list_blob_names(prefix)
+    assert not [p for p in left if p.endswith(".parquet")], "batch frames and staged rows are deleted"
+    assert f"{prefix}plan.json" in left and f"{prefix}report.json" in left
+    report = ctx.jobs.get(plan["runId"])["result"]
+    assert report["scratchDeleted"] == 3 + 3  # 3 batch frames + 3 staged parts
+    assert ctx.lake_container.list_blob_names(f"scoring/history/{plan['runId']}/"), "the history stays"
+    calls = len(ctx.dataverse.calls)
+    for m in messages:  # every message delivered again after the run finished
+        assert scoring.handle_message(ctx, json.dumps(m))["alreadyDone"] is True
+    assert len(ctx.dataverse.calls) == calls
+
+
 def test_a_chunk_killed_after_its_write_is_redone_with_the_same_rows(
     patched: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
