@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATUS_FIELDS = training._STATUS_FIELDS
+REGISTRY_LEASE = "model-registry"  # held while a creation re-checks the rules and stores its configuration
+REGISTRY_LEASE_WAIT = 20.0  # seconds a creation waits for another one before 409 RegistryBusy
 
 
 def _audited(
@@ -238,7 +240,9 @@ def create_model(
 ) -> dict[str, Any]:
     """Validate (400 / 409), check the lake holds enough data (422), store the configuration and queue its
     first training. Returns {"model", "job"}."""
+    from connectors.lake import LeaseBusy
     from modeling.config import validate_config
+    from modeling.errors import ConflictError
 
     store: ModelStore = ctx.model_store
     now = now or training.utcnow()
@@ -246,18 +250,32 @@ def create_model(
 
     def create() -> dict[str, Any]:
         metadata = training.load_metadata(ctx.lake)
-        config = validate_config(
-            payload,
-            existing=_existing(store),
-            processes=metadata["processes"],
-            attributes=metadata["attributes"],
-            optionsets=metadata["optionsets"],
-            now=now,
-        )
+
+        def validated() -> Any:
+            return validate_config(
+                payload,
+                existing=_existing(store),
+                processes=metadata["processes"],
+                attributes=metadata["attributes"],
+                optionsets=metadata["optionsets"],
+                now=now,
+            )
+
+        config = validated()
         doc = _config_json(config)
         data = training.build_training_data(ctx, doc, now)  # InsufficientDataError (422) before anything
-        doc.update({"status": "queued", "createdBy": actor})
-        store.create_config(config.name, doc)
+        # The 10-model limit and the overlap rule are checked again under the registry lease, so two
+        # creations at once cannot both pass them (the slow data check above stays outside the lease).
+        try:
+            with ctx.lake.lease(REGISTRY_LEASE, duration=15, wait=REGISTRY_LEASE_WAIT):
+                config = validated()
+                doc = _config_json(config)
+                doc.update({"status": "queued", "createdBy": actor})
+                store.create_config(config.name, doc)
+        except LeaseBusy as exc:
+            raise ConflictError(
+                f"another model is being created; retry in a few seconds ({exc})", code="RegistryBusy"
+            ) from exc
         job = training.enqueue_training(ctx, config.name, reason="create", actor=actor)
         store.audit(
             "create",

@@ -5,7 +5,9 @@ tests/integration/models."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from connectors.blobs import JsonBlobs
 from connectors.jobs import JobStore
+from connectors.lake import LeaseBusy
 from functions.app_context import AppContext, set_context
 from functions.services import training
 from functions.settings import load_settings
@@ -70,9 +73,21 @@ METADATA = {
 class FakeLake:
     def __init__(self) -> None:
         self.docs: dict[str, Any] = dict(METADATA)
+        self.locks: dict[str, threading.Lock] = {}
 
     def read_json(self, path: str) -> Any:
         return self.docs.get(path)
+
+    @contextlib.contextmanager
+    def lease(self, name: str, *, duration: int = 60, wait: float = 0.0, poll: float = 1.0) -> Iterator[None]:
+        """Lake.lease's contract: one holder at a time, LeaseBusy after `wait` seconds."""
+        lock = self.locks.setdefault(name, threading.Lock())
+        if not lock.acquire(timeout=max(wait, 0.001)):
+            raise LeaseBusy(f"locks/{name}.lock is leased by another run")
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 class FakeQueue:

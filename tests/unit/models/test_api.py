@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import numpy as np
 import pytest
 from azure.functions.timer import TimerRequest
 
+from functions.services import training
 from tests.conftest import registry
 from tests.unit.models.conftest import call, work
 
@@ -117,6 +119,34 @@ def test_eleventh_model_is_refused(ctx):
     assert status == 409 and body["error"]["code"] == "ModelLimitReached"
     status, body, _ = call("list_models")
     assert status == 200 and len(body["models"]) == 10 and body["limit"] == 10
+
+
+def test_two_creations_at_once_cannot_both_take_the_tenth_place(ctx, domain, monkeypatch):
+    for i in range(9):
+        assert create({"name": f"R{i}", "filterColumn": "new_region", "filterValues": [str(i)]})[0] == 202
+    both_checked = threading.Barrier(2)
+    build = domain.build
+
+    def slow_build(*args, **kwargs):  # both pass the first check of the limit before either stores
+        both_checked.wait(timeout=10)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(training, "build_training_data", slow_build)
+    results = {}
+
+    def create_one(name, region):
+        results[name] = create({"name": name, "filterColumn": "new_region", "filterValues": [region]})
+
+    threads = [threading.Thread(target=create_one, args=(n, r)) for n, r in (("A", "9"), ("B", "10"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    statuses = sorted(r[0] for r in results.values())
+    assert statuses == [202, 409], results
+    refused = next(r[1] for r in results.values() if r[0] == 409)
+    assert refused["error"]["code"] == "ModelLimitReached"
+    assert len(ctx.model_store.list_configs()) == 10
 
 
 def test_insufficient_data_is_422_with_counts_and_creates_nothing(ctx, domain):
