@@ -63,8 +63,13 @@ def step(title: str) -> None:
 
 def show_performance(perf: dict[str, Any]) -> None:
     m = perf.get("metrics", perf)
-    keys = ["auc", "brier", "ece", "accuracy", "precision", "recall", "f1", "threshold", "conversionRate"]
-    print("  " + "  ".join(f"{k}={m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "" for k in keys if k in m))
+    keys = ["auc", "brier", "ece", "accuracy", "precision", "recall", "f1", "conversionRate"]
+    print("  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), (int, float))))
+    if isinstance(m.get("threshold"), (int, float)):
+        print(
+            f"  precision/recall/F1 at score > {m['threshold']:g} (the F1-best cut on the validation fold, "
+            f"chosen before the test set was seen)"
+        )
     if "readiness" in perf or "readiness" in m:
         print(f"  readiness: {perf.get('readiness', m.get('readiness'))}")
     cm = m.get("confusionMatrix") or m.get("confusion_matrix")
