@@ -166,6 +166,8 @@ def run_all(
                 "name": (doc or {}).get("name", short_name(path)),
                 "size": size,
                 "command": shown,
+                "commit": _git_commit(),
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "ok": ok,
                 **outcome,
                 "output": doc,
@@ -183,6 +185,14 @@ def run_all(
                 f"[bench]   {state} in {outcome['wall_s']:.1f} s, peak {outcome['peak_rss_mib']} MiB\n"
             )
     return _document(mode, runs)
+
+
+def merge_runs(kept: list[dict[str, Any]], fresh: list[dict[str, Any]], order: list[str]) -> list[dict[str, Any]]:
+    """Fresh runs replace kept runs of the same (script, size); the rest are kept; sorted as discovered."""
+    new = {(r["script"], r["size"]) for r in fresh}
+    rank = {s: i for i, s in enumerate(order)}
+    runs = [r for r in kept if (r["script"], r["size"]) not in new] + list(fresh)
+    return sorted(runs, key=lambda r: (rank.get(r["script"], len(rank)), r["size"]))
 
 
 def _document(mode: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -216,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--list", action="store_true", help="list the benchmarks and their sizes, run nothing"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks' runs from bench/out/results.json (with --only: rerun just those; "
+        "the report names each run's commit)",
+    )
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     if args.list:
@@ -226,12 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     results_path = OUT_DIR / "results.json"
     from bench.report import write_report
 
+    kept: list[dict[str, Any]] = []
+    if args.merge and results_path.exists():
+        previous = json.loads(results_path.read_text())
+        if previous.get("mode") == mode:
+            kept = [dict(r, commit=r.get("commit") or previous.get("commit")) for r in previous.get("runs", [])]
+
+    order = [p.stem for p in discover()]
+
+    def merged(doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "runs": merge_runs(kept, doc["runs"], order), "merged": bool(kept)}
+
     def save(doc: dict[str, Any]) -> None:
+        doc = merged(doc)
         results_path.write_text(json.dumps(doc, indent=1))
         write_report(doc, args.report)
 
     doc = run_all(mode, args.only, args.reps, args.timeout or DEFAULT_TIMEOUT_S[mode], OUT_DIR, on_run=save)
     save(doc)
+    doc = merged(doc)
     failed = [r for r in doc["runs"] if not r["ok"]]
     sys.stderr.write(
         f"[bench] {len(doc['runs']) - len(failed)} of {len(doc['runs'])} runs ok; "

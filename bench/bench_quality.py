@@ -483,9 +483,11 @@ def measure_dataset(ds: DataSet, size: int, reps: int, seed: int) -> dict[str, A
     )
     entry["notes"] += product.checks
     entry["notes"].append(
-        f"The product chose `{product.meta.get('algorithm')}` with Platt calibration; its F1-optimal "
-        f"threshold ({threshold_pct}%) is chosen by the product on its test records "
-        "(modeling.train.evaluate), while each peer's threshold is chosen on its training records only."
+        f"The product chose `{product.meta.get('algorithm')}` with "
+        f"`{(product.meta.get('calibration') or {}).get('method', '?')}` calibration; its threshold "
+        f"({threshold_pct}%) is the F1-best cut on its validation fold "
+        f"(chosen on: {m.get('threshold_chosen_on', 'the test records: an older version')}), and each peer's "
+        "threshold is chosen on its training records only: no threshold sees the test records."
     )
     if derived:
         entry["notes"].append(

@@ -288,6 +288,7 @@ def _runs_section(doc: dict[str, Any]) -> list[str]:
                 fmt(r.get("wall_s")),
                 fmt(r.get("peak_rss_mib")),
                 f"`{r['command']}`",
+                f"`{r.get('commit') or doc.get('commit')}`",
             ]
         )
     lines = [
@@ -296,7 +297,7 @@ def _runs_section(doc: dict[str, Any]) -> list[str]:
         "Wall time and peak resident memory of each benchmark's own process, measured by the runner "
         "(`os.wait4`; the servers a benchmark starts are separate processes and not included).",
         "",
-        *table(["benchmark", "size", "status", "wall s", "peak RSS MiB", "command"], rows, "lrlrrl"),
+        *table(["benchmark", "size", "status", "wall s", "peak RSS MiB", "command", "commit"], rows, "lrlrrll"),
         "",
     ]
     for r in doc.get("runs", []):
@@ -416,12 +417,18 @@ def render(doc: dict[str, Any], report_path: Path, charts: Sequence[Path] = ()) 
     argv = " ".join(doc.get("argv", ["python", "-m", "bench"]))
     runs = doc.get("runs", [])
     failed = [r for r in runs if not r.get("ok")]
+    commits = sorted({str(r.get("commit") or doc.get("commit")) for r in runs})
+    at = (
+        f"at commit `{doc.get('commit')}`"
+        if len(commits) <= 1
+        else "merging runs made at commits " + ", ".join(f"`{c}`" for c in commits) + " (see Every run)"
+    )
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `{argv}` on {doc.get('generated_at')} at commit `{doc.get('commit')}` "
+        f"Written by `{argv}` on {doc.get('generated_at')} {at} "
         f"({mode} run: {len(runs) - len(failed)} of {len(runs)} benchmark runs succeeded). "
-        "Every number below comes from that run; nothing is edited by hand.",
+        "Every number below comes from those runs; nothing is edited by hand.",
         "",
         "Reproduce: `make bench` (the full run, as `python -m bench`), `make bench BENCH_ARGS=--quick` "
         "(small sizes, a few minutes), or one benchmark alone: `python -m bench --only quality` or "

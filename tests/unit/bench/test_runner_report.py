@@ -171,6 +171,26 @@ def test_report_renders_every_section_from_the_results(tmp_path: Path) -> None:
     assert "![speed_ratios](charts/speed_ratios.png)" in text
 
 
+def test_merge_keeps_other_runs_and_the_report_names_each_commit(tmp_path: Path) -> None:
+    kept = [
+        {"script": "bench_quality", "size": 10, "commit": "old", "v": 1},
+        {"script": "bench_sync", "size": 5, "commit": "old", "v": 1},
+        {"script": "bench_sync", "size": 50, "commit": "old", "v": 1},
+    ]
+    fresh = [{"script": "bench_sync", "size": 5, "commit": "new", "v": 2}]
+    runs = runner.merge_runs(kept, fresh, ["bench_quality", "bench_sync"])
+    assert [(r["script"], r["size"], r["v"]) for r in runs] == [
+        ("bench_quality", 10, 1),
+        ("bench_sync", 5, 2),
+        ("bench_sync", 50, 1),
+    ]
+    doc = _doc()
+    doc["runs"][0]["commit"] = "def"
+    text = report.write_report(doc, tmp_path / "BENCHMARKS.md", tmp_path / "charts").read_text()
+    assert "merging runs made at commits `abc`, `def`" in text
+    assert "| `def` |" in text
+
+
 def test_slowest_imports_sums_self_time_per_package() -> None:
     err = (
         "import time: self [us] | cumulative | imported package\n"
