@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +71,8 @@ COUNT_REASONS = {
 def count_sentence(won: float, closed: float, what: str, global_rate: float, rate: float | None = None) -> str:
     """ "7 of 9 similar past deals were won (all: 29%)". With no such deal closed but a smoothed `rate` that
     differs from the global rate (similar deals: broader matches), that rate is stated instead."""
-    if not np.isfinite(closed) or closed < 1:
-        if rate is not None and np.isfinite(rate) and abs(rate - global_rate) >= 0.005:
+    if not math.isfinite(closed) or closed < 1:
+        if rate is not None and math.isfinite(rate) and abs(rate - global_rate) >= 0.005:
             return f"No {what} closed yet; broader matches: about {rate:.0%} won (all: {global_rate:.0%})"
         return f"No {what} closed yet (all: {global_rate:.0%} won)"
     won_i, closed_i = int(won + 0.5), int(closed + 0.5)
@@ -81,15 +82,21 @@ def count_sentence(won: float, closed: float, what: str, global_rate: float, rat
 AGAINST_MIN_GAP = 0.03  # a rate within 3 points of the overall rate is "about average": no clause
 
 
+def direction(rate: float | None, global_rate: float | None) -> int:
+    """+1 / -1 when a rate is clearly above / below the overall rate (by AGAINST_MIN_GAP), else 0."""
+    if rate is None or global_rate is None or not math.isfinite(rate):
+        return 0
+    return 1 if rate >= global_rate + AGAINST_MIN_GAP else -1 if rate <= global_rate - AGAINST_MIN_GAP else 0
+
+
 def against_note(rate: float | None, global_rate: float | None, points: float) -> str:
     """A clause for a reason whose rate points the other way than its impact on this deal's score.
 
     A value can be won less often than average overall and still raise this deal's score (its effect
     depends on the deal's other values, e.g. a large amount in a stage where large deals do well); the
     clause says so with the points, so a seller never reads "12% were won (all: 29%)" as a plus."""
-    if rate is None or global_rate is None or not np.isfinite(rate) or abs(rate - global_rate) < AGAINST_MIN_GAP:
-        return ""
-    if (rate > global_rate) == (points > 0):
+    d = direction(rate, global_rate)
+    if d == 0 or (d > 0) == (points > 0):
         return ""
     n = round(abs(points))
     by = "less than 1 point" if n < 1 else f"{n} point{'s' if n != 1 else ''}"
@@ -477,53 +484,82 @@ class Scorer:
         k = min(TOP_REASONS, len(self.groups))
         order_pos = np.argsort(-ranked, axis=1)[:, :k]
         order_neg = np.argsort(ranked, axis=1)[:, :k]
-        pos_ok = (np.take_along_axis(ranked, order_pos, axis=1) > 0).tolist()
-        neg_ok = (np.take_along_axis(ranked, order_neg, axis=1) < 0).tolist()
+        # sorted, so the reasons shown on a side are a prefix of its order: keep how many
+        n_pos = (np.take_along_axis(ranked, order_pos, axis=1) > 0).sum(axis=1).tolist()
+        n_neg = (np.take_along_axis(ranked, order_neg, axis=1) < 0).sum(axis=1).tolist()
         order_pos_l, order_neg_l = order_pos.tolist(), order_neg.tolist()
         key_lists = [kk.tolist() for kk in keys]
         count_lists = [
             None if c is None else (c[0].tolist(), c[1].tolist(), c[2], c[3], None if c[4] is None else c[4].tolist())
             for c in counts
         ]
+        # per row: is the count sentence's rate clearly above (+1) / below (-1) the overall rate
+        count_dirs = [None if c is None else self._count_directions(*c) for c in counts]
+        count_texts: dict[tuple[Any, ...], str] = {}
+        stage_texts: dict[tuple[Any, ...], str] = {}
         stage_g = {g for g, f in enumerate(primary) if f["name"] == "d_stage_time_vs_won"}
         days_l = None if stage_days is None else stage_days.tolist()
         ratio_l = None if stage_ratio is None else stage_ratio.tolist()
-        templates: dict[tuple[int, str], tuple[str, str, str, str, float | None, float | None]] = {}
+        templates: list[dict[str, tuple[str, str, str, str, float | None, float | None, int]]] = [
+            {} for _ in primary
+        ]
 
         def reason(i: int, g: int) -> dict[str, Any]:
             key = key_lists[g][i]
-            t = templates.get((g, key))
+            t = templates[g].get(key)
             if t is None:
-                t = templates[(g, key)] = self._template(primary[g], key)
+                t = templates[g][key] = self._template(primary[g], key)
             c = count_lists[g]
-            rate, global_rate = t[4], t[5]
+            pts = points[i][g]
             if c is not None:
                 won, closed, smoothed = c[0][i], c[1][i], None if c[4] is None else c[4][i]
-                text = count_sentence(won, closed, c[2], c[3], smoothed)
-                rate = won / closed if np.isfinite(closed) and closed >= 1 else smoothed
-                global_rate = c[3]
-            elif g in stage_g and days_l is not None:
-                text = self._stage_sentence(days_l[i], np.nan if ratio_l is None else ratio_l[i], primary[g], key, t[3])
+                ck = (g, won, closed, smoothed)
+                text = count_texts.get(ck) or count_texts.setdefault(
+                    ck, count_sentence(won, closed, c[2], c[3], smoothed)
+                )
+                d = count_dirs[g][i]  # type: ignore[index]
+                if d and (d > 0) != (pts > 0):
+                    rate = won / closed if math.isfinite(closed) and closed >= 1 else smoothed
+                    text += against_note(rate, c[3], pts)
             else:
-                text = t[3]
-            text += against_note(rate, global_rate, points[i][g])
-            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": points[i][g], "text": text}
+                if g in stage_g and days_l is not None:
+                    sk = (days_l[i], None if ratio_l is None else ratio_l[i], key)
+                    text = stage_texts.get(sk) or stage_texts.setdefault(
+                        sk, self._stage_sentence(sk[0], math.nan if sk[1] is None else sk[1], primary[g], key, t[3])
+                    )
+                else:
+                    text = t[3]
+                if t[6] and (t[6] > 0) != (pts > 0):
+                    text += against_note(t[4], t[5], pts)
+            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": pts, "text": text}
 
         return [
             {
-                "positive": [reason(i, g) for g, ok in zip(order_pos_l[i], pos_ok[i], strict=True) if ok],
-                "negative": [reason(i, g) for g, ok in zip(order_neg_l[i], neg_ok[i], strict=True) if ok],
+                "positive": [reason(i, g) for g in order_pos_l[i][: n_pos[i]]],
+                "negative": [reason(i, g) for g in order_neg_l[i][: n_neg[i]]],
             }
             for i in range(n)
         ]
 
+    @staticmethod
+    def _count_directions(
+        won: np.ndarray, closed: np.ndarray, what: str, global_rate: float, smoothed: np.ndarray | None
+    ) -> list[int]:
+        """`direction` of every row's count-sentence rate (won / closed, or the smoothed rate when none closed)."""
+        has = np.isfinite(closed) & (closed >= 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(has, won / np.where(has, closed, 1.0), np.nan if smoothed is None else smoothed)
+        rate = np.where(np.isfinite(rate), rate, global_rate)
+        out = np.where(rate >= global_rate + AGAINST_MIN_GAP, 1, np.where(rate <= global_rate - AGAINST_MIN_GAP, -1, 0))
+        return list(out.tolist())
+
     def _stage_sentence(self, days: float, ratio: float, item: Mapping[str, Any], key: str, fallback: str) -> str:
         """ "12 days in the current stage (1.8x the median of won deals): 38% of such opportunities were won
         (all: 43%)"."""
-        if not np.isfinite(days):
+        if not math.isfinite(days):
             return fallback
         head = f"{days:,.0f} days in the current stage"
-        if np.isfinite(ratio):
+        if math.isfinite(ratio):
             head += f" ({ratio:.1f}x the median of won deals)"
         rates = self.rates.get(item["name"], {})
         value = rates.get("values", {}).get(key)
@@ -533,8 +569,8 @@ class Scorer:
 
     def _template(
         self, item: Mapping[str, Any], key: str
-    ) -> tuple[str, str, str, str, float | None, float | None]:
-        """(attribute, label, shown value, sentence, the value's win rate, the global win rate)."""
+    ) -> tuple[str, str, str, str, float | None, float | None, int]:
+        """(attribute, label, shown value, sentence, the value's win rate, the global win rate, `direction`)."""
         rates = self.rates.get(item["name"], {})
         value = rates.get("values", {}).get(key)
         global_rate = rates.get("global_rate")
@@ -545,4 +581,12 @@ class Scorer:
         else:
             text = f"{item['label']} = {display_value(key)}"
         rate = None if value is None else float(value["rate"])
-        return str(item["name"]), str(item["label"]), display_value(key), text, rate, global_rate
+        return (
+            str(item["name"]),
+            str(item["label"]),
+            display_value(key),
+            text,
+            rate,
+            global_rate,
+            direction(rate, global_rate),
+        )
