@@ -40,7 +40,7 @@ scoring/runs/<run>/report.json                   # the report (also reports/scor
 # once a run is final (succeeded or superseded) its batches/*.parquet and staged/ are deleted (drop_scratch)
 scoring/history/<run>/chunk-<RRR>-<CCCCC>.parquet  # every row written: what, when, by which model version
 scoring/state/manifest.json                      # compacted last-written score per opportunity ...
-scoring/state/scores-<id>.parquet                # ... and the final runs folded into it
+scoring/state/scores-<id>.parquet                # ... and the final runs folded into it (two generations kept)
 scoring/quota/<YYYY-MM>.json                     # ids scored this calendar month (only with a quota)
 ```
 """
@@ -372,6 +372,7 @@ def load_previous(ctx: Any, *, fold: bool = True, exclude_run: str | None = None
     manifest, etag = blobs.read_with_etag("scoring/state/manifest.json")
     manifest = manifest or {"snapshot": None, "runs": []}
     folded = set(manifest.get("runs", []))
+    generations = (manifest.get("snapshot"), manifest.get("previous"))
     parts: list[pd.DataFrame] = []
     if manifest.get("snapshot"):
         parts.append(ctx.lake.read_parquet(manifest["snapshot"]).to_pandas())
@@ -401,7 +402,7 @@ def load_previous(ctx: Any, *, fold: bool = True, exclude_run: str | None = None
     hist = hist.sort_values("written_at", kind="stable").drop_duplicates("opportunityid", keep="last")
     hist = hist.reset_index(drop=True)
     if fold and newly_final:
-        _fold(ctx, blobs, hist, sorted(folded | set(newly_final)), etag)
+        _fold(ctx, blobs, hist, sorted(folded | set(newly_final)), etag, generations)
     return hist
 
 
@@ -416,11 +417,23 @@ def _history_runs(ctx: Any) -> list[str]:
     return out
 
 
-def _fold(ctx: Any, blobs: JsonBlobs, state: pd.DataFrame, runs: list[str], etag: str | None) -> None:
+def _fold(
+    ctx: Any,
+    blobs: JsonBlobs,
+    state: pd.DataFrame,
+    runs: list[str],
+    etag: str | None,
+    generations: tuple[str | None, str | None] = (None, None),
+) -> None:
+    """Write a new compacted snapshot and point the manifest at it (ETag-conditioned). `generations` are the
+    snapshot it replaces and the one before that: the replaced one stays a generation (a reader may have
+    read the old manifest a moment ago), the one before is deleted; a snapshot that loses the race for the
+    manifest is deleted by its writer."""
+    replaced, previous = generations
     path = f"scoring/state/scores-{uuid.uuid4().hex[:12]}.parquet"
     table = pa.Table.from_pandas(state, preserve_index=False)
     ctx.lake.write_parquet(path, table)
-    doc = {"snapshot": path, "runs": runs, "rows": len(state), "updated_at": _iso(_utcnow())}
+    doc = {"snapshot": path, "previous": replaced, "runs": runs, "rows": len(state), "updated_at": _iso(_utcnow())}
     try:
         if etag is None:
             blobs.write("scoring/state/manifest.json", doc, create_only=True)
@@ -429,6 +442,10 @@ def _fold(ctx: Any, blobs: JsonBlobs, state: pd.DataFrame, runs: list[str], etag
         log.info("score state compacted: %d rows, %d runs folded", len(state), len(runs))
     except (ResourceModifiedError, ResourceExistsError):
         log.info("score state changed concurrently; compaction left to the next run")
+        blobs.delete(path)
+        return
+    if previous and previous not in (path, replaced):
+        blobs.delete(previous)
 
 
 def _parallel(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from connectors.blobs import JsonBlobs
 from functions.services import scoring
 from tests.unit.scoring.fakes import FakeContext
 
@@ -129,6 +130,24 @@ def test_rerun_without_change_writes_nothing_and_changed_scores_get_a_trend(patc
     # history keeps every write: the first run's and the changed rows
     hist = scoring.load_previous(ctx, fold=False)
     assert hist.set_index("opportunityid").loc[ids[1], "score"] == opps.loc[1, "points"]
+
+
+def test_compacted_score_snapshots_keep_two_generations(patched: Any) -> None:
+    opps = _opps(200)
+    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    manifests = []
+    for k in range(5):
+        opps.loc[opps.index[1 + k], "points"] += 30  # one change per run, so every run writes
+        scoring.plan_run(ctx)  # folds the runs finished so far
+        _drain(ctx)
+        manifests.append(JsonBlobs(ctx.lake_container).read("scoring/state/manifest.json"))
+    assert manifests[0] is None and all(manifests[1:]), "the first plan has no finished run to fold"
+    snapshots = ctx.lake_container.list_blob_names("scoring/state/scores-")
+    last = manifests[-1]
+    assert sorted(snapshots) == sorted([last["snapshot"], last["previous"]])
+    assert last["previous"] == manifests[-2]["snapshot"]
+    state = scoring.load_previous(ctx, fold=False).set_index("opportunityid")
+    assert state.loc[opps.loc[5, "opportunityid"], "score"] == opps.loc[5, "points"]
 
 
 def test_two_matching_models_choose_the_most_specific_then_newest(patched: Any) -> None:
