@@ -31,7 +31,11 @@ INDEXED = {
 
 
 def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`2026-11-26T08:30:00Z` (Dataverse's format). isoformat is C and 3x faster than strftime, which the
+    generator calls about ten times a row."""
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.isoformat(timespec="seconds")[:19] + "Z"
 
 
 def parse_iso(text: str) -> datetime:
