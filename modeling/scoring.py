@@ -498,8 +498,9 @@ class Scorer:
         count_texts: dict[tuple[Any, ...], str] = {}
         stage_texts: dict[tuple[Any, ...], str] = {}
         stage_g = {g for g, f in enumerate(primary) if f["name"] == "d_stage_time_vs_won"}
-        days_l = None if stage_days is None else stage_days.tolist()
-        ratio_l = None if stage_ratio is None else stage_ratio.tolist()
+        # rounded as the sentence shows them (whole days, ratio to 0.1), so equal sentences share a cache entry
+        days_l = None if stage_days is None else np.round(stage_days.astype(float)).tolist()
+        ratio_l = None if stage_ratio is None else [round(v, 1) for v in stage_ratio.astype(float).tolist()]
         templates: list[dict[str, tuple[str, str, str, str, float | None, float | None, int]]] = [
             {} for _ in primary
         ]
