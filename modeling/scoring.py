@@ -470,6 +470,10 @@ class Scorer:
     def _reasons(
         self, feed: Mapping[str, np.ndarray], p: np.ndarray, frame: pd.DataFrame | None = None
     ) -> list[dict[str, list[dict[str, Any]]]]:
+        """Top positive and negative reasons of every row. Built one side at a time over all the rows' shown
+        reasons at once: per fact, the sentence of each distinct value is made once and spread with numpy;
+        only count and stage sentences (which quote the row's own numbers) and the rare against-rate
+        clause are made per reason, through caches."""
         feats = self.spec["features"]
         n = len(p)
         imp = self.impacts(feed, p)
@@ -480,67 +484,97 @@ class Scorer:
         stage_ratio = self._column(frame, "d_stage_time_vs_won")
         shown = np.abs(imp) >= np.where(self._no_info(feed, frame, n), NO_INFO_MIN_IMPACT, MIN_IMPACT)
         ranked = np.where(shown, imp, 0.0)
-        points = np.round(imp * 100, 2).tolist()
+        points = np.round(imp * 100, 2)
         k = min(TOP_REASONS, len(self.groups))
-        order_pos = np.argsort(-ranked, axis=1)[:, :k]
-        order_neg = np.argsort(ranked, axis=1)[:, :k]
-        # sorted, so the reasons shown on a side are a prefix of its order: keep how many
-        n_pos = (np.take_along_axis(ranked, order_pos, axis=1) > 0).sum(axis=1).tolist()
-        n_neg = (np.take_along_axis(ranked, order_neg, axis=1) < 0).sum(axis=1).tolist()
-        order_pos_l, order_neg_l = order_pos.tolist(), order_neg.tolist()
-        key_lists = [kk.tolist() for kk in keys]
-        count_lists = [
-            None if c is None else (c[0].tolist(), c[1].tolist(), c[2], c[3], None if c[4] is None else c[4].tolist())
-            for c in counts
-        ]
-        # per row: is the count sentence's rate clearly above (+1) / below (-1) the overall rate
-        count_dirs = [None if c is None else self._count_directions(*c) for c in counts]
-        count_texts: dict[tuple[Any, ...], str] = {}
-        stage_texts: dict[tuple[Any, ...], str] = {}
+        # per row: is each count sentence's rate clearly above (+1) / below (-1) the overall rate
+        count_dirs = [None if c is None else np.asarray(self._count_directions(*c)) for c in counts]
         stage_g = {g for g, f in enumerate(primary) if f["name"] == "d_stage_time_vs_won"}
         # rounded as the sentence shows them (whole days, ratio to 0.1), so equal sentences share a cache entry
         days_l = None if stage_days is None else np.round(stage_days.astype(float)).tolist()
         ratio_l = None if stage_ratio is None else [round(v, 1) for v in stage_ratio.astype(float).tolist()]
-        templates: list[dict[str, tuple[str, str, str, str, float | None, float | None, int]]] = [
+        templates: list[dict[Any, tuple[str, str, str, str, float | None, float | None, int]]] = [
             {} for _ in primary
         ]
+        count_texts: dict[tuple[Any, ...], str] = {}
+        stage_texts: dict[tuple[Any, ...], str] = {}
 
-        def reason(i: int, g: int) -> dict[str, Any]:
-            key = key_lists[g][i]
-            t = templates[g].get(key)
-            if t is None:
-                t = templates[g][key] = self._template(primary[g], key)
-            c = count_lists[g]
-            pts = points[i][g]
-            if c is not None:
-                won, closed, smoothed = c[0][i], c[1][i], None if c[4] is None else c[4][i]
-                ck = (g, won, closed, smoothed)
-                text = count_texts.get(ck) or count_texts.setdefault(
-                    ck, count_sentence(won, closed, c[2], c[3], smoothed)
-                )
-                d = count_dirs[g][i]  # type: ignore[index]
-                if d and (d > 0) != (pts > 0):
-                    rate = won / closed if math.isfinite(closed) and closed >= 1 else smoothed
-                    text += against_note(rate, c[3], pts)
-            else:
+        def side(order: np.ndarray, sign: int) -> list[list[dict[str, Any]]]:
+            # sorted, so the reasons shown on a side are a prefix of its order
+            n_shown = ((np.take_along_axis(ranked, order, axis=1) * sign) > 0).sum(axis=1)
+            mask = np.arange(k)[None, :] < n_shown[:, None]
+            rows = np.broadcast_to(np.arange(n)[:, None], order.shape)[mask]  # row-major: the rows' order
+            groups = order[mask]
+            pts = points[rows, groups]
+            m = len(rows)
+            attrs, labels, values, texts = (np.empty(m, dtype=object) for _ in range(4))
+            dirs = np.zeros(m, dtype=np.int8)
+            for g in np.unique(groups).tolist():
+                sel = np.flatnonzero(groups == g)
+                r = rows[sel]
+                codes, uniq = pd.factorize(keys[g][r], use_na_sentinel=False)
+                cache = templates[g]
+                tmpl = []
+                for u in uniq:
+                    t = cache.get(u)
+                    if t is None:
+                        t = cache[u] = self._template(primary[g], u)
+                    tmpl.append(t)
+                attrs[sel] = tmpl[0][0]
+                labels[sel] = tmpl[0][1]
+                values[sel] = np.array([t[2] for t in tmpl], dtype=object)[codes]
+                c = counts[g]
+                if c is not None:
+                    won_l, closed_l = c[0][r].tolist(), c[1][r].tolist()
+                    sm_l = [None] * len(r) if c[4] is None else c[4][r].tolist()
+                    out = []
+                    for won, closed, smoothed in zip(won_l, closed_l, sm_l, strict=True):
+                        ck = (g, won, closed, smoothed)
+                        text = count_texts.get(ck)
+                        if text is None:
+                            text = count_texts[ck] = count_sentence(won, closed, c[2], c[3], smoothed)
+                        out.append(text)
+                    texts[sel] = np.array(out, dtype=object)
+                    dirs[sel] = count_dirs[g][r]  # type: ignore[index]
+                    continue
                 if g in stage_g and days_l is not None:
-                    sk = (days_l[i], None if ratio_l is None else ratio_l[i], key)
-                    text = stage_texts.get(sk) or stage_texts.setdefault(
-                        sk, self._stage_sentence(sk[0], math.nan if sk[1] is None else sk[1], primary[g], key, t[3])
-                    )
+                    out = []
+                    for i, code in zip(r.tolist(), codes.tolist(), strict=True):
+                        sk = (days_l[i], None if ratio_l is None else ratio_l[i], uniq[code])
+                        text = stage_texts.get(sk)
+                        if text is None:
+                            ratio = math.nan if sk[1] is None else sk[1]
+                            text = stage_texts[sk] = self._stage_sentence(
+                                sk[0], ratio, primary[g], uniq[code], tmpl[code][3]
+                            )
+                        out.append(text)
+                    texts[sel] = np.array(out, dtype=object)
                 else:
-                    text = t[3]
-                if t[6] and (t[6] > 0) != (pts > 0):
-                    text += against_note(t[4], t[5], pts)
-            return {"attribute": t[0], "label": t[1], "value": t[2], "impact": pts, "text": text}
+                    texts[sel] = np.array([t[3] for t in tmpl], dtype=object)[codes]
+                dirs[sel] = np.array([t[6] for t in tmpl], dtype=np.int8)[codes]
+            against = np.flatnonzero((dirs != 0) & ((dirs > 0) != (pts > 0)))
+            for j in against.tolist():
+                i, g = int(rows[j]), int(groups[j])
+                c = counts[g]
+                if c is not None:
+                    won, closed = float(c[0][i]), float(c[1][i])
+                    smoothed = None if c[4] is None else float(c[4][i])
+                    rate = won / closed if math.isfinite(closed) and closed >= 1 else smoothed
+                    texts[j] += against_note(rate, c[3], float(pts[j]))
+                else:
+                    t = templates[g][keys[g][i]]
+                    texts[j] += against_note(t[4], t[5], float(pts[j]))
+            made = [
+                {"attribute": a, "label": lb, "value": v, "impact": q, "text": tx}
+                for a, lb, v, q, tx in zip(
+                    attrs.tolist(), labels.tolist(), values.tolist(), pts.tolist(), texts.tolist(), strict=True
+                )
+            ]
+            bounds = [0, *np.cumsum(n_shown).tolist()]
+            return [made[bounds[i] : bounds[i + 1]] for i in range(n)]
 
-        return [
-            {
-                "positive": [reason(i, g) for g in order_pos_l[i][: n_pos[i]]],
-                "negative": [reason(i, g) for g in order_neg_l[i][: n_neg[i]]],
-            }
-            for i in range(n)
-        ]
+        positive = side(np.argsort(-ranked, axis=1)[:, :k], 1)
+        negative = side(np.argsort(ranked, axis=1)[:, :k], -1)
+        return [{"positive": a, "negative": b} for a, b in zip(positive, negative, strict=True)]
 
     @staticmethod
     def _count_directions(
