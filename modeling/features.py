@@ -137,6 +137,23 @@ def build_spec(
     return spec
 
 
+def _map_distinct(s: pd.Series, fn: Any, *, keep_numbers_apart: bool = False) -> pd.Series:
+    """`s.map(fn)` with fn called once per distinct value (missing values -> None).
+
+    pandas treats 1, 1.0 and True as one value; with `keep_numbers_apart` (fn tells them apart) a column
+    holding a 0 or 1 goes row by row. Unhashable values (bad data: lists, dicts) go row by row too."""
+    try:
+        codes, uniq = pd.factorize(s, use_na_sentinel=True)
+    except TypeError:
+        return s.map(fn)
+    if keep_numbers_apart and any(
+        isinstance(u, (bool, np.bool_, int, np.integer, float, np.floating)) and u in (0, 1) for u in uniq
+    ):
+        return s.map(fn)
+    values = np.array([fn(u) for u in uniq] + [None], dtype=object)
+    return pd.Series(values[codes], index=s.index, dtype=object)  # code -1 (missing) takes the None
+
+
 def _category_values(col: pd.Series, item: Mapping[str, Any], bad: list[int] | None = None) -> pd.Series:
     """Raw column -> strings (option labels for option sets), missing -> MISSING, not yet capped."""
     n = len(col)
@@ -165,14 +182,14 @@ def _category_values(col: pd.Series, item: Mapping[str, Any], bad: list[int] | N
             # fast path for clean option-set columns (int64 codes / booleans): vectorised keys
             keys = pd.Series(col.to_numpy().astype("int64").astype(str), index=col.index, dtype=object)
         else:
-            keys = s.map(_option_key)
+            keys = _map_distinct(s, _option_key)  # 1, 1.0 and True all key "1": merging them is right
         mapped = keys.map(options)
         unknown = mapped.isna().to_numpy() & ~isnull
         if bad is not None:
             bad[0] += int(unknown.sum())
         out = mapped.where(mapped.notna(), MISSING)
     else:
-        text = s.map(_plain_text)
+        text = _map_distinct(s, _plain_text, keep_numbers_apart=True)
         out = text.where(text.notna(), MISSING)
         if bad is not None:
             bad[0] += int((text.isna().to_numpy() & ~isnull).sum())
