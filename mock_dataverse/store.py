@@ -171,11 +171,14 @@ class Org:
             k = td.alt_key(row)
             if k is not None and k in td.alt:
                 raise DataverseError(412, DUPLICATE, "A record with matching key values already exists.")
-            ts = stamp or self.now_iso()
-            if "createdon" in row and row.get("createdon") is None:
-                row["createdon"] = ts
-            if "modifiedon" in row and row.get("modifiedon") is None:
-                row["modifiedon"] = row.get("createdon") or ts
+            created_missing = "createdon" in row and row.get("createdon") is None
+            modified_missing = "modifiedon" in row and row.get("modifiedon") is None
+            if created_missing or modified_missing:  # the clock is read only when a stamp is needed
+                ts = stamp or self.now_iso()
+                if created_missing:
+                    row["createdon"] = ts
+                if modified_missing:
+                    row["modifiedon"] = row.get("createdon") or ts
             row["versionnumber"] = self.next_version()
             td.rows[rid] = row
             td._index_add(row)
