@@ -432,6 +432,7 @@ class Generator:
             fate.close if closed else max(fate.starts[stage], created + timedelta(days=rng.uniform(0, 20)))
         )
         modified = min(modified, now)
+        created_iso, modified_iso = iso(created), iso(modified)
         row = {
             "opportunityid": oid,
             "name": f"{rng.randrange(2, 500)} units of {rng.choice(PRODUCTS)}",
@@ -442,16 +443,16 @@ class Generator:
             "estimatedvalue": _maybe(rng, value, 0.05),
             "budgetamount": _maybe(rng, round(value * rng.uniform(0.6, 1.4), 2), 0.15),
             "closeprobability": _maybe(rng, prob, 0.07),
-            "estimatedclosedate": _maybe(rng, est_close.strftime("%Y-%m-%d"), 0.05),
-            "actualclosedate": fate.close.strftime("%Y-%m-%d") if closed else None,
+            "estimatedclosedate": _maybe(rng, est_close.date().isoformat(), 0.05),
+            "actualclosedate": fate.close.date().isoformat() if closed else None,
             "actualvalue": round(value * rng.uniform(0.85, 1.1), 2) if closed and fate.won else None,
             "salesstage": stage,
             "stepname": f"{stage + 1}-{STAGE_NAMES[stage]}",
             "statecode": state,
             "statuscode": status,
             "new_contractnumber": contract,
-            "createdon": iso(created),
-            "modifiedon": iso(modified),
+            "createdon": created_iso,
+            "modifiedon": modified_iso,
         }
         for col in (
             "budgetstatus",
@@ -481,8 +482,8 @@ class Generator:
                 "statecode": bpf_state[0],
                 "statuscode": bpf_state[1],
                 "completedon": iso(fate.close) if closed else None,
-                "createdon": iso(created),
-                "modifiedon": iso(modified),
+                "createdon": created_iso,
+                "modifiedon": modified_iso,
             },
         )
 
