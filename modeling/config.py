@@ -190,6 +190,25 @@ def default_name(now: datetime) -> str:
     return "OpportunityScoring_" + now.astimezone(UTC).strftime("%Y%m%d%H%M")
 
 
+def validate_with_metadata(
+    payload: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    *,
+    now: datetime,
+    existing: Sequence[ModelConfig] = (),
+) -> ModelConfig:
+    """`validate_config` against an org metadata document (the lake's `metadata.json` shape: `processes`,
+    `attributes`, `optionsets`)."""
+    return validate_config(
+        payload,
+        existing=list(existing),
+        processes=metadata["processes"],
+        attributes=metadata["attributes"],
+        optionsets=metadata["optionsets"],
+        now=now,
+    )
+
+
 def validate_config(
     payload: Mapping[str, Any],
     *,

@@ -241,7 +241,7 @@ def create_model(
     """Validate (400 / 409), check the lake holds enough data (422), store the configuration and queue its
     first training. Returns {"model", "job"}."""
     from connectors.lake import LeaseBusy
-    from modeling.config import validate_config
+    from modeling.config import validate_with_metadata
     from modeling.errors import ConflictError
 
     store: ModelStore = ctx.model_store
@@ -252,14 +252,7 @@ def create_model(
         metadata = training.load_metadata(ctx.lake)
 
         def validated() -> Any:
-            return validate_config(
-                payload,
-                existing=_existing(store),
-                processes=metadata["processes"],
-                attributes=metadata["attributes"],
-                optionsets=metadata["optionsets"],
-                now=now,
-            )
+            return validate_with_metadata(payload, metadata, existing=_existing(store), now=now)
 
         config = validated()
         doc = _config_json(config)

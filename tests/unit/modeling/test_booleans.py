@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling.config import validate_config
+from modeling.config import validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame, feature_descriptors
 from modeling.errors import ConfigError
 from modeling.features import MISSING, boolean_options, build_spec, prepare, prepare_with_report
@@ -42,14 +42,7 @@ def with_decisionmaker(optionset: dict[str, str] | None) -> tuple[dict[str, pd.D
 
 
 def _cfg(md, payload=None):
-    return validate_config(
-        payload or {},
-        existing=[],
-        processes=md["processes"],
-        attributes=md["attributes"],
-        optionsets=md["optionsets"],
-        now=synth.NOW,
-    )
+    return validate_with_metadata(payload or {}, md, now=synth.NOW)
 
 
 def test_boolean_options_from_every_metadata_shape():

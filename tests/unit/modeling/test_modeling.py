@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from modeling import train as train_module
-from modeling.config import ModelConfig, apply_edit, ensure_deletable, find_overlaps, validate_config
+from modeling.config import ModelConfig, apply_edit, ensure_deletable, find_overlaps, validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.errors import ConfigError, ConflictError, InsufficientDataError
 from modeling.features import MISSING, OTHER, build_spec, prepare_with_report
@@ -21,14 +21,7 @@ MD = synth.metadata()
 
 
 def _validate(payload, existing=()):
-    return validate_config(
-        payload,
-        existing=list(existing),
-        processes=MD["processes"],
-        attributes=MD["attributes"],
-        optionsets=MD["optionsets"],
-        now=synth.NOW,
-    )
+    return validate_with_metadata(payload, MD, now=synth.NOW, existing=list(existing))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from modeling.config import validate_config
+from modeling.config import validate_config, validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.scoring import FACT_GROUPS, NO_INFO_MIN_IMPACT, Scorer, against_note
 from modeling.train import train_model
@@ -20,14 +20,7 @@ MD = synth.metadata()
 @pytest.fixture(scope="module")
 def scored():
     tables = synth.make_tables(n=1500, n_open=400, seed=13)
-    cfg = validate_config(
-        {},
-        existing=[],
-        processes=MD["processes"],
-        attributes=MD["attributes"],
-        optionsets=MD["optionsets"],
-        now=synth.NOW,
-    )
+    cfg = validate_with_metadata({}, MD, now=synth.NOW)
     data = build_training_frame(tables, MD, cfg, synth.NOW)
     model = train_model(data, cfg, candidates=["hist_gradient_boosting"])
     frame = build_scoring_frame(tables, MD, cfg, synth.NOW, model.meta["stats"]).frame

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from modeling import similar
-from modeling.config import validate_config
+from modeling.config import validate_with_metadata
 from modeling.dataset import TEST_SHARE, build_scoring_frame, build_training_frame
 from modeling.scoring import Scorer, calibrate, count_sentence
 from modeling.train import choose_calibration, train_model
@@ -17,14 +17,7 @@ MD = synth.metadata()
 
 
 def _cfg():
-    return validate_config(
-        {},
-        existing=[],
-        processes=MD["processes"],
-        attributes=MD["attributes"],
-        optionsets=MD["optionsets"],
-        now=synth.NOW,
-    )
+    return validate_with_metadata({}, MD, now=synth.NOW)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from functions.services import scoring
-from modeling.config import validate_config
+from modeling.config import validate_with_metadata
 from modeling.dataset import build_training_frame
 from modeling.train import train_model
 from tests.unit.modeling import synth
@@ -20,14 +20,7 @@ from tests.unit.scoring.fakes import FakeContext
 def org() -> dict[str, Any]:
     tables = synth.make_tables(n=1200, n_open=300)
     md = synth.metadata()
-    cfg = validate_config(
-        {"name": "Synth"},
-        existing=[],
-        processes=md["processes"],
-        attributes=md["attributes"],
-        optionsets=md["optionsets"],
-        now=synth.NOW,
-    )
+    cfg = validate_with_metadata({"name": "Synth"}, md, now=synth.NOW)
     trained = train_model(build_training_frame(tables, md, cfg, synth.NOW), cfg)
     return {"tables": tables, "metadata": md, "config": cfg.to_json(), "model": trained}
 
