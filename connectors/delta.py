@@ -1,0 +1,266 @@
+"""Delta Lake tables (delta-rs, the `deltalake` package) under one root: a Blob Storage container or, in
+unit tests, a local directory. The lake's tables, its history and the score state are all Delta tables,
+so DuckDB, Spark or pandas read them with no code of ours (docs/LAKE.md).
+
+Writers are serialised by the caller (the sync lease); a commit that still loses a race
+(`CommitFailedError`) is retried here. Every commit may carry custom metadata (a sync's delta link, the run
+that wrote it), read back with `last_commit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+log = logging.getLogger(__name__)
+
+COMMIT_RETRIES = 8
+# Kept by `vacuum`: files a reader or a time-travel query may still need (docs/LAKE.md "Retention").
+DEFAULT_RETENTION_HOURS = 7 * 24
+
+
+@dataclass(frozen=True)
+class DeltaLocation:
+    """Where the Delta tables live: `az://<container>` with its storage options, or a local directory."""
+
+    root: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    def uri(self, path: str) -> str:
+        return f"{self.root.rstrip('/')}/{path.strip('/')}"
+
+
+def location_for_container(container: Any) -> DeltaLocation:
+    """The Delta location of an azure-storage-blob ContainerClient (its account, endpoint and key)."""
+    account = str(getattr(container, "account_name", "") or "")
+    url = urlparse(str(getattr(container, "url", "")))
+    key = getattr(getattr(container, "credential", None), "account_key", None)
+    endpoint = f"{url.scheme}://{url.netloc}/{account}" if account == "devstoreaccount1" else ""
+    conn = f"AccountName={account};BlobEndpoint={endpoint};" + (f"AccountKey={key};" if key else "")
+    return location_from_connection_string(conn, str(getattr(container, "container_name", "")))
+
+
+def location_from_connection_string(connection_string: str, container: str) -> DeltaLocation:
+    """The container's Delta location. Azurite: delta-rs's emulator mode, whose endpoint comes from the
+    `AZURITE_BLOB_STORAGE_URL` variable (set here: delta-rs reads no option for it, and an explicit key +
+    endpoint breaks on Azurite's listing). Azure: the account name with its key, or, without a key,
+    managed identity."""
+    parts = dict(p.split("=", 1) for p in connection_string.strip().strip(";").split(";") if "=" in p)
+    if connection_string.strip() == "UseDevelopmentStorage=true":
+        parts = {"AccountName": "devstoreaccount1", "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1"}
+    account = parts.get("AccountName", "")
+    endpoint = parts.get("BlobEndpoint", "")
+    if account == "devstoreaccount1":
+        url = urlparse(endpoint or "http://127.0.0.1:10000")
+        os.environ["AZURITE_BLOB_STORAGE_URL"] = f"{url.scheme}://{url.netloc}"
+        return DeltaLocation(f"az://{container}", {"use_emulator": "true"})
+    options = {"account_name": account}
+    if parts.get("AccountKey"):
+        options["account_key"] = parts["AccountKey"]
+    else:
+        options["use_azure_cli"] = "false"
+        options["azure_msi_endpoint"] = os.environ.get("IDENTITY_ENDPOINT", "") or ""
+    return DeltaLocation(f"az://{container}", {k: v for k, v in options.items() if v})
+
+
+class DeltaTables:
+    """Open, read, append to, MERGE into and maintain the Delta tables under one location."""
+
+    def __init__(self, location: DeltaLocation):
+        self.location = location
+
+    def uri(self, path: str) -> str:
+        return self.location.uri(path)
+
+    def open(self, path: str, *, version: int | None = None) -> DeltaTable | None:
+        """The table at `path` (None when it was never written)."""
+        try:
+            return DeltaTable(self.uri(path), version=version, storage_options=self.location.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def exists(self, path: str) -> bool:
+        return self.open(path) is not None
+
+    def read(
+        self,
+        path: str,
+        columns: Sequence[str] | None = None,
+        *,
+        filters: Any = None,
+        version: int | None = None,
+    ) -> pa.Table | None:
+        """The table's rows (only `columns` that exist; pyarrow `filters`); None when it does not exist."""
+        table = self.open(path, version=version)
+        if table is None:
+            return None
+        dataset = table.to_pyarrow_dataset()
+        cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
+        return dataset.to_table(columns=cols, filter=filters)
+
+    def schema(self, path: str) -> pa.Schema | None:
+        table = self.open(path)
+        return None if table is None else table.to_pyarrow_dataset().schema
+
+    def last_commit(self, path: str, *, having: str | None = None, depth: int = 50) -> dict[str, Any]:
+        """The newest commit's info (its custom metadata included), or with `having` the newest of the last
+        `depth` commits whose metadata has that key (maintenance commits carry none); {} if there is none."""
+        table = self.open(path)
+        if table is None:
+            return {}
+        for commit in table.history(1 if having is None else depth):
+            if having is None or having in commit:
+                return dict(commit)
+        return {}
+
+    def append(
+        self,
+        path: str,
+        data: pa.Table | pa.RecordBatchReader,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        partition_by: Sequence[str] | None = None,
+    ) -> int:
+        """Append rows (an empty table still commits, carrying `metadata`); new columns are merged into the
+        schema. Returns the new version."""
+
+        def write() -> None:
+            write_deltalake(
+                self.uri(path),
+                data,
+                mode="append",
+                schema_mode="merge",
+                partition_by=list(partition_by) if partition_by else None,
+                storage_options=self.location.storage_options,
+                commit_properties=_props(metadata),
+            )
+
+        _retry(write, path)
+        return self._version(path)
+
+    def overwrite(
+        self, path: str, data: pa.Table | pa.RecordBatchReader, *, metadata: Mapping[str, str] | None = None
+    ) -> int:
+        """Replace the table's rows and schema in one commit (the old version stays readable until vacuumed)."""
+
+        def write() -> None:
+            write_deltalake(
+                self.uri(path),
+                data,
+                mode="overwrite",
+                schema_mode="overwrite",
+                storage_options=self.location.storage_options,
+                commit_properties=_props(metadata),
+            )
+
+        _retry(write, path)
+        return self._version(path)
+
+    def merge(
+        self,
+        path: str,
+        source: pa.Table,
+        keys: Sequence[str],
+        *,
+        delete_column: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Upsert `source` on `keys`: matched rows are replaced, new rows inserted; with `delete_column`,
+        source rows where it is true delete their target row (and are never inserted), and the column
+        itself is not stored. Creates the table on first use. Returns delta-rs's merge metrics."""
+        stored = source.drop_columns([delete_column]) if delete_column else source
+        if not self.exists(path):
+            rows = stored
+            if delete_column:
+                rows = stored.filter(pc.invert(pc.fill_null(source.column(delete_column), False)))
+            self.append(path, rows, metadata=metadata)
+            return {"num_target_rows_inserted": rows.num_rows, "created": True}
+        predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        columns = [f"`{n}`" for n in stored.column_names]
+        updates = {c: f"s.{c}" for c in columns}
+
+        def run() -> dict[str, Any]:
+            table = self.open(path)
+            assert table is not None
+            merger = table.merge(
+                source,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=_props(metadata),
+            )
+            if delete_column:
+                gone = f"s.`{delete_column}` = true"
+                kept = f"(s.`{delete_column}` IS NULL OR s.`{delete_column}` = false)"
+                merger = merger.when_matched_delete(predicate=gone).when_matched_update(updates, predicate=kept)
+                merger = merger.when_not_matched_insert(updates, predicate=kept)
+            else:
+                merger = merger.when_matched_update(updates).when_not_matched_insert(updates)
+            return dict(merger.execute())
+
+        return _retry(run, path)
+
+    def delete_rows(self, path: str, predicate: str, *, metadata: Mapping[str, str] | None = None) -> int:
+        """Delete the rows matching a SQL `predicate`; returns how many."""
+        table = self.open(path)
+        if table is None:
+            return 0
+
+        def run() -> dict[str, Any]:
+            current = self.open(path)
+            assert current is not None
+            return dict(current.delete(predicate, commit_properties=_props(metadata)))
+
+        return int(_retry(run, path).get("num_deleted_rows", 0))
+
+    def maintain(self, path: str, *, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict[str, Any]:
+        """Compact small files (`optimize`) and remove files older than `retention_hours` that no version
+        within that time needs (`vacuum`). Time travel reaches back `retention_hours`."""
+        table = self.open(path)
+        if table is None:
+            return {}
+        compacted = dict(_retry(lambda: table.optimize.compact(), path))
+        table = self.open(path)
+        assert table is not None
+        removed = table.vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False)
+        return {
+            "filesAdded": compacted.get("numFilesAdded", 0),
+            "filesRemoved": compacted.get("numFilesRemoved", 0),
+            "vacuumed": len(removed),
+        }
+
+    def _version(self, path: str) -> int:
+        table = self.open(path)
+        return -1 if table is None else int(table.version())
+
+
+def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:
+    if not metadata:
+        return None
+    return CommitProperties(custom_metadata={str(k): str(v) for k, v in metadata.items()})
+
+
+def _retry(fn: Any, path: str) -> Any:
+    """Run a commit; on CommitFailedError (another writer committed first) re-read and try again."""
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            return fn()
+        except CommitFailedError as exc:
+            if attempt == COMMIT_RETRIES - 1:
+                raise
+            wait = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
+            log.info("delta %s: commit lost a race (%s); retry %d in %.2f s", path, exc, attempt + 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
