@@ -6,10 +6,13 @@ runs either start Azurite with --skipApiVersionCheck (we do) or pin the version 
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 API_VERSION = "2025-11-05"
@@ -24,6 +27,13 @@ def container_client(connection_string: str, container: str, *, create: bool = T
         except ResourceExistsError:
             pass
     return client
+
+
+class DocumentBusy(Exception):
+    """`JsonBlobs.update` kept losing the race for a document (other writers changed it every time)."""
+
+    status = 503
+    code = "DocumentBusy"
 
 
 class JsonBlobs:
@@ -59,6 +69,33 @@ class JsonBlobs:
         blob = self.container.get_blob_client(path)
         result: dict[str, Any] = blob.upload_blob(body, **kwargs)
         return str(result.get("etag", ""))
+
+    def create(self, path: str, doc: Any) -> bool:
+        """Write `doc` only if `path` does not exist yet; False (nothing written) when it does."""
+        try:
+            self.write(path, doc, create_only=True)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def update(self, path: str, change: Callable[[Any | None], Any | None], *, attempts: int = 50) -> Any | None:
+        """Read-modify-write under the document's ETag: `change(current or None)` returns the new document,
+        or None to leave it as it is; on a concurrent write it is called again on the newer document.
+        Returns the document as stored. DocumentBusy (503) after `attempts` lost races."""
+        for attempt in range(attempts):
+            current, etag = self.read_with_etag(path)
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                if etag is None:
+                    self.write(path, new, create_only=True)
+                else:
+                    self.write(path, new, etag=etag)
+                return new
+            except (ResourceExistsError, ResourceModifiedError):
+                time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * (0.5 + random.random()))  # noqa: S311
+        raise DocumentBusy(f"{path} kept changing; try again")
 
     def list(self, prefix: str) -> list[str]:
         return list(self.container.list_blob_names(name_starts_with=prefix))
