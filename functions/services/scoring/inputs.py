@@ -131,12 +131,12 @@ def read_listed(ctx: AppContext, ids: Sequence[str], models: Sequence[PublishedM
     event_columns = list(dict.fromkeys([*EVENT_COLUMNS, *(m.config.state_option_set for m in models)]))
     related = pc.field("_parentaccountid_value").isin(accounts) | pc.field("_ownerid_value").isin(owners)
     reads = [
-        (Lake.current_path("opportunity"), event_columns, related),
-        (Lake.current_path("account"), None, pc.field("accountid").isin(accounts)),
+        (Lake.current_path("opportunity"), event_columns, related if accounts or owners else None),
+        (Lake.current_path("account"), None, pc.field("accountid").isin(accounts) if accounts else None),
         (Lake.current_path("opportunitysalesprocess"), None, pc.field("_opportunityid_value").isin(wanted)),
         (Lake.history_path("opportunity"), STAGE_HISTORY_COLUMNS, pc.field(C_ID).isin(wanted)),
-        (Lake.current_path("opportunity"), ["createdon", "modifiedon"], None),
-        (Lake.current_path("opportunitysalesprocess"), ["modifiedon"], None),
+        (Lake.current_path("opportunity"), ["createdon", "modifiedon"], _ALL),
+        (Lake.current_path("opportunitysalesprocess"), ["modifiedon"], _ALL),
     ]
     events, account, bpf, stage_history, opp_times, bpf_times = parallel(lambda r: _read(lake, *r), reads)
     tables = {
@@ -149,8 +149,14 @@ def read_listed(ctx: AppContext, ids: Sequence[str], models: Sequence[PublishedM
     return LakeInputs(tables, load_metadata(lake), as_of)
 
 
+_ALL = object()  # a read without a filter (two columns of every row, for "as of")
+
+
 def _read(lake: Lake, path: str, columns: Sequence[str] | None, where: Any) -> pd.DataFrame:
-    rows = lake.tables.read(path, columns, filters=where)
+    """Rows matching `where` (None: nothing to read, _ALL: every row); empty when the table is absent."""
+    if where is None:
+        return pd.DataFrame()
+    rows = lake.tables.read(path, columns, filters=None if where is _ALL else where)
     return pd.DataFrame() if rows is None else rows.to_pandas()
 
 

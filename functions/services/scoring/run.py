@@ -100,9 +100,10 @@ def scheduled_run(ctx: AppContext, *, actor: str = "timer", now: dt.datetime | N
     mark = {"by": run_id, "at": iso(now)}
     stale = sorted(r for r, d in docs.items() if not d.finished)
     for old in stale:
-        ctx.lake.json.write(layout.superseded_path(old), mark)
         docs[old].superseded = mark
     pruned = _prune(ctx, docs, (now or utcnow()) - dt.timedelta(days=RUN_RETENTION_DAYS))
+    for old in set(stale) - set(pruned):
+        ctx.lake.json.write(layout.superseded_path(old), mark)
     if stale:
         log.warning("scoring: %d unfinished runs superseded by run=%s: %s", len(stale), run_id, ",".join(stale[:5]))
     try:
