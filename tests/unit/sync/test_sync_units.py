@@ -132,3 +132,17 @@ def test_prune_reports_keeps_recent_ones(lake: Lake) -> None:
     lake.write_json("reports/sync/20261115T000000Z-a.json", {})
     assert prune_reports(lake, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), days=30) == 0
     assert prune_reports(lake, dt.datetime(2026, 12, 1, tzinfo=dt.UTC), days=10) == 1
+
+
+def test_a_sync_message_for_another_lake_is_raised_not_acknowledged() -> None:
+    """It used to be logged and acknowledged (so lost); now the host retries it and finally keeps it in the
+    poison queue, and the job it names is not touched."""
+    from types import SimpleNamespace
+
+    from functions.services.sync.run import SyncMessageError, run_job
+
+    started: list[str] = []
+    ctx = SimpleNamespace(settings=SimpleNamespace(lake_container="lake-a"), jobs=SimpleNamespace(start=started.append))
+    with pytest.raises(SyncMessageError, match="lake-b"):
+        run_job(ctx, {"jobId": "j1", "full": False, "lake": "lake-b"})  # type: ignore[arg-type]
+    assert started == []
