@@ -1,5 +1,5 @@
 """Sync benchmark: full syncs of N opportunities (plus their accounts, users, BPF instances, stages and
-processes) from the local mock over HTTPS into Parquet on Azurite, each followed by an incremental sync
+processes) from the local mock over HTTPS into Delta tables on Azurite, each followed by an incremental sync
 after the mock simulated a day (about 1.4% of opportunities new, changed or deleted).
 
 `python -m bench.bench_sync --size N [--reps R] [--days D] [--workers W]`. Azurite and the mock run as child
@@ -74,24 +74,22 @@ def main() -> None:
             rss_first = 0.0
             inc: dict[str, Any] = {}
             for rep in range(reps):
-                lake = Lake(
-                    container_client(az.connection_string, f"bench-{uuid.uuid4().hex[:8]}"), temp_dir=tmp
-                )
+                lake = Lake(container_client(az.connection_string, f"bench-{uuid.uuid4().hex[:8]}"))
                 t = time.perf_counter()
-                full = run_sync(lake, client, workers=args.workers)
+                full = run_sync(lake, client, workers=args.workers, temp_dir=tmp)
                 full_s = time.perf_counter() - t
                 if rep == 0:
                     rss_first = peak_rss_mib()  # the first full sync's peak (later reps only add to it)
-                rows = sum(s["rows"] for s in full["tables"].values())
+                rows = sum(s["fetched"] for s in full["tables"].values())
                 pages = full["totals"]["pages"]
                 # a new seed per repetition: the mock's generator would repeat ids for a repeated seed
                 mock_call(info, "POST", "/_mock/simulate", {"days": args.days, "seed": 1000 + rep})
                 t = time.perf_counter()
-                inc = run_sync(lake, client, workers=args.workers)
+                inc = run_sync(lake, client, workers=args.workers, temp_dir=tmp)
                 inc_s = time.perf_counter() - t
                 opp = inc["tables"]["opportunity"]
                 touched = opp["new"] + opp["changed"] + opp["deleted"]
-                share = touched / max(1, full["tables"]["opportunity"]["rows"])
+                share = touched / max(1, full["tables"]["opportunity"]["fetched"])
                 fulls.append(full_s)
                 incs.append(inc_s)
                 ratios.append(full_s / inc_s)
@@ -100,11 +98,8 @@ def main() -> None:
                     f"rep {rep + 1}/{reps}: full {full_s:.2f} s ({rows} rows), incremental {inc_s:.3f} s "
                     f"({touched} opportunities touched, {share:.2%}), full/incremental {full_s / inc_s:.1f}"
                 )
-                per_table = {
-                    t: (s["duration_s"], s.get("files_kept"), s.get("files"))
-                    for t, s in inc["tables"].items()
-                }
-                log(f"  incremental per table (s, files kept, files): {per_table}")
+                per_table = {t: (s["fetchS"], s["commitS"]) for t, s in inc["tables"].items()}
+                log(f"  incremental per table (fetch s, commit s): {per_table}")
             rss_all = peak_rss_mib()
             full_m, full_sp = _stat(fulls)
             inc_m, inc_sp = _stat(incs)

@@ -38,9 +38,11 @@ class AppContext:
 
     @functools.cached_property
     def lake(self) -> "Lake":
+        from connectors.delta import location_from_connection_string
         from connectors.lake import Lake
 
-        return Lake(self.lake_container)
+        s = self.settings
+        return Lake(self.lake_container, location_from_connection_string(s.storage_connection, s.lake_container))
 
     @functools.cached_property
     def model_store(self) -> "ModelStore":

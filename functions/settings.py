@@ -53,6 +53,7 @@ class Settings:
     org_status_since: str | None
     training_queue: str
     scoring_queue: str
+    sync_queue: str
     readiness_auc_ready: float
     readiness_auc_ok: float
     training_threads: int = 1
@@ -173,6 +174,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         org_status_since=org_since,
         training_queue=get("TRAINING_QUEUE", "training-jobs") or "training-jobs",
         scoring_queue=get("SCORING_QUEUE", "scoring-batches") or "scoring-batches",
+        sync_queue=get("SYNC_QUEUE", "sync-jobs") or "sync-jobs",
         readiness_auc_ready=number("READINESS_AUC_READY", 0.75, 0.5, 1.0),
         readiness_auc_ok=number("READINESS_AUC_OK", 0.65, 0.5, 1.0),
         training_threads=threads,

@@ -21,7 +21,7 @@ bp = func.Blueprint()
 @bp.timer_trigger(schedule="%SYNC_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def sync_timer(timer: TimerRequest) -> None:
     report = sync_jobs.run_scheduled(get_context())
-    log.info("sync_timer: %s", {k: report.get(k) for k in ("run_id", "skipped", "refused", "purged")})
+    log.info("sync_timer: %s", {k: report.get(k) for k in ("runId", "skipped", "reason")})
 
 
 @bp.function_name("start_sync")
@@ -42,7 +42,7 @@ def start_sync(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.function_name("sync_worker")
-@bp.queue_trigger(arg_name="msg", queue_name=sync_jobs.QUEUE, connection="AzureWebJobsStorage")
+@bp.queue_trigger(arg_name="msg", queue_name="%SYNC_QUEUE%", connection="AzureWebJobsStorage")
 def sync_worker(msg: func.QueueMessage) -> None:
     try:
         message = json.loads(msg.get_body())

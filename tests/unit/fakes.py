@@ -74,3 +74,8 @@ class FakeContainer:
             if name not in self.blobs:
                 raise ResourceNotFoundError(f"{name} not found")
             del self.blobs[name]
+
+    def delete_blobs(self, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self.blobs.pop(name, None)

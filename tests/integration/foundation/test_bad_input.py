@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import registry
 
+pytestmark = pytest.mark.integration
+
 HOSTILE = ["x' or 1 eq 1 or name eq 'y", "../../etc", "00000000-0000-0000-0000-00000000000Z", "%00", "a" * 300]
 BODIES = [
     b"{not json",

@@ -13,6 +13,8 @@ import pytest
 from local_runner import stack
 from tests.conftest import mock_call
 
+pytestmark = pytest.mark.integration
+
 
 def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()

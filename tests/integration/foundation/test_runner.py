@@ -12,6 +12,8 @@ import pytest
 from connectors.queues import queue_client
 from local_runner.runner import Host
 
+pytestmark = pytest.mark.integration
+
 
 def _get(url: str) -> tuple[int, dict]:
     try:

@@ -9,7 +9,7 @@ import random
 import uuid
 from typing import Any
 
-from connectors.lake import Lake, rows_to_table, schema_from_attributes, schema_to_json
+from connectors.lake import Lake, rows_to_table, schema_from_attributes
 
 OPP_ATTRS = [
     {"name": "opportunityid", "type": "Uniqueidentifier", "custom": False, "label": "Opportunity"},
@@ -71,19 +71,7 @@ def _write_table(
     history: bool = False,
 ) -> None:
     schema = schema_from_attributes(attrs, key=key)
-    with lake.part_writer(f"tables/{table}/current/v1", schema) as w:
-        w.write(rows_to_table(rows, schema))
-    lake.commit_manifest(
-        table,
-        {
-            "version": 1,
-            "current": w.parts,
-            "history": [],
-            "schema": schema_to_json(schema),
-            "rows": len(rows),
-        },
-        None,
-    )
+    lake.tables.overwrite(lake.current_path(table), rows_to_table(rows, schema), metadata={"sync_id": "seed"})
 
 
 def seed_lake(lake: Lake, *, opportunities: int = 600, seed: int = 3, now: dt.datetime | None = None) -> dict:

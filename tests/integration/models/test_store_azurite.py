@@ -10,6 +10,8 @@ from connectors.blobs import container_client
 from model_store.store import ModelStore
 from tests.unit.models.test_store import *  # noqa: F403 - the same tests, with the fixture below
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def store(azurite) -> ModelStore:  # noqa: F811 - overrides the in-memory store

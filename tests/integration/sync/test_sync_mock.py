@@ -65,9 +65,9 @@ def _norm(value: Any) -> Any:
 
 
 def _key(lake: Lake, table: str) -> str:
-    manifest = lake.manifest(table)
-    assert manifest is not None, f"{table} was not synced"
-    return str(manifest["key"])
+    synced = lake.synced(table)
+    assert synced, f"{table} was not synced"
+    return str(synced["key"])
 
 
 def assert_lake_equals_mock(lake: Lake, server: Any) -> None:
@@ -125,7 +125,8 @@ def test_full_then_incremental_equals_mock(mock: dict, mock_server: Any, lake: L
     assert any(a["name"] == "_parentaccountid_value" for a in attrs)
     processes = lake.read_json("metadata/processes.json")
     assert [s["stagename"] for s in processes[0]["stages"]][:4] == ["Qualify", "Develop", "Propose", "Close"]
-    assert lake.list("reports/sync/") and lake.read_json("state/sync.json")["delta_links"]["opportunity"]
+    assert lake.list("reports/sync/") and lake.read_json("state/sync.json")["lastReport"]["runId"] == report["runId"]
+    assert lake.synced("opportunity")["delta_link"]
 
     before = {r["opportunityid"] for r in mock_server.org.rows("opportunity")}
     mock_call(mock, "POST", "/_mock/simulate", {"days": 10})
@@ -210,35 +211,31 @@ def test_killed_sync_rerun_has_no_duplicates_or_gaps(mock: dict, mock_server: An
     client = _client(mock)
     with pytest.raises(_Killed):  # killed during the very first full sync
         run_sync(lake, _DyingClient(client, 2), page_size=500, workers=1)
-    assert lake.manifest("opportunity") is None
+    assert not lake.synced("opportunity")
     run_sync(lake, client, page_size=500)
     mock_call(mock, "POST", "/_mock/simulate", {"days": 5})
     with pytest.raises(_Killed):  # killed during an incremental sync
         run_sync(lake, _DyingClient(client, 3), page_size=500, workers=1)
 
-    # killed while committing: some manifests swapped, others not
-    real_commit = lake.commit_manifest
-    calls = {"n": 0}
+    # killed between a table's history commit and its MERGE into the current view
+    mock_call(mock, "POST", "/_mock/simulate", {"days": 2})
+    real_merge = lake.tables.merge
 
-    def dying_commit(*a: Any, **kw: Any) -> str:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise _Killed("killed during commit")
-        return real_commit(*a, **kw)
+    def dying_merge(*a: Any, **kw: Any) -> Any:
+        raise _Killed("killed during commit")
 
-    lake.commit_manifest = dying_commit  # type: ignore[method-assign]
+    lake.tables.merge = dying_merge  # type: ignore[method-assign]
     with pytest.raises(_Killed):
-        run_sync(lake, client, page_size=500)
-    lake.commit_manifest = real_commit  # type: ignore[method-assign]
+        run_sync(lake, client, page_size=500, workers=1)
+    lake.tables.merge = real_merge  # type: ignore[method-assign]
+    missed = lake.synced("opportunity")
+    assert int(missed["rows"]) > 0  # the history holds the run; the current view does not yet
+    assert lake.tables.last_commit("tables/opportunity", having="sync_id")["sync_id"] != missed["sync_id"]
     mock_call(mock, "POST", "/_mock/simulate", {"days": 3})
-    run_sync(lake, client, page_size=500)
+    report = run_sync(lake, client, page_size=500)
+    assert report["tables"]["opportunity"]["recovered"] is True
     assert_lake_equals_mock(lake, mock_server)
     assert_history_clean(lake)
-    for table in SYNCED:  # no orphan parts (or key indexes) left behind
-        m = lake.manifest(table) or {}
-        listed = set(m["current"]) | set(m["history"]) | set(m.get("previous_current", []))
-        assert set(p for p in lake.list(f"tables/{table}/") if p.endswith(".parquet")) <= listed
-        assert set(lake.list(f"index/{table}/")) == {f["keys"] for f in m["files"]}
 
 
 def test_two_syncs_started_together_one_skips(
@@ -285,7 +282,7 @@ def test_http_queue_and_timer_triggers(mock: dict, mock_server: Any, settings_va
         assert resp.status_code == 202
         job = json.loads(resp.get_body())["job"]
         assert job["status"] == "queued" and job["params"]["full"] is True
-        message = {"job_id": job["id"], "full": True, "lake": ctx.settings.lake_container}
+        message = {"jobId": job["id"], "full": True, "lake": ctx.settings.lake_container}
         registry()["sync_worker"].get_user_function()(func.QueueMessage(body=json.dumps(message).encode()))
         done = ctx.jobs.get(job["id"])
         assert done["status"] == "succeeded", done
@@ -296,11 +293,11 @@ def test_http_queue_and_timer_triggers(mock: dict, mock_server: Any, settings_va
                 func.HttpRequest("GET", "http://x/api/jobs/x", route_params={"id": job["id"]}, body=b"")
             ).get_body()
         )
-        assert shown["result"]["run_id"] == done["result"]["run_id"]
+        assert shown["result"]["runId"] == done["result"]["runId"]
         # the timer runs an incremental sync
         assert registry()["sync_timer"].get_user_function()(TimerRequest(past_due=False)) is None
         state = ctx.lake.read_json("state/sync.json")
-        assert state["last_report"]["mode"] == "incremental"
+        assert state["lastReport"]["mode"] == "incremental"
     finally:
         set_context(None)
 
@@ -313,7 +310,7 @@ def test_retention_purges_30_days_after_expiry_on_the_mock_clock(
     ctx = _ctx(settings_values)
     try:
         sync_service.run_checked(ctx, full=False)
-        assert ctx.lake.manifest("opportunity")
+        assert ctx.lake.synced("opportunity")
         ctx.jobs.create("sync", {})
         # models trained on the org's data: derived data, purged with it (the audit log stays)
         store = ctx.model_store
@@ -329,13 +326,13 @@ def test_retention_purges_30_days_after_expiry_on_the_mock_clock(
     try:
         refused = sync_service.run_checked(ctx, full=False)
         assert refused["skipped"] and refused["retention"]["purged"] is False
-        assert ctx.lake.manifest("opportunity")  # nothing purged before 30 days
+        assert ctx.lake.synced("opportunity")  # nothing purged before 30 days
         assert ctx.model_store.blobs.read("configs/m1.json")
         mock_call(mock, "POST", "/_mock/simulate", {"days": 29})
         assert sync_service.run_checked(ctx, full=False)["retention"]["purged"] is False
         mock_call(mock, "POST", "/_mock/simulate", {"days": 2})
         purged = sync_service.run_checked(ctx, full=False)["retention"]
-        assert purged["purged"] is True and purged["blobs"] > 0 and purged["model_blobs"] == 4
+        assert purged["purged"] is True and purged["blobs"] > 0 and purged["modelBlobs"] == 4
         left = ctx.lake.list("")
         assert left and all(p.startswith(("jobs/", "locks/", "retention/")) for p in left)
         assert ctx.lake.read_current("opportunity").num_rows == 0
@@ -344,7 +341,7 @@ def test_retention_purges_30_days_after_expiry_on_the_mock_clock(
         actions = [e["action"] for e in ctx.model_store.audit_log()]
         assert actions == ["retention_purge", "create"]
         record = ctx.model_store.audit_log()[0]
-        assert record["actor"] == "retention" and record["detail"]["model_blobs"] == 4
+        assert record["actor"] == "retention" and record["detail"]["modelBlobs"] == 4
         # a later trigger finds the marker: nothing purged or audited twice
         again = sync_service.run_checked(ctx, full=False)["retention"]
         assert again["purged"] is True and again.get("already") is True
