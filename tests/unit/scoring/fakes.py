@@ -36,11 +36,6 @@ class Container(FakeContainer):
         client.exists = lambda: name in self.blobs
         return client
 
-    def delete_blobs(self, *names: str) -> None:
-        for name in names:
-            if name in self.blobs:
-                self.delete_blob(name)
-
 
 def lake_table(frame: pd.DataFrame) -> pa.Table:
     """A frame as the sync would store it: timestamps in microseconds, mixed-type columns as text."""
