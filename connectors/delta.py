@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ class DeltaTables:
 
     def __init__(self, location: DeltaLocation):
         self.location = location
+        # Read snapshots kept per table and brought up to date incrementally: opening a table reads its
+        # whole log since the last checkpoint (~100 ms for 30 commits on Azurite), an update only the new
+        # commits (~10 ms).
+        self._snapshots: dict[str, DeltaTable] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def uri(self, path: str) -> str:
         return self.location.uri(path)
@@ -91,7 +98,7 @@ class DeltaTables:
             return None
 
     def exists(self, path: str) -> bool:
-        return self.open(path) is not None
+        return self.version(path) >= 0
 
     def read(
         self,
@@ -105,37 +112,63 @@ class DeltaTables:
         """The table's rows (only `columns` that exist; pyarrow `filters`); None when it does not exist.
         `prune` ([(column, op, value)], all must hold) skips whole files by the statistics in the Delta log
         before anything is read (delta-rs), whatever the files' string types."""
-        table = self.open(path, version=version)
-        if table is None:
-            return None
-        dataset = table.to_pyarrow_dataset(file_pruning_predicate=prune) if prune else table.to_pyarrow_dataset()
-        cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
-        if filters is None:
-            return dataset.to_table(columns=cols)
         try:
-            return dataset.to_table(columns=cols, filter=filters)
-        except pa.ArrowNotImplementedError:
-            # Files written by MERGE or optimize (DataFusion) store strings as string_view, which pyarrow 22
-            # cannot compare against file statistics ("greater_equal ... string_view"): filter after reading.
-            try:
-                return dataset.to_table(columns=cols).filter(filters)
-            except (pa.ArrowInvalid, KeyError):  # the filter needs a column that was not asked for
-                rows = dataset.to_table().filter(filters)
-                return rows if cols is None else rows.select(cols)
+            dataset = self._dataset(path, prune, version, fresh=False)
+            return None if dataset is None else _scan(dataset, columns, filters)
+        except (DeltaError, OSError) as exc:  # a kept snapshot whose files are gone (vacuumed, table recreated)
+            log.info("delta %s: snapshot out of date (%s); reopened", path, type(exc).__name__)
+            dataset = self._dataset(path, prune, version, fresh=True)
+            return None if dataset is None else _scan(dataset, columns, filters)
+
+    def forget(self) -> None:
+        """Drop the kept snapshots (after blobs were deleted behind the tables' logs, e.g. a purge)."""
+        with self._guard:
+            self._snapshots.clear()
+
+    def _dataset(self, path: str, prune: Any, version: int | None, *, fresh: bool) -> Any:
+        if version is not None:
+            table = self.open(path, version=version)
+            return None if table is None else table.to_pyarrow_dataset(file_pruning_predicate=prune)
+        with self._lock(path):
+            table = self._latest(path, fresh=fresh)
+            return None if table is None else table.to_pyarrow_dataset(file_pruning_predicate=prune)
+
+    def _lock(self, path: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(path, threading.Lock())
+
+    def _latest(self, path: str, *, fresh: bool = False) -> DeltaTable | None:
+        """The kept snapshot of `path` brought up to date (opened on first use); call under its lock."""
+        table = None if fresh else self._snapshots.get(path)
+        if table is not None:
+            table.update_incremental()
+            return table
+        table = self.open(path)
+        if table is not None:
+            self._snapshots[path] = table
+        return table
+
+    def version(self, path: str) -> int:
+        """The table's latest version (-1 when it was never written)."""
+        with self._lock(path):
+            table = self._latest(path)
+            return -1 if table is None else int(table.version())
 
     def schema(self, path: str) -> pa.Schema | None:
-        table = self.open(path)
-        return None if table is None else table.to_pyarrow_dataset().schema
+        dataset = self._dataset(path, None, None, fresh=False)
+        return None if dataset is None else dataset.schema
 
     def last_commit(self, path: str, *, having: str | None = None, depth: int = 50) -> dict[str, Any]:
         """The newest commit's info (its custom metadata included), or with `having` the newest of the last
         `depth` commits whose metadata has that key (maintenance commits carry none); {} if there is none."""
-        table = self.open(path)
-        if table is None:
-            return {}
-        for commit in table.history(1 if having is None else depth):
-            if having is None or having in commit:
-                return dict(commit)
+        with self._lock(path):
+            table = self._latest(path)
+            if table is None:
+                return {}
+            for limit in (1,) if having is None else (1, depth):  # usually the newest commit has it
+                for commit in table.history(limit):
+                    if having is None or having in commit:
+                        return dict(commit)
         return {}
 
     def append(
@@ -194,7 +227,7 @@ class DeltaTables:
         source rows where it is true delete their target row (and are never inserted), and the column
         itself is not stored. Creates the table on first use. Returns delta-rs's merge metrics."""
         stored = source.drop_columns([delete_column]) if delete_column else source
-        if not self.exists(path):
+        if self.version(path) < 0:
             rows = stored
             if delete_column:
                 rows = stored.filter(pc.invert(pc.fill_null(source.column(delete_column), False)))
@@ -256,8 +289,23 @@ class DeltaTables:
         }
 
     def _version(self, path: str) -> int:
-        table = self.open(path)
-        return -1 if table is None else int(table.version())
+        return self.version(path)
+
+
+def _scan(dataset: Any, columns: Sequence[str] | None, filters: Any) -> pa.Table:
+    cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
+    if filters is None:
+        return dataset.to_table(columns=cols)
+    try:
+        return dataset.to_table(columns=cols, filter=filters)
+    except pa.ArrowNotImplementedError:
+        # Files written by MERGE or optimize (DataFusion) store strings as string_view, which pyarrow 22
+        # cannot compare against file statistics ("greater_equal ... string_view"): filter after reading.
+        try:
+            return dataset.to_table(columns=cols).filter(filters)
+        except (pa.ArrowInvalid, KeyError):  # the filter needs a column that was not asked for
+            rows = dataset.to_table().filter(filters)
+            return rows if cols is None else rows.select(cols)
 
 
 def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:

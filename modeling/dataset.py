@@ -321,6 +321,11 @@ def _labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
     return pd.Series(np.where(won, 1.0, np.where(lost, 0.0, np.nan)), index=opp.index)
 
 
+def outcome_labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
+    """1 won, 0 lost, NaN neither: the closed deals whose outcomes feed the past win-rate features."""
+    return _labels(opp, config)
+
+
 def _with_account(
     frame: pd.DataFrame, tables: Mapping[str, pd.DataFrame], attributes: Sequence[str]
 ) -> pd.DataFrame:

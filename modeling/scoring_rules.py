@@ -155,6 +155,19 @@ def row_name(name: Any, opportunity_id: str) -> str:
     return (name if isinstance(name, str) and name else f"Opportunity {opportunity_id}")[:NAME_MAX]
 
 
+def past_outcome_rows(frame: pd.DataFrame, configs: Sequence[ModelConfig]) -> pd.DataFrame:
+    """The rows that are a won or lost deal for at least one model: the only other deals the past-outcome
+    features (account, owner and account-and-value win rates) read."""
+    from modeling.dataset import outcome_labels
+
+    if frame.empty or not configs:
+        return frame.iloc[0:0]
+    keep = np.zeros(len(frame), dtype=bool)
+    for config in configs:
+        keep |= outcome_labels(frame, config).notna().to_numpy()
+    return frame[keep].reset_index(drop=True)
+
+
 def snapshot_time(synced_at: dt.datetime | None, frames: Mapping[str, pd.DataFrame]) -> dt.datetime | None:
     """The moment the lake's data describes: the later of the last sync's time and the newest
     createdon/modifiedon in the opportunities and BPF instances. Derived features are measured to it, so

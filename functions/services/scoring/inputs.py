@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.clock import parse, utcnow
 from connectors.lake import Lake
 from functions.services.scoring.common import C_ID, C_NAME, parallel
-from modeling.scoring_rules import PublishedModel, model_priority, snapshot_time
+from modeling.scoring_rules import PublishedModel, model_priority, past_outcome_rows, snapshot_time
 
 if TYPE_CHECKING:
     from functions.app_context import AppContext
@@ -118,38 +119,64 @@ def read_all(ctx: AppContext) -> LakeInputs:
 
 
 def read_listed(ctx: AppContext, ids: Sequence[str], models: Sequence[PublishedModel]) -> LakeInputs:
-    """Only what scoring `ids` needs, read with filters: those opportunities, the other deals of their
-    accounts and owners (their past outcomes are features), their accounts, BPF instances and stage
-    history; "as of" from two columns of the opportunities and one of the BPF instances."""
+    """Only what scoring `ids` needs: those opportunities, their BPF instances, stage history and accounts
+    (filtered reads), and, from the few columns past outcomes and "as of" need, the won and lost deals of
+    their accounts and owners (their past win rates are features) and the newest change times."""
     from functions.services.training import load_metadata
 
-    lake = ctx.lake
-    wanted = list(ids)
-    listed = _read(lake, Lake.current_path("opportunity"), None, pc.field(C_ID).isin(wanted))
-    accounts = _distinct(listed, "_parentaccountid_value")
-    owners = _distinct(listed, "_ownerid_value")
-    event_columns = list(dict.fromkeys([*EVENT_COLUMNS, *(m.config.state_option_set for m in models)]))
-    related = pc.field("_parentaccountid_value").isin(accounts) | pc.field("_ownerid_value").isin(owners)
-    reads = [
-        (Lake.current_path("opportunity"), event_columns, related if accounts or owners else None),
-        (Lake.current_path("account"), None, pc.field("accountid").isin(accounts) if accounts else None),
-        (Lake.current_path("opportunitysalesprocess"), None, pc.field("_opportunityid_value").isin(wanted)),
-        (Lake.history_path("opportunity"), STAGE_HISTORY_COLUMNS, pc.field(C_ID).isin(wanted)),
-        (Lake.current_path("opportunity"), ["createdon", "modifiedon"], _ALL),
-        (Lake.current_path("opportunitysalesprocess"), ["modifiedon"], _ALL),
-    ]
-    events, account, bpf, stage_history, opp_times, bpf_times = parallel(lambda r: _read(lake, *r), reads)
+    lake, wanted = ctx.lake, list(ids)
+    outcome_columns = list(dict.fromkeys([*EVENT_COLUMNS, *(m.config.state_option_set for m in models)]))
+    opp_path, bpf_path = Lake.current_path("opportunity"), Lake.current_path("opportunitysalesprocess")
+    listed, outcomes, bpf, stage_history, bpf_times, metadata, synced = parallel(
+        lambda read: read(),
+        [
+            lambda: _read(lake, opp_path, None, pc.field(C_ID).isin(wanted)),
+            lambda: lake.tables.read(opp_path, outcome_columns),
+            lambda: _read(lake, bpf_path, None, pc.field("_opportunityid_value").isin(wanted)),
+            lambda: _read(lake, Lake.history_path("opportunity"), STAGE_HISTORY_COLUMNS, pc.field(C_ID).isin(wanted)),
+            lambda: _read(lake, bpf_path, ["modifiedon"], _ALL),
+            lambda: load_metadata(lake),
+            lambda: lake.synced("opportunity"),
+        ],
+    )
+    accounts, owners = _distinct(listed, "_parentaccountid_value"), _distinct(listed, "_ownerid_value")
+    account = _read(
+        lake, Lake.current_path("account"), None, pc.field("accountid").isin(accounts) if accounts else None
+    )
+    events = _related(outcomes, accounts, owners)
+    opp_times = (
+        outcomes.select([c for c in ("createdon", "modifiedon") if c in outcomes.column_names]).to_pandas()
+        if outcomes is not None
+        else pd.DataFrame()
+    )
     tables = {
-        "opportunity": pd.concat([events, listed], ignore_index=True) if len(events) else listed,
+        "opportunity": pd.concat([past_outcome_rows(events, [m.config for m in models]), listed], ignore_index=True),
         "account": account,
         "opportunitysalesprocess": bpf,
         "opportunity_history": stage_history,
     }
-    as_of = _as_of(lake, {"opportunity": opp_times, "opportunitysalesprocess": bpf_times})
-    return LakeInputs(tables, load_metadata(lake), as_of)
+    as_of = snapshot_time(
+        parse(str(synced.get("synced_at") or "")), {"opportunity": opp_times, "opportunitysalesprocess": bpf_times}
+    )
+    return LakeInputs(tables, metadata, as_of or utcnow())
 
 
-_ALL = object()  # a read without a filter (two columns of every row, for "as of")
+def _related(rows: pa.Table | None, accounts: Sequence[str], owners: Sequence[str]) -> pd.DataFrame:
+    """The deals of these accounts or owners."""
+    if rows is None or not (accounts or owners):
+        return pd.DataFrame()
+    mask = (
+        pc.is_in(rows["_parentaccountid_value"], pa.array(accounts, pa.string()))
+        if "_parentaccountid_value" in rows.column_names
+        else None
+    )
+    if "_ownerid_value" in rows.column_names:
+        by_owner = pc.is_in(rows["_ownerid_value"], pa.array(owners, pa.string()))
+        mask = by_owner if mask is None else pc.or_(mask, by_owner)
+    return pd.DataFrame() if mask is None else rows.filter(pc.fill_null(mask, False)).to_pandas()
+
+
+_ALL = object()  # a read without a filter (a column of every row, for "as of")
 
 
 def _read(lake: Lake, path: str, columns: Sequence[str] | None, where: Any) -> pd.DataFrame:

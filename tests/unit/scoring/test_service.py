@@ -20,6 +20,7 @@ from functions.services import scoring
 from functions.services.jobs import get_job
 from functions.services.scoring import batch, layout, scores
 from functions.services.scoring.common import RUN_RETENTION_DAYS
+from functions.services.scoring.inputs import EVENT_COLUMNS
 from tests.unit.scoring.fakes import FakeContext, requests_bound
 
 
@@ -475,8 +476,9 @@ def test_score_now_answers_a_handful_reading_only_those_opportunities(
     assert first["model"] == "All@1" and first["reasons"]["model"] == "All"
     reasons = {n["opportunityId"]: n["reason"] for n in body["notScored"]}
     assert reasons[ids[0]] == "not open" and "not in the lake" in reasons[ids[3]]
-    whole = [(p, c) for p, c, f in reads if f is None and p in (Lake.current_path("opportunity"), scores.STATE)]
-    assert whole == [(Lake.current_path("opportunity"), ["createdon", "modifiedon"])], "only the as-of columns"
+    whole = [(p, c) for p, c, f in reads if f is None]  # unfiltered: only the outcome and "as of" columns
+    assert whole and all(set(c or ["*"]) <= set(EVENT_COLUMNS) | {"statecode"} for p, c in whole), whole
+    assert {p for p, _ in whole} == {Lake.current_path("opportunity"), Lake.current_path("opportunitysalesprocess")}
     assert len(_history(ctx)) == 2 and len(scores.state(ctx.lake)) == 2
     status, again = scoring.score_now(ctx, ids[1:3])
     assert status == 200 and len(ctx.dataverse.calls) == 1, "unchanged: nothing written the second time"
