@@ -183,15 +183,17 @@ class DeltaTables:
         schema. Returns the new version."""
 
         def write() -> None:
-            write_deltalake(
-                self.uri(path),
-                data,
-                mode="append",
-                schema_mode="merge",
-                partition_by=list(partition_by) if partition_by else None,
-                storage_options=self.location.storage_options,
-                commit_properties=_props(metadata),
-            )
+            with self._lock(path):  # on the kept snapshot: no reread of the log before the commit
+                table = self._latest(path)
+                write_deltalake(
+                    self.uri(path) if table is None else table,
+                    data,
+                    mode="append",
+                    schema_mode="merge",
+                    partition_by=list(partition_by) if partition_by else None,
+                    storage_options=self.location.storage_options,
+                    commit_properties=_props(metadata),
+                )
 
         _retry(write, path)
         return self._version(path)
@@ -238,26 +240,38 @@ class DeltaTables:
         updates = {c: f"s.{c}" for c in columns}
 
         def run() -> dict[str, Any]:
-            table = self.open(path)
-            assert table is not None
-            merger = table.merge(
-                source,
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                merge_schema=True,
-                commit_properties=_props(metadata),
-            )
-            if delete_column:
-                gone = f"s.`{delete_column}` = true"
-                kept = f"(s.`{delete_column}` IS NULL OR s.`{delete_column}` = false)"
-                merger = merger.when_matched_delete(predicate=gone).when_matched_update(updates, predicate=kept)
-                merger = merger.when_not_matched_insert(updates, predicate=kept)
-            else:
-                merger = merger.when_matched_update(updates).when_not_matched_insert(updates)
-            return dict(merger.execute())
+            with self._lock(path):  # on the kept snapshot, one MERGE of this table at a time per process
+                table = self._latest(path)
+                assert table is not None
+                return self._merge(table, source, predicate, updates, delete_column, metadata)
 
         return _retry(run, path)
+
+    @staticmethod
+    def _merge(
+        table: DeltaTable,
+        source: pa.Table,
+        predicate: str,
+        updates: dict[str, str],
+        delete_column: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        merger = table.merge(
+            source,
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            merge_schema=True,
+            commit_properties=_props(metadata),
+        )
+        if delete_column:
+            gone = f"s.`{delete_column}` = true"
+            kept = f"(s.`{delete_column}` IS NULL OR s.`{delete_column}` = false)"
+            merger = merger.when_matched_delete(predicate=gone).when_matched_update(updates, predicate=kept)
+            merger = merger.when_not_matched_insert(updates, predicate=kept)
+        else:
+            merger = merger.when_matched_update(updates).when_not_matched_insert(updates)
+        return dict(merger.execute())
 
     def delete_rows(self, path: str, predicate: str, *, metadata: Mapping[str, str] | None = None) -> int:
         """Delete the rows matching a SQL `predicate`; returns how many."""

@@ -52,7 +52,13 @@ def previous(lake: Lake, ids: Sequence[str]) -> pd.DataFrame:
     """The last written row of each of `ids` that has one (STATE_SCHEMA columns)."""
     if not len(ids):
         return _empty(STATE_SCHEMA)
-    rows = lake.tables.read(STATE, STATE_SCHEMA.names, filters=pc.field("opportunityid").isin(list(ids)))
+    wanted = list(ids)
+    rows = lake.tables.read(  # state files written by a batch's MERGE cover a range of ids: most are skipped
+        STATE,
+        STATE_SCHEMA.names,
+        filters=pc.field("opportunityid").isin(wanted),
+        prune=[("opportunityid", "in", wanted)],
+    )
     return _empty(STATE_SCHEMA) if rows is None else rows.to_pandas()
 
 
