@@ -37,16 +37,7 @@ def plan_run(
     run_id = run_id or new_run_id()
     ctx.jobs.create("scoring", {"actor": actor, "ids": len(opportunity_ids or [])}, job_id=run_id)
     ctx.jobs.start(run_id)
-    try:
-        models = inputs.published_models(ctx)
-        if opportunity_ids is None:
-            lake_inputs = inputs.read_all(ctx)
-        else:
-            lake_inputs = inputs.read_listed(ctx, opportunity_ids, models)
-        chosen = inputs.assign(ctx, lake_inputs, models, opportunity_ids)
-    except Exception as exc:
-        ctx.jobs.fail(run_id, str(getattr(exc, "code", type(exc).__name__)), str(exc)[:500])
-        raise
+    lake_inputs, chosen = _assign(ctx, run_id, opportunity_ids)
     batches = _cut(chosen.frames, batch_size)
     parallel(
         lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])), list(enumerate(batches))
@@ -74,7 +65,7 @@ def plan_run(
     sender = ctx.queue(ctx.settings.scoring_queue)
     for index in range(len(batches)):
         sender.send(message(run_id, index))
-    if not models:
+    if not chosen.models:
         log.warning("scoring run=%s: no published model; nothing to score", run_id)
     log.info(
         "scoring run=%s planned: eligible=%d batches=%d models=%s in %.2f s",
@@ -85,6 +76,18 @@ def plan_run(
         doc["plannedIn"],
     )
     return doc
+
+
+def _assign(ctx: AppContext, run_id: str, ids: Sequence[str] | None) -> tuple[inputs.LakeInputs, inputs.Assignment]:
+    """Read the lake once (only what listed ids need) and give each eligible opportunity one model; a failure
+    fails the run's job."""
+    try:
+        models = inputs.published_models(ctx)
+        lake_inputs = inputs.read_all(ctx) if ids is None else inputs.read_listed(ctx, ids, models)
+        return lake_inputs, inputs.assign(ctx, lake_inputs, models, ids)
+    except Exception as exc:
+        ctx.jobs.fail(run_id, str(getattr(exc, "code", type(exc).__name__)), str(exc)[:500])
+        raise
 
 
 def _cut(frames: Sequence[tuple[PublishedModel, pd.DataFrame]], size: int) -> list[tuple[PublishedModel, pd.DataFrame]]:
