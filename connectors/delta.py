@@ -9,10 +9,14 @@ that wrote it), read back with `last_commit`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import random
+import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +24,23 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 8
+# Streamed writes keep one row group per open file in memory: small row groups and files bound a write's
+# memory whatever the table's size (measured: a partitioned write of 1,000,000 wide rows peaks ~330 MiB
+# above the process's start with these, and grows with the rows written with delta-rs's defaults).
+TARGET_FILE_BYTES = 16 * 1024 * 1024
+ROW_GROUP_ROWS = 16_384
+STREAM_FILE_ROWS = 250_000  # rows per file of a streamed append (`append_stream`)
 # Kept by `vacuum`: files a reader or a time-travel query may still need (docs/LAKE.md "Retention").
 DEFAULT_RETENTION_HOURS = 7 * 24
 
@@ -79,16 +94,40 @@ class DeltaTables:
 
     def __init__(self, location: DeltaLocation):
         self.location = location
+        # Opened tables, per thread (a DeltaTable object is not shared across threads): reopening reads
+        # the whole log, while `update_incremental` reads only the commits since.
+        self._local = threading.local()
 
     def uri(self, path: str) -> str:
         return self.location.uri(path)
 
     def open(self, path: str, *, version: int | None = None) -> DeltaTable | None:
-        """The table at `path` (None when it was never written)."""
+        """The table at `path`, at its newest version unless `version` is given (None when it was never
+        written)."""
+        if version is not None:
+            try:
+                return DeltaTable(self.uri(path), version=version, storage_options=self.location.storage_options)
+            except TableNotFoundError:
+                return None
+        cache: dict[str, DeltaTable] = self._local.__dict__.setdefault("tables", {})
+        table = cache.get(path)
+        if table is not None:
+            table.update_incremental()
+            return table
         try:
-            return DeltaTable(self.uri(path), version=version, storage_options=self.location.storage_options)
+            table = DeltaTable(self.uri(path), storage_options=self.location.storage_options)
         except TableNotFoundError:
             return None
+        cache[path] = table
+        return table
+
+    def forget(self, path: str | None = None) -> None:
+        """Drop this thread's opened table(s), e.g. after the blobs under `path` were deleted."""
+        cache: dict[str, DeltaTable] = self._local.__dict__.setdefault("tables", {})
+        if path is None:
+            cache.clear()
+        else:
+            cache.pop(path, None)
 
     def exists(self, path: str) -> bool:
         return self.open(path) is not None
@@ -108,6 +147,10 @@ class DeltaTables:
         dataset = table.to_pyarrow_dataset()
         cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
         return dataset.to_table(columns=cols, filter=filters)
+
+    def partition_columns(self, path: str) -> list[str]:
+        table = self.open(path)
+        return [] if table is None else list(table.metadata().partition_columns)
 
     def schema(self, path: str) -> pa.Schema | None:
         table = self.open(path)
@@ -137,16 +180,60 @@ class DeltaTables:
 
         def write() -> None:
             write_deltalake(
-                self.uri(path),
+                self.open(path) or self.uri(path),
                 data,
                 mode="append",
                 schema_mode="merge",
                 partition_by=list(partition_by) if partition_by else None,
                 storage_options=self.location.storage_options,
                 commit_properties=_props(metadata),
+                target_file_size=TARGET_FILE_BYTES,
+                writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
             )
 
         _retry(write, path)
+        return self._version(path)
+
+    def append_stream(
+        self,
+        path: str,
+        batches: pa.RecordBatchReader,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        partition_by: str | None = None,
+    ) -> int:
+        """Append a stream of any size in bounded memory: pyarrow writes the Parquet files (a row group per
+        batch, one open file per partition value, a new file every STREAM_FILE_ROWS rows) straight to the
+        table's storage, and one Delta transaction adds them. Streams whose columns the table lacks go
+        through `append` (schema evolution). Returns the new version."""
+        schema = batches.schema
+        current = self.open(path)
+        if current is not None and not set(schema.names) <= set(current.to_pyarrow_dataset().schema.names):
+            return self.append(path, batches, metadata=metadata, partition_by=[partition_by] if partition_by else None)
+        files = _StreamFiles(self.uri(path), self.location.storage_options, schema, partition_by)
+        try:
+            for batch in batches:
+                files.write(batch)
+            actions = files.close()
+        except BaseException:
+            files.abort()
+            raise
+        table_schema = DeltaSchema.from_arrow(schema)
+        parts = [partition_by] if partition_by else None
+        if current is None:
+            create_table_with_add_actions(
+                self.uri(path), table_schema, actions, mode="error", partition_by=parts,
+                storage_options=self.location.storage_options, commit_properties=_props(metadata),
+            )  # fmt: skip
+        else:
+            changes: list[AddAction | RemoveAction] = list(actions)
+            _retry(
+                lambda: current.create_write_transaction(
+                    changes, mode="append", schema=current.schema(), partition_by=parts,
+                    commit_properties=_props(metadata),
+                ),
+                path,
+            )  # fmt: skip
         return self._version(path)
 
     def overwrite(
@@ -156,12 +243,14 @@ class DeltaTables:
 
         def write() -> None:
             write_deltalake(
-                self.uri(path),
+                self.open(path) or self.uri(path),
                 data,
                 mode="overwrite",
                 schema_mode="overwrite",
                 storage_options=self.location.storage_options,
                 commit_properties=_props(metadata),
+                target_file_size=TARGET_FILE_BYTES,
+                writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
             )
 
         _retry(write, path)
@@ -175,18 +264,25 @@ class DeltaTables:
         *,
         delete_column: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        target_filter: str | None = None,
+        partition_by: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Upsert `source` on `keys`: matched rows are replaced, new rows inserted; with `delete_column`,
         source rows where it is true delete their target row (and are never inserted), and the column
-        itself is not stored. Creates the table on first use. Returns delta-rs's merge metrics."""
+        itself is not stored. `target_filter` (SQL on the target alias `t`) narrows the target rows that can
+        match, so files of other partitions are neither read nor rewritten: the caller must know that no
+        matching row lives outside it. Creates the table on first use (partitioned by `partition_by`).
+        Returns delta-rs's merge metrics."""
         stored = source.drop_columns([delete_column]) if delete_column else source
         if not self.exists(path):
             rows = stored
             if delete_column:
                 rows = stored.filter(pc.invert(pc.fill_null(source.column(delete_column), False)))
-            self.append(path, rows, metadata=metadata)
+            self.append(path, rows, metadata=metadata, partition_by=partition_by)
             return {"num_target_rows_inserted": rows.num_rows, "created": True}
         predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        if target_filter:
+            predicate = f"{predicate} AND ({target_filter})"
         columns = [f"`{n}`" for n in stored.column_names]
         updates = {c: f"s.{c}" for c in columns}
 
@@ -244,6 +340,69 @@ class DeltaTables:
     def _version(self, path: str) -> int:
         table = self.open(path)
         return -1 if table is None else int(table.version())
+
+
+class _StreamFiles:
+    """The Parquet files of one streamed append, written with pyarrow through delta-rs's own filesystem
+    (so the same code writes to Blob Storage and to a local directory)."""
+
+    def __init__(self, uri: str, options: Mapping[str, str], schema: pa.Schema, partition_by: str | None):
+        if "://" not in uri:  # a local directory (tests): delta-rs's handler wants it to exist
+            os.makedirs(uri, exist_ok=True)
+        self.fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(options)))
+        self.partition_by = partition_by
+        self.schema = schema if partition_by is None else schema.remove(schema.get_field_index(partition_by))
+        self.open: dict[Any, tuple[str, Any, Any, int]] = {}  # value -> (path, stream, writer, rows)
+        self.done: list[AddAction] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        if self.partition_by is None:
+            self._write(None, pa.Table.from_batches([batch]))
+            return
+        column = batch.column(self.partition_by)
+        for value in pc.unique(column).to_pylist():
+            mask = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
+            self._write(value, pa.Table.from_batches([batch.filter(mask)]).drop_columns([self.partition_by]))
+
+    def _write(self, value: Any, table: pa.Table) -> None:
+        if value not in self.open:
+            folder = "" if self.partition_by is None else f"{self.partition_by}={_partition_text(value)}/"
+            rel = f"{folder}part-{uuid.uuid4().hex}.snappy.parquet"
+            stream = self.fs.open_output_stream(rel)
+            self.open[value] = (rel, stream, pq.ParquetWriter(stream, self.schema, compression="snappy"), 0)
+        rel, stream, writer, rows = self.open[value]
+        writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+        self.open[value] = (rel, stream, writer, rows + table.num_rows)
+        if rows + table.num_rows >= STREAM_FILE_ROWS:
+            self._finish(value)
+
+    def _finish(self, value: Any) -> None:
+        rel, stream, writer, rows = self.open.pop(value)
+        writer.close()
+        stream.close()
+        size = int(self.fs.get_file_info(rel).size or 0)
+        parts = {} if self.partition_by is None else {self.partition_by: _partition_text(value)}
+        stats = json.dumps({"numRecords": rows})
+        self.done.append(AddAction(rel, size, parts, int(time.time() * 1000), True, stats))
+
+    def close(self) -> list[AddAction]:
+        for value in list(self.open):
+            self._finish(value)
+        return self.done
+
+    def abort(self) -> None:
+        """Close what is open; the files are not in any version, so `vacuum` removes them later."""
+        for _, stream, writer, _ in self.open.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+                stream.close()
+        self.open.clear()
+
+
+def _partition_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from connectors.clock import iso, utcnow
 from model_store import lifecycle
 from model_store.store import ModelStore
 
@@ -30,10 +31,6 @@ REASONS = ("create", "manual", "auto-retrain")
 AUTO_ACTOR = "system:auto-retrain"
 # A running job younger than the host's functionTimeout (host.json: 10 min) is owned by a live worker.
 RUNNING_LEASE = dt.timedelta(minutes=10)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 # ---------------------------------------------------------------------------------------------- lake inputs
@@ -138,7 +135,7 @@ def train(
     now = now or utcnow()
     started = time.perf_counter()
     config_doc = store.get_config(name)
-    store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=now.isoformat())
+    store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=iso(now))
     try:
         data = build_training_data(ctx, config_doc, now)
         cutoffs = (ctx.settings.readiness_auc_ready, ctx.settings.readiness_auc_ok)
@@ -148,7 +145,7 @@ def train(
         meta = dict(trained.meta)
         meta.update(
             {
-                "trainedAt": now.isoformat(timespec="seconds"),
+                "trainedAt": iso(now),
                 "reason": reason,
                 "actor": actor,
                 "jobId": job_id,
@@ -168,7 +165,7 @@ def train(
             name,
             status="ready",
             error=None,
-            lastTrainedAt=now.isoformat(timespec="seconds"),
+            lastTrainedAt=iso(now),
             lastTrainedVersion=version,
             retrainNote=None if decision is None or decision.publish else decision.reason,
         )
