@@ -287,9 +287,7 @@ def edit_model(
 
     def edit() -> dict[str, Any]:
         doc, current_etag = store.get_config_with_etag(name)
-        metadata = (
-            training.load_metadata(ctx.lake) if {"attributes", "stageAttributes"} & set(patch) else None
-        )
+        metadata = training.load_metadata(ctx.lake) if {"attributes", "stageAttributes"} & set(patch) else None
         new = apply_edit(
             ModelConfig.from_json(doc),
             patch,
@@ -322,9 +320,7 @@ def delete_model(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
     def delete() -> dict[str, Any]:
         doc = store.get_config(name)
         if lifecycle.auto_retrain_active(doc, store.get_alias(name)["published"]):
-            raise ConflictError(
-                f"turn autoRetrain off before deleting {name}", code="AutoRetrainOn", model=name
-            )
+            raise ConflictError(f"turn autoRetrain off before deleting {name}", code="AutoRetrainOn", model=name)
         blobs = store.delete_model(name)
         store.audit("delete", actor=actor, model=name, detail={"blobs": blobs})
         return {"model": name, "deleted": True}

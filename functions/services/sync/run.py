@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.clock import iso, stamp, utcnow
 from connectors.dataverse import DataverseClient, DataverseNotFound, processes_from_rows
+from connectors.jobs import JobNotFound
 from connectors.lake import Lake, LeaseBusy
+from functions.services.jobs import execute
 from functions.services.sync import retention
 from functions.services.sync.commit import commit_extract, recover
 from functions.services.sync.extract import TABLES, Extract, TableMeta, TableSpec, extract_table
@@ -229,19 +231,13 @@ def run_job(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
     if lake_name and lake_name != ctx.settings.lake_container:
         raise SyncMessageError(f"sync job {job_id} belongs to lake {lake_name}, not {ctx.settings.lake_container}")
     try:
-        ctx.jobs.start(job_id)
-    except Exception as exc:  # noqa: BLE001 - an unknown job id is dropped, not retried forever
-        log.error("sync job %s cannot start: %s", job_id, type(exc).__name__)
+        ctx.jobs.get(job_id)
+    except JobNotFound:
+        log.error("sync job %s does not exist; message dropped", job_id)
         return None
-    try:
-        report = run_checked(ctx, full=bool(message.get("full")), job_id=job_id, lease_wait=30.0)
-    except Exception as exc:  # noqa: BLE001 - the job records the failure; the message is not retried
-        code = str(getattr(exc, "code", "") or type(exc).__name__)
-        ctx.jobs.fail(job_id, code, str(exc)[:1000])
-        log.error("sync job %s failed: %s", job_id, code)
-        return None
-    ctx.jobs.succeed(job_id, report)
-    return report
+    full = bool(message.get("full"))
+    job = execute(ctx.jobs, job_id, lambda: run_checked(ctx, full=full, job_id=job_id, lease_wait=30.0), what="sync")
+    return job.get("result") if job["status"] == "succeeded" else None
 
 
 def run_scheduled(ctx: AppContext) -> dict[str, Any]:
