@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--reps", type=int, default=1)  # accepted for the runner; each size runs once
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--phases", nargs="+", default=["sync", "train", "score"], choices=sorted(PHASES))
     args = parser.parse_args()
     if args.phase:  # a child: one phase against the stack the parent started
         output = PHASES[args.phase](_context(args.settings))
@@ -121,7 +122,7 @@ def main() -> None:
             settings_file = f"{tmp}/settings.json"
             with open(settings_file, "w") as fh:
                 json.dump(stack.app_settings(azurite, mock.info, SCORING_QUEUE="scale-scoring"), fh)
-            for name in ("sync", "train", "score"):
+            for name in args.phases:
                 seconds, peak, out = _run_phase(name, settings_file, f"{tmp}/{name}.json")
                 log(f"{name}: {seconds:.1f} s, peak {peak:.0f} MiB, {out}")
                 results += [

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "sync"
 METADATA_MAX_AGE = 6 * 3600
+# The sync lease is the shortest a blob lease can be, renewed every third of it by the holder, so a holder
+# that died frees it within LEASE_SECONDS; a queued job waits a little longer than that for it.
+LEASE_SECONDS = 15
+JOB_LEASE_WAIT = LEASE_SECONDS + 5.0
 
 
 class SyncMessageError(TypedError):
@@ -90,7 +94,7 @@ def run_sync(
     sync_id = uuid.uuid4().hex
     started, started_at = time.perf_counter(), utcnow()
     try:
-        with lake.lease(LEASE_NAME, duration=60, wait=lease_wait) as lease:
+        with lake.lease(LEASE_NAME, duration=LEASE_SECONDS, wait=lease_wait) as lease:
             log.info("sync %s started (job %s, full=%s)", sync_id, job_id, full)
             report = _run_locked(lake, client, sync_id, full, tables, page_size, workers, temp_dir, lambda: lease.lost)
     except LeaseBusy:
@@ -236,7 +240,9 @@ def run_job(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
         log.error("sync job %s does not exist; message dropped", job_id)
         return None
     full = bool(message.get("full"))
-    job = execute(ctx.jobs, job_id, lambda: run_checked(ctx, full=full, job_id=job_id, lease_wait=30.0), what="sync")
+    job = execute(
+        ctx.jobs, job_id, lambda: run_checked(ctx, full=full, job_id=job_id, lease_wait=JOB_LEASE_WAIT), what="sync"
+    )
     return job.get("result") if job["status"] == "succeeded" else None
 
 
