@@ -178,21 +178,8 @@ class DeltaTables:
         """Append rows (an empty table still commits, carrying `metadata`); new columns are merged into the
         schema. Returns the new version."""
 
-        def write() -> None:
-            write_deltalake(
-                self.open(path) or self.uri(path),
-                data,
-                mode="append",
-                schema_mode="merge",
-                partition_by=list(partition_by) if partition_by else None,
-                storage_options=self.location.storage_options,
-                commit_properties=_props(metadata),
-                target_file_size=TARGET_FILE_BYTES,
-                writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
-            )
+        return self._write(path, data, "append", metadata, partition_by)
 
-        _retry(write, path)
-        return self._version(path)
 
     def append_stream(
         self,
@@ -241,12 +228,23 @@ class DeltaTables:
     ) -> int:
         """Replace the table's rows and schema in one commit (the old version stays readable until vacuumed)."""
 
+        return self._write(path, data, "overwrite", metadata, None)
+
+    def _write(
+        self,
+        path: str,
+        data: pa.Table | pa.RecordBatchReader,
+        mode: str,
+        metadata: Mapping[str, str] | None,
+        partition_by: Sequence[str] | None,
+    ) -> int:
         def write() -> None:
             write_deltalake(
                 self.open(path) or self.uri(path),
                 data,
-                mode="overwrite",
-                schema_mode="overwrite",
+                mode="append" if mode == "append" else "overwrite",
+                schema_mode="merge" if mode == "append" else "overwrite",
+                partition_by=list(partition_by) if partition_by else None,
                 storage_options=self.location.storage_options,
                 commit_properties=_props(metadata),
                 target_file_size=TARGET_FILE_BYTES,

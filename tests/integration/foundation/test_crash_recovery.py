@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -21,18 +20,6 @@ from tests.integration.sync.test_sync_mock import SYNCED, assert_history_clean, 
 
 pytestmark = pytest.mark.integration
 
-
-def _settings(azurite: Any, mock_info: dict[str, Any]) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return stack.app_settings(
-        azurite,
-        mock_info,
-        LAKE_CONTAINER=f"lake-k{suffix}",
-        MODEL_CONTAINER=f"models-k{suffix}",
-        TRAINING_QUEUE=f"training-k{suffix}",
-        SCORING_QUEUE=f"scoring-k{suffix}",
-        SYNC_QUEUE=f"sync-k{suffix}",
-    )
 
 
 def _wait_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
@@ -48,7 +35,7 @@ def _wait_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
 
 def test_kill_9_mid_sync_then_restart_equals_a_clean_sync(azurite, mock_info, mock_server, tmp_path) -> None:
     mock_call(mock_info, "POST", "/_mock/reset")
-    settings = _settings(azurite, mock_info)
+    settings = stack.unique_settings(azurite, mock_info, tag="k")
     lake = Lake(container_client(azurite.connection_string, settings["LAKE_CONTAINER"]))
     log = str(tmp_path / "runner.log")
     # slow every request down so the kill lands while tables are half done

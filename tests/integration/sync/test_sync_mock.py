@@ -15,12 +15,12 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
-from connectors.auth import token_provider_from
 from connectors.blobs import container_client
 from connectors.dataverse import DataverseClient
 from connectors.lake import DELETED, ETAG_COLUMN, SYNCED_AT, Lake
 from functions.services import sync as sync_service
 from functions.services.sync import TABLES, run_sync
+from local_runner import stack
 from tests.conftest import mock_call, registry
 
 pytestmark = pytest.mark.integration
@@ -29,16 +29,10 @@ SYNCED = [t.logical for t in TABLES]
 
 
 def _client(info: dict[str, Any], **kw: Any) -> DataverseClient:
-    provider = token_provider_from(
-        authority=info["authority"],
-        client_id=info["client_id"],
-        scope=info["resource"].rstrip("/") + "/.default",
-        client_secret=info["client_secret"],
-        ca_bundle=info["ca_cert"],
-    )
     kw.setdefault("backoff_base", 0.05)
     kw.setdefault("backoff_max", 0.5)
-    return DataverseClient(info["url"], provider, ca_bundle=info["ca_cert"], **kw)
+    client: DataverseClient = stack.dataverse_client(info, **kw)
+    return client
 
 
 @pytest.fixture
