@@ -103,7 +103,9 @@ def _edit(ctx: Any, ids: list[str]) -> int:
     return rows.num_rows
 
 
-def _workers(ctx: Any, run_id: str, threads: int) -> dict[str, int]:
+def drain(ctx: Any, run_id: str, threads: int) -> dict[str, int]:
+    """Run the scoring queue with `threads` worker threads until run `run_id` is finished (like the host:
+    a failed message is retried); returns how many messages were handled and how many attempts failed."""
     from connectors.queues import queue_client
     from functions.services import scoring
     from functions.services.jobs import get_job
@@ -151,7 +153,7 @@ def _run(ctx: Any, mock: Any, actor: str, workers: int) -> dict[str, Any]:
     started = time.perf_counter()
     plan = scoring.plan_run(ctx, actor=actor)
     planned = time.perf_counter() - started
-    stats = _workers(ctx, plan["runId"], workers)
+    stats = drain(ctx, plan["runId"], workers)
     elapsed = time.perf_counter() - started
     job = get_job(ctx, plan["runId"])
     report = job["result"]

@@ -20,9 +20,7 @@ import uuid
 from typing import Any
 
 from bench.common import comparison, emit, log, peak_rss_mib, result, size_arg_parser
-from connectors.auth import token_provider_from
 from connectors.blobs import container_client
-from connectors.dataverse import DataverseClient
 from connectors.lake import Lake
 from functions.services.sync import run_sync
 from local_runner import stack
@@ -57,14 +55,7 @@ def main() -> None:
             )
             log(f"mock with {args.size} opportunities up in {time.perf_counter() - t0:.1f} s")
             info = mock.info
-            provider = token_provider_from(
-                authority=info["authority"],
-                client_id=info["client_id"],
-                scope=info["resource"].rstrip("/") + "/.default",
-                client_secret=info["client_secret"],
-                ca_bundle=info["ca_cert"],
-            )
-            client = DataverseClient(info["url"], provider, ca_bundle=info["ca_cert"])
+            client = stack.dataverse_client(info)
             rss0 = peak_rss_mib()
             fulls: list[float] = []
             incs: list[float] = []

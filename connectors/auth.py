@@ -102,9 +102,7 @@ class MsalTokenProvider:
             started = time.perf_counter()
             try:
                 if self.managed_identity:
-                    resource = (
-                        self.scope[: -len("/.default")] if self.scope.endswith("/.default") else self.scope
-                    )
+                    resource = self.scope[: -len("/.default")] if self.scope.endswith("/.default") else self.scope
                     result = self.app.acquire_token_for_client(resource=resource)
                 else:
                     result = self.app.acquire_token_for_client(scopes=[self.scope])
@@ -119,9 +117,7 @@ class MsalTokenProvider:
                 result = result if isinstance(result, dict) else {}
                 error = result.get("error", "unknown_error")
                 desc = str(result.get("error_description", "")).split("\n")[0][:300]
-                raise AuthError(
-                    f"token request rejected ({self.description}): {error}: {desc}", code=str(error)
-                )
+                raise AuthError(f"token request rejected ({self.description}): {error}: {desc}", code=str(error))
             if result.get("token_source") != "cache":
                 self.acquired += 1
                 log.info(
@@ -199,15 +195,11 @@ def token_provider_from(
 
         return MsalTokenProvider(managed, scope, managed_identity=True)
     if not authority.startswith("https://"):
-        raise AuthError(
-            f"the authority must be an https URL, got {authority!r}", code="InvalidAuthority", status=500
-        )
+        raise AuthError(f"the authority must be an https URL, got {authority!r}", code="InvalidAuthority", status=500)
     credential: str | dict[str, str]
     if cert_path:
         if not cert_thumbprint:
-            raise AuthError(
-                "a client certificate needs its thumbprint", code="CertificateUnreadable", status=500
-            )
+            raise AuthError("a client certificate needs its thumbprint", code="CertificateUnreadable", status=500)
         credential = _certificate_credential(cert_path, cert_thumbprint)
         kind = "client certificate"
     elif client_secret:

@@ -16,6 +16,23 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 API_VERSION = "2025-11-05"
+UPDATE_ATTEMPTS = 30
+
+
+class BlobExists(ResourceExistsError):
+    """A create-only write found the blob there already (callers catch this, not the SDK's type)."""
+
+
+class BlobChanged(ResourceModifiedError):
+    """An ETag-conditioned write found the blob changed since it was read."""
+
+
+class BlobMissing(ResourceNotFoundError):
+    """The blob does not exist."""
+
+
+class UpdateConflict(Exception):
+    """`JsonBlobs.update` kept losing to other writers for all its attempts."""
 
 
 def container_client(connection_string: str, container: str, *, create: bool = True) -> ContainerClient:
@@ -27,13 +44,6 @@ def container_client(connection_string: str, container: str, *, create: bool = T
         except ResourceExistsError:
             pass
     return client
-
-
-class DocumentBusy(Exception):
-    """`JsonBlobs.update` kept losing the race for a document (other writers changed it every time)."""
-
-    status = 503
-    code = "DocumentBusy"
 
 
 class JsonBlobs:
@@ -55,10 +65,43 @@ class JsonBlobs:
         return json.loads(data), downloader.properties.etag
 
     def write(self, path: str, doc: Any, *, etag: str | None = None, create_only: bool = False) -> str:
-        """Write; with `etag` only if unchanged since read (412 -> ResourceModifiedError), with `create_only`
-        only if absent (ResourceExistsError)."""
+        """Write; with `etag` only if unchanged since read (else BlobChanged), with `create_only` only if
+        absent (else BlobExists). Returns the new ETag."""
         body = json.dumps(doc, default=str, indent=1).encode()
-        kwargs: dict[str, Any] = {"content_settings": ContentSettings(content_type="application/json")}
+        return self.put_bytes(path, body, etag=etag, create_only=create_only, content_type="application/json")
+
+    def create(self, path: str, doc: Any) -> bool:
+        """Write `doc` only if `path` does not exist yet; False when it did (a result, a marker, a claim)."""
+        try:
+            self.write(path, doc, create_only=True)
+            return True
+        except BlobExists:
+            return False
+
+    def update(self, path: str, mutate: Callable[[Any | None], Any], *, attempts: int = UPDATE_ATTEMPTS) -> Any:
+        """Read-modify-write with ETags, the one retry loop for documents many writers change: `mutate`
+        gets the current document (None when absent) and returns the new one (it may raise to abort).
+        Retried with a short jittered wait when another writer got in between."""
+        for attempt in range(attempts):
+            doc, etag = self.read_with_etag(path)
+            new = mutate(doc)
+            try:
+                self.write(path, new, etag=etag, create_only=etag is None)
+                return new
+            except (BlobChanged, BlobExists):
+                time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 - jitter
+        raise UpdateConflict(f"{path} kept changing for {attempts} attempts")
+
+    def put_bytes(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        etag: str | None = None,
+        create_only: bool = False,
+        content_type: str = "application/octet-stream",
+    ) -> str:
+        kwargs: dict[str, Any] = {"content_settings": ContentSettings(content_type=content_type)}
         if create_only:
             kwargs["overwrite"] = False
         else:
@@ -67,35 +110,21 @@ class JsonBlobs:
                 kwargs["etag"] = etag
                 kwargs["match_condition"] = MatchConditions.IfNotModified
         blob = self.container.get_blob_client(path)
-        result: dict[str, Any] = blob.upload_blob(body, **kwargs)
+        try:
+            result: dict[str, Any] = blob.upload_blob(data, **kwargs)
+        except ResourceExistsError as exc:
+            raise BlobExists(f"{path} exists") from exc
+        except ResourceModifiedError as exc:
+            raise BlobChanged(f"{path} changed since it was read") from exc
+        except ResourceNotFoundError as exc:
+            raise BlobMissing(f"{path} does not exist") from exc
         return str(result.get("etag", ""))
 
-    def create(self, path: str, doc: Any) -> bool:
-        """Write `doc` only if `path` does not exist yet; False (nothing written) when it does."""
+    def get_bytes(self, path: str) -> bytes:
         try:
-            self.write(path, doc, create_only=True)
-        except ResourceExistsError:
-            return False
-        return True
-
-    def update(self, path: str, change: Callable[[Any | None], Any | None], *, attempts: int = 50) -> Any | None:
-        """Read-modify-write under the document's ETag: `change(current or None)` returns the new document,
-        or None to leave it as it is; on a concurrent write it is called again on the newer document.
-        Returns the document as stored. DocumentBusy (503) after `attempts` lost races."""
-        for attempt in range(attempts):
-            current, etag = self.read_with_etag(path)
-            new = change(current)
-            if new is None:
-                return current
-            try:
-                if etag is None:
-                    self.write(path, new, create_only=True)
-                else:
-                    self.write(path, new, etag=etag)
-                return new
-            except (ResourceExistsError, ResourceModifiedError):
-                time.sleep(min(0.5, 0.01 * 2 ** min(attempt, 6)) * (0.5 + random.random()))  # noqa: S311
-        raise DocumentBusy(f"{path} kept changing; try again")
+            return bytes(self.container.download_blob(path).readall())
+        except ResourceNotFoundError as exc:
+            raise BlobMissing(f"{path} does not exist") from exc
 
     def list(self, prefix: str) -> list[str]:
         return list(self.container.list_blob_names(name_starts_with=prefix))

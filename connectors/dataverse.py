@@ -186,9 +186,7 @@ class BatchOp:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def upsert(
-        cls, entity_set: str, key: Mapping[str, object] | str | uuid.UUID, body: Mapping[str, Any]
-    ) -> BatchOp:
+    def upsert(cls, entity_set: str, key: Mapping[str, object] | str | uuid.UUID, body: Mapping[str, Any]) -> BatchOp:
         return cls("PATCH", key_segment(entity_set, key), dict(body))
 
     @classmethod
@@ -403,9 +401,7 @@ class DataverseClient:
             ) from exc
 
     # ------------------------------------------------------------------ reads
-    def get(
-        self, path: str, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
-    ) -> Any:
+    def get(self, path: str, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None) -> Any:
         return self._json(self.request("GET", path, params=params, headers=headers))
 
     def who_am_i(self) -> dict[str, Any]:
@@ -451,9 +447,7 @@ class DataverseClient:
         """The changes since a delta link: new/changed rows, deleted ids, and a new delta link at the end."""
         yield from self._follow(delta_link, None, page_size, True)
 
-    def _follow(
-        self, path: str, params: Mapping[str, str] | None, page_size: int, track: bool
-    ) -> Iterator[Page]:
+    def _follow(self, path: str, params: Mapping[str, str] | None, page_size: int, track: bool) -> Iterator[Page]:
         prefer = [f"odata.maxpagesize={page_size}"]
         if track:
             prefer.append("odata.track-changes")
@@ -464,9 +458,7 @@ class DataverseClient:
             doc = self.get(url, params=params, headers=headers)
             params = None  # the next link carries the query
             if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
-                raise DataverseProtocolError(
-                    502, "InvalidResponse", "a collection response has no 'value' list"
-                )
+                raise DataverseProtocolError(502, "InvalidResponse", "a collection response has no 'value' list")
             rows: list[dict[str, Any]] = []
             deleted: list[str] = []
             for item in doc["value"]:
@@ -491,15 +483,11 @@ class DataverseClient:
         resp = self.request("POST", entity_set, json_body=dict(body))
         return _entity_id(resp.headers.get("OData-EntityId") or resp.headers.get("Location"))
 
-    def upsert(
-        self, entity_set: str, key: Mapping[str, object] | str | uuid.UUID, body: Mapping[str, Any]
-    ) -> None:
+    def upsert(self, entity_set: str, key: Mapping[str, object] | str | uuid.UUID, body: Mapping[str, Any]) -> None:
         """PATCH without If-Match: creates or updates by primary or alternate key."""
         self.request("PATCH", key_segment(entity_set, key), json_body=dict(body))
 
-    def update(
-        self, entity_set: str, key: Mapping[str, object] | str | uuid.UUID, body: Mapping[str, Any]
-    ) -> None:
+    def update(self, entity_set: str, key: Mapping[str, object] | str | uuid.UUID, body: Mapping[str, Any]) -> None:
         """PATCH with If-Match: * (update only; DataverseNotFound when absent)."""
         self.request("PATCH", key_segment(entity_set, key), json_body=dict(body), headers={"If-Match": "*"})
 
@@ -518,9 +506,7 @@ class DataverseClient:
             results.extend(self._batch_chunk(chunk, start, continue_on_error, atomic))
         return results
 
-    def _batch_chunk(
-        self, ops: list[BatchOp], offset: int, continue_on_error: bool, atomic: bool
-    ) -> list[BatchResult]:
+    def _batch_chunk(self, ops: list[BatchOp], offset: int, continue_on_error: bool, atomic: bool) -> list[BatchResult]:
         boundary = f"batch_{uuid.uuid4().hex}"
         body = build_batch_body(ops, boundary, self.api_path, atomic=atomic)
         headers = {"Content-Type": f'multipart/mixed; boundary="{boundary}"'}
@@ -557,9 +543,7 @@ class DataverseClient:
                 eid = _entity_id(hdrs.get("OData-EntityId") or hdrs.get("Location"))
                 results.append(BatchResult(offset + i, st, ok, doc, eid, err))
             else:
-                err = DataverseError(
-                    0, "NotExecuted", "not executed: an earlier operation in the batch failed"
-                )
+                err = DataverseError(0, "NotExecuted", "not executed: an earlier operation in the batch failed")
                 results.append(BatchResult(offset + i, 0, False, None, None, err))
         failed = sum(1 for r in results if not r.ok)
         log.info(
@@ -608,8 +592,7 @@ class DataverseClient:
                     "type": atype,
                     "custom": bool(a.get("IsCustomAttribute")),
                     "label": _label(a.get("DisplayName")) or logical,
-                    "dateonly": atype == "DateTime"
-                    and (a.get("Format") == "DateOnly" or behavior == "DateOnly"),
+                    "dateonly": atype == "DateTime" and (a.get("Format") == "DateOnly" or behavior == "DateOnly"),
                 }
             )
         return out
@@ -819,9 +802,7 @@ def _parse_http_response(payload: bytes) -> tuple[int, Mapping[str, str], bytes]
     try:
         status = int(lines[0].split()[1])
     except (IndexError, ValueError) as exc:
-        raise DataverseProtocolError(
-            502, "InvalidBatchResponse", f"bad status line {lines[0][:80]!r}"
-        ) from exc
+        raise DataverseProtocolError(502, "InvalidBatchResponse", f"bad status line {lines[0][:80]!r}") from exc
     headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
     for line in lines[1:]:
         if ":" in line:

@@ -9,11 +9,14 @@ that wrote it), read back with `last_commit`.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +24,23 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 8
+# Streamed writes keep one row group per open file in memory: small row groups and files bound a write's
+# memory whatever the table's size (measured: a partitioned write of 1,000,000 wide rows peaks ~330 MiB
+# above the process's start with these, and grows with the rows written with delta-rs's defaults).
+TARGET_FILE_BYTES = 16 * 1024 * 1024
+ROW_GROUP_ROWS = 16_384
+STREAM_FILE_ROWS = 250_000  # rows per file of a streamed append (`append_stream`)
 # Kept by `vacuum`: files a reader or a time-travel query may still need (docs/LAKE.md "Retention").
 DEFAULT_RETENTION_HOURS = 7 * 24
 
@@ -80,25 +94,43 @@ class DeltaTables:
 
     def __init__(self, location: DeltaLocation):
         self.location = location
-        # Read snapshots kept per table and brought up to date incrementally: opening a table reads its
-        # whole log since the last checkpoint (~100 ms for 30 commits on Azurite), an update only the new
-        # commits (~10 ms).
-        self._snapshots: dict[str, DeltaTable] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        # Opened tables, per thread (a DeltaTable object is not shared across threads): reopening reads
+        # the whole log, while `update_incremental` reads only the commits since.
+        self._local = threading.local()
 
     def uri(self, path: str) -> str:
         return self.location.uri(path)
 
     def open(self, path: str, *, version: int | None = None) -> DeltaTable | None:
-        """The table at `path` (None when it was never written)."""
+        """The table at `path`, at its newest version unless `version` is given (None when it was never
+        written)."""
+        if version is not None:
+            try:
+                return DeltaTable(self.uri(path), version=version, storage_options=self.location.storage_options)
+            except TableNotFoundError:
+                return None
+        cache: dict[str, DeltaTable] = self._local.__dict__.setdefault("tables", {})
+        table = cache.get(path)
+        if table is not None:
+            table.update_incremental()
+            return table
         try:
-            return DeltaTable(self.uri(path), version=version, storage_options=self.location.storage_options)
+            table = DeltaTable(self.uri(path), storage_options=self.location.storage_options)
         except TableNotFoundError:
             return None
+        cache[path] = table
+        return table
+
+    def forget(self, path: str | None = None) -> None:
+        """Drop this thread's opened table(s), e.g. after the blobs under `path` were deleted."""
+        cache: dict[str, DeltaTable] = self._local.__dict__.setdefault("tables", {})
+        if path is None:
+            cache.clear()
+        else:
+            cache.pop(path, None)
 
     def exists(self, path: str) -> bool:
-        return self.version(path) >= 0
+        return self.open(path) is not None
 
     def read(
         self,
@@ -112,63 +144,41 @@ class DeltaTables:
         """The table's rows (only `columns` that exist; pyarrow `filters`); None when it does not exist.
         `prune` ([(column, op, value)], all must hold) skips whole files by the statistics in the Delta log
         before anything is read (delta-rs), whatever the files' string types."""
+        table = self.open(path, version=version)
+        if table is None:
+            return None
+        dataset = table.to_pyarrow_dataset(file_pruning_predicate=prune) if prune else table.to_pyarrow_dataset()
+        cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
+        if filters is None:
+            return dataset.to_table(columns=cols)
         try:
-            dataset = self._dataset(path, prune, version, fresh=False)
-            return None if dataset is None else _scan(dataset, columns, filters)
-        except (DeltaError, OSError) as exc:  # a kept snapshot whose files are gone (vacuumed, table recreated)
-            log.info("delta %s: snapshot out of date (%s); reopened", path, type(exc).__name__)
-            dataset = self._dataset(path, prune, version, fresh=True)
-            return None if dataset is None else _scan(dataset, columns, filters)
+            return dataset.to_table(columns=cols, filter=filters)
+        except pa.ArrowNotImplementedError:
+            # Files written by MERGE or optimize (DataFusion) store strings as string_view, which pyarrow 22
+            # cannot compare against file statistics ("greater_equal ... string_view"): filter after reading.
+            try:
+                return dataset.to_table(columns=cols).filter(filters)
+            except (pa.ArrowInvalid, KeyError):  # the filter needs a column that was not asked for
+                rows = dataset.to_table().filter(filters)
+                return rows if cols is None else rows.select(cols)
 
-    def forget(self) -> None:
-        """Drop the kept snapshots (after blobs were deleted behind the tables' logs, e.g. a purge)."""
-        with self._guard:
-            self._snapshots.clear()
-
-    def _dataset(self, path: str, prune: Any, version: int | None, *, fresh: bool) -> Any:
-        if version is not None:
-            table = self.open(path, version=version)
-            return None if table is None else table.to_pyarrow_dataset(file_pruning_predicate=prune)
-        with self._lock(path):
-            table = self._latest(path, fresh=fresh)
-            return None if table is None else table.to_pyarrow_dataset(file_pruning_predicate=prune)
-
-    def _lock(self, path: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(path, threading.Lock())
-
-    def _latest(self, path: str, *, fresh: bool = False) -> DeltaTable | None:
-        """The kept snapshot of `path` brought up to date (opened on first use); call under its lock."""
-        table = None if fresh else self._snapshots.get(path)
-        if table is not None:
-            table.update_incremental()
-            return table
+    def partition_columns(self, path: str) -> list[str]:
         table = self.open(path)
-        if table is not None:
-            self._snapshots[path] = table
-        return table
-
-    def version(self, path: str) -> int:
-        """The table's latest version (-1 when it was never written)."""
-        with self._lock(path):
-            table = self._latest(path)
-            return -1 if table is None else int(table.version())
+        return [] if table is None else list(table.metadata().partition_columns)
 
     def schema(self, path: str) -> pa.Schema | None:
-        dataset = self._dataset(path, None, None, fresh=False)
-        return None if dataset is None else dataset.schema
+        table = self.open(path)
+        return None if table is None else table.to_pyarrow_dataset().schema
 
     def last_commit(self, path: str, *, having: str | None = None, depth: int = 50) -> dict[str, Any]:
         """The newest commit's info (its custom metadata included), or with `having` the newest of the last
         `depth` commits whose metadata has that key (maintenance commits carry none); {} if there is none."""
-        with self._lock(path):
-            table = self._latest(path)
-            if table is None:
-                return {}
-            for limit in (1,) if having is None else (1, depth):  # usually the newest commit has it
-                for commit in table.history(limit):
-                    if having is None or having in commit:
-                        return dict(commit)
+        table = self.open(path)
+        if table is None:
+            return {}
+        for commit in table.history(1 if having is None else depth):
+            if having is None or having in commit:
+                return dict(commit)
         return {}
 
     def append(
@@ -182,20 +192,49 @@ class DeltaTables:
         """Append rows (an empty table still commits, carrying `metadata`); new columns are merged into the
         schema. Returns the new version."""
 
-        def write() -> None:
-            with self._lock(path):  # on the kept snapshot: no reread of the log before the commit
-                table = self._latest(path)
-                write_deltalake(
-                    self.uri(path) if table is None else table,
-                    data,
-                    mode="append",
-                    schema_mode="merge",
-                    partition_by=list(partition_by) if partition_by else None,
-                    storage_options=self.location.storage_options,
-                    commit_properties=_props(metadata),
-                )
+        return self._write(path, data, "append", metadata, partition_by)
 
-        _retry(write, path)
+
+    def append_stream(
+        self,
+        path: str,
+        batches: pa.RecordBatchReader,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        partition_by: str | None = None,
+    ) -> int:
+        """Append a stream of any size in bounded memory: pyarrow writes the Parquet files (a row group per
+        batch, one open file per partition value, a new file every STREAM_FILE_ROWS rows) straight to the
+        table's storage, and one Delta transaction adds them. Streams whose columns the table lacks go
+        through `append` (schema evolution). Returns the new version."""
+        schema = batches.schema
+        current = self.open(path)
+        if current is not None and not set(schema.names) <= set(current.to_pyarrow_dataset().schema.names):
+            return self.append(path, batches, metadata=metadata, partition_by=[partition_by] if partition_by else None)
+        files = _StreamFiles(self.uri(path), self.location.storage_options, schema, partition_by)
+        try:
+            for batch in batches:
+                files.write(batch)
+            actions = files.close()
+        except BaseException:
+            files.abort()
+            raise
+        table_schema = DeltaSchema.from_arrow(schema)
+        parts = [partition_by] if partition_by else None
+        if current is None:
+            create_table_with_add_actions(
+                self.uri(path), table_schema, actions, mode="error", partition_by=parts,
+                storage_options=self.location.storage_options, commit_properties=_props(metadata),
+            )  # fmt: skip
+        else:
+            changes: list[AddAction | RemoveAction] = list(actions)
+            _retry(
+                lambda: current.create_write_transaction(
+                    changes, mode="append", schema=current.schema(), partition_by=parts,
+                    commit_properties=_props(metadata),
+                ),
+                path,
+            )  # fmt: skip
         return self._version(path)
 
     def overwrite(
@@ -203,14 +242,27 @@ class DeltaTables:
     ) -> int:
         """Replace the table's rows and schema in one commit (the old version stays readable until vacuumed)."""
 
+        return self._write(path, data, "overwrite", metadata, None)
+
+    def _write(
+        self,
+        path: str,
+        data: pa.Table | pa.RecordBatchReader,
+        mode: str,
+        metadata: Mapping[str, str] | None,
+        partition_by: Sequence[str] | None,
+    ) -> int:
         def write() -> None:
             write_deltalake(
-                self.uri(path),
+                self.open(path) or self.uri(path),
                 data,
-                mode="overwrite",
-                schema_mode="overwrite",
+                mode="append" if mode == "append" else "overwrite",
+                schema_mode="merge" if mode == "append" else "overwrite",
+                partition_by=list(partition_by) if partition_by else None,
                 storage_options=self.location.storage_options,
                 commit_properties=_props(metadata),
+                target_file_size=TARGET_FILE_BYTES,
+                writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
             )
 
         _retry(write, path)
@@ -224,54 +276,49 @@ class DeltaTables:
         *,
         delete_column: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        target_filter: str | None = None,
+        partition_by: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Upsert `source` on `keys`: matched rows are replaced, new rows inserted; with `delete_column`,
         source rows where it is true delete their target row (and are never inserted), and the column
-        itself is not stored. Creates the table on first use. Returns delta-rs's merge metrics."""
+        itself is not stored. `target_filter` (SQL on the target alias `t`) narrows the target rows that can
+        match, so files of other partitions are neither read nor rewritten: the caller must know that no
+        matching row lives outside it. Creates the table on first use (partitioned by `partition_by`).
+        Returns delta-rs's merge metrics."""
         stored = source.drop_columns([delete_column]) if delete_column else source
-        if self.version(path) < 0:
+        if not self.exists(path):
             rows = stored
             if delete_column:
                 rows = stored.filter(pc.invert(pc.fill_null(source.column(delete_column), False)))
-            self.append(path, rows, metadata=metadata)
+            self.append(path, rows, metadata=metadata, partition_by=partition_by)
             return {"num_target_rows_inserted": rows.num_rows, "created": True}
         predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        if target_filter:
+            predicate = f"{predicate} AND ({target_filter})"
         columns = [f"`{n}`" for n in stored.column_names]
         updates = {c: f"s.{c}" for c in columns}
 
         def run() -> dict[str, Any]:
-            with self._lock(path):  # on the kept snapshot, one MERGE of this table at a time per process
-                table = self._latest(path)
-                assert table is not None
-                return self._merge(table, source, predicate, updates, delete_column, metadata)
+            table = self.open(path)
+            assert table is not None
+            merger = table.merge(
+                source,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=_props(metadata),
+            )
+            if delete_column:
+                gone = f"s.`{delete_column}` = true"
+                kept = f"(s.`{delete_column}` IS NULL OR s.`{delete_column}` = false)"
+                merger = merger.when_matched_delete(predicate=gone).when_matched_update(updates, predicate=kept)
+                merger = merger.when_not_matched_insert(updates, predicate=kept)
+            else:
+                merger = merger.when_matched_update(updates).when_not_matched_insert(updates)
+            return dict(merger.execute())
 
         return _retry(run, path)
-
-    @staticmethod
-    def _merge(
-        table: DeltaTable,
-        source: pa.Table,
-        predicate: str,
-        updates: dict[str, str],
-        delete_column: str | None,
-        metadata: Mapping[str, str] | None,
-    ) -> dict[str, Any]:
-        merger = table.merge(
-            source,
-            predicate=predicate,
-            source_alias="s",
-            target_alias="t",
-            merge_schema=True,
-            commit_properties=_props(metadata),
-        )
-        if delete_column:
-            gone = f"s.`{delete_column}` = true"
-            kept = f"(s.`{delete_column}` IS NULL OR s.`{delete_column}` = false)"
-            merger = merger.when_matched_delete(predicate=gone).when_matched_update(updates, predicate=kept)
-            merger = merger.when_not_matched_insert(updates, predicate=kept)
-        else:
-            merger = merger.when_matched_update(updates).when_not_matched_insert(updates)
-        return dict(merger.execute())
 
     def delete_rows(self, path: str, predicate: str, *, metadata: Mapping[str, str] | None = None) -> int:
         """Delete the rows matching a SQL `predicate`; returns how many."""
@@ -303,23 +350,71 @@ class DeltaTables:
         }
 
     def _version(self, path: str) -> int:
-        return self.version(path)
+        table = self.open(path)
+        return -1 if table is None else int(table.version())
 
 
-def _scan(dataset: Any, columns: Sequence[str] | None, filters: Any) -> pa.Table:
-    cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
-    if filters is None:
-        return dataset.to_table(columns=cols)
-    try:
-        return dataset.to_table(columns=cols, filter=filters)
-    except pa.ArrowNotImplementedError:
-        # Files written by MERGE or optimize (DataFusion) store strings as string_view, which pyarrow 22
-        # cannot compare against file statistics ("greater_equal ... string_view"): filter after reading.
-        try:
-            return dataset.to_table(columns=cols).filter(filters)
-        except (pa.ArrowInvalid, KeyError):  # the filter needs a column that was not asked for
-            rows = dataset.to_table().filter(filters)
-            return rows if cols is None else rows.select(cols)
+class _StreamFiles:
+    """The Parquet files of one streamed append, written with pyarrow through delta-rs's own filesystem
+    (so the same code writes to Blob Storage and to a local directory)."""
+
+    def __init__(self, uri: str, options: Mapping[str, str], schema: pa.Schema, partition_by: str | None):
+        if "://" not in uri:  # a local directory (tests): delta-rs's handler wants it to exist
+            os.makedirs(uri, exist_ok=True)
+        self.fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(options)))
+        self.partition_by = partition_by
+        self.schema = schema if partition_by is None else schema.remove(schema.get_field_index(partition_by))
+        self.open: dict[Any, tuple[str, Any, Any, int]] = {}  # value -> (path, stream, writer, rows)
+        self.done: list[AddAction] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        if self.partition_by is None:
+            self._write(None, pa.Table.from_batches([batch]))
+            return
+        column = batch.column(self.partition_by)
+        for value in pc.unique(column).to_pylist():
+            mask = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
+            self._write(value, pa.Table.from_batches([batch.filter(mask)]).drop_columns([self.partition_by]))
+
+    def _write(self, value: Any, table: pa.Table) -> None:
+        if value not in self.open:
+            folder = "" if self.partition_by is None else f"{self.partition_by}={_partition_text(value)}/"
+            rel = f"{folder}part-{uuid.uuid4().hex}.snappy.parquet"
+            stream = self.fs.open_output_stream(rel)
+            self.open[value] = (rel, stream, pq.ParquetWriter(stream, self.schema, compression="snappy"), 0)
+        rel, stream, writer, rows = self.open[value]
+        writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+        self.open[value] = (rel, stream, writer, rows + table.num_rows)
+        if rows + table.num_rows >= STREAM_FILE_ROWS:
+            self._finish(value)
+
+    def _finish(self, value: Any) -> None:
+        rel, stream, writer, rows = self.open.pop(value)
+        writer.close()
+        stream.close()
+        size = int(self.fs.get_file_info(rel).size or 0)
+        parts = {} if self.partition_by is None else {self.partition_by: _partition_text(value)}
+        stats = json.dumps({"numRecords": rows})
+        self.done.append(AddAction(rel, size, parts, int(time.time() * 1000), True, stats))
+
+    def close(self) -> list[AddAction]:
+        for value in list(self.open):
+            self._finish(value)
+        return self.done
+
+    def abort(self) -> None:
+        """Close what is open; the files are not in any version, so `vacuum` removes them later."""
+        for _, stream, writer, _ in self.open.values():
+            with contextlib.suppress(Exception):
+                writer.close()
+                stream.close()
+        self.open.clear()
+
+
+def _partition_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
-from azure.core.exceptions import ResourceModifiedError
-
 from connectors.blobs import JsonBlobs
+from connectors.clock import iso
 
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 class JobNotFound(Exception):
-    status = 404
     code = "JobNotFound"
 
 
@@ -32,13 +25,14 @@ class JobStore:
 
     def create(self, kind: str, params: dict[str, Any] | None = None, job_id: str | None = None) -> dict[str, Any]:
         new_id = job_id or uuid.uuid4().hex
+        now = iso()
         job: dict[str, Any] = {
             "id": new_id,
             "kind": kind,
             "status": "queued",
             "params": params or {},
-            "createdAt": _now(),
-            "updatedAt": _now(),
+            "createdAt": now,
+            "updatedAt": now,
             "result": None,
             "error": None,
         }
@@ -54,28 +48,24 @@ class JobStore:
         return dict(job)
 
     def update(self, job_id: str, **changes: Any) -> dict[str, Any]:
-        """Apply changes with an ETag check, retrying on concurrent writers."""
-        for _ in range(10):
-            job, etag = self.blobs.read_with_etag(self._path(job_id))
+        """Apply changes (ETag-conditioned, retried on concurrent writers)."""
+        status = changes.get("status")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown job status {status!r}")
+        self.get(job_id)
+
+        def apply(job: dict[str, Any] | None) -> dict[str, Any]:
             if job is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
-            status = changes.get("status")
-            if status is not None and status not in STATUSES:
-                raise ValueError(f"unknown job status {status!r}")
-            job.update(changes)
-            job["updatedAt"] = _now()
-            try:
-                self.blobs.write(self._path(job_id), job, etag=etag)
-                return dict(job)
-            except ResourceModifiedError:
-                continue
-        raise RuntimeError(f"job {job_id} kept changing under us")
+            return {**job, **changes, "updatedAt": iso()}
+
+        return dict(self.blobs.update(self._path(job_id), apply))
 
     def start(self, job_id: str) -> dict[str, Any]:
-        return self.update(job_id, status="running", startedAt=_now())
+        return self.update(job_id, status="running", startedAt=iso())
 
     def succeed(self, job_id: str, result: Any) -> dict[str, Any]:
-        return self.update(job_id, status="succeeded", result=result, finishedAt=_now())
+        return self.update(job_id, status="succeeded", result=result, finishedAt=iso())
 
     def fail(self, job_id: str, code: str, message: str) -> dict[str, Any]:
-        return self.update(job_id, status="failed", error={"code": code, "message": message}, finishedAt=_now())
+        return self.update(job_id, status="failed", error={"code": code, "message": message}, finishedAt=iso())

@@ -54,27 +54,31 @@ _TYPE_NAMES: dict[str, pa.DataType] = {
 
 
 class LakeError(Exception):
-    """A lake operation failed in a way the caller should report (status, code, message)."""
+    """A lake operation failed in a way the caller should report (code, message)."""
 
-    def __init__(self, message: str, *, code: str = "LakeError", status: int = 500):
+    code = "LakeError"
+
+    def __init__(self, message: str):
         super().__init__(message)
-        self.status = status
-        self.code = code
         self.message = message
 
 
 class DocumentConflict(LakeError):
     """A JSON document changed since it was read: another writer wrote first."""
 
-    def __init__(self, message: str):
-        super().__init__(message, code="DocumentConflict", status=409)
+    code = "DocumentConflict"
 
 
 class LeaseBusy(LakeError):
     """Another holder has the lease (e.g. a sync is already running)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, code="SyncInProgress", status=409)
+    code = "SyncInProgress"
+
+
+class SchemaMismatch(LakeError):
+    """Values from Dataverse do not fit the column type its metadata gives."""
+
+    code = "SchemaMismatch"
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -142,11 +146,7 @@ def _column(values: list[Any], typ: pa.DataType, name: str) -> pa.Array:
         if typ == pa.string():
             return pa.array(
                 [
-                    v
-                    if v is None or isinstance(v, str)
-                    else json.dumps(v)
-                    if isinstance(v, (dict, list))
-                    else str(v)
+                    v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
                     for v in values
                 ],
                 type=pa.string(),
@@ -156,9 +156,7 @@ def _column(values: list[Any], typ: pa.DataType, name: str) -> pa.Array:
         try:  # e.g. "12" for an int column, 3.0 for an int: go through text
             return pa.array([None if v is None else str(v) for v in values], type=pa.string()).cast(typ)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc2:
-            raise LakeError(
-                f"column {name!r}: values do not fit {typ}: {exc}", code="SchemaMismatch", status=502
-            ) from exc2
+            raise SchemaMismatch(f"column {name!r}: values do not fit {typ}: {exc}") from exc2
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -184,7 +182,6 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             arrays.append(pa.nulls(len(table), type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
-
 
 
 def delete_all_except(container: ContainerClient, keep: Sequence[str] = ()) -> int:
@@ -291,9 +288,7 @@ class Lake:
 
     # ------------------------------------------------------------------ lease
     @contextlib.contextmanager
-    def lease(
-        self, name: str, *, duration: int = 60, wait: float = 0.0, poll: float = 1.0
-    ) -> Iterator[Lease]:
+    def lease(self, name: str, *, duration: int = 60, wait: float = 0.0, poll: float = 1.0) -> Iterator[Lease]:
         """Hold `locks/<name>.lock` for the block; LeaseBusy if another holder keeps it beyond `wait` s."""
         if not (15 <= duration <= 60):
             raise ValueError("a blob lease lasts 15 to 60 seconds")
@@ -365,5 +360,3 @@ class Lease:
         self._thread.join(timeout=5)
         with contextlib.suppress(HttpResponseError):
             self.client.release()
-
-

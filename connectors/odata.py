@@ -22,9 +22,8 @@ _OPS = ("eq", "ne", "gt", "ge", "lt", "le")
 
 
 class ODataValueError(ValueError):
-    """A value or column name that cannot be placed in a query. A caller error: 400."""
+    """A value or column name that cannot be placed in a query (a caller error)."""
 
-    status = 400
     code = "InvalidQueryValue"
 
 

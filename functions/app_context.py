@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from connectors.blobs import JsonBlobs, container_client
 from connectors.jobs import JobStore
@@ -15,21 +15,26 @@ from connectors.queues import QueueSender
 from functions.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
     from connectors.dataverse import DataverseClient
     from connectors.lake import Lake
     from model_store.store import ModelStore
 
 
 class AppContext:
+    """What a service needs, built lazily from Settings: containers, the lake, the model store, the job
+    store, the Dataverse client and queue senders."""
+
     def __init__(self, settings: Settings):
         self.settings = settings
 
     @functools.cached_property
-    def lake_container(self) -> Any:
+    def lake_container(self) -> ContainerClient:
         return container_client(self.settings.storage_connection, self.settings.lake_container)
 
     @functools.cached_property
-    def model_container(self) -> Any:
+    def model_container(self) -> ContainerClient:
         return container_client(self.settings.storage_connection, self.settings.model_container)
 
     @functools.cached_property

@@ -10,24 +10,73 @@ from typing import Any
 
 import azure.functions as func
 
+from connectors.blobs import UpdateConflict
+from connectors.jobs import JobNotFound
+from connectors.lake import DocumentConflict, LakeError, LeaseBusy, SchemaMismatch
+from connectors.odata import ODataValueError
+from functions.settings import SettingsError
+from model_store.errors import (
+    ConcurrentUpdate,
+    InvalidVersion,
+    ModelAlreadyExists,
+    ModelNotFound,
+    NothingToRevert,
+    VersionNotFound,
+)
+from modeling.errors import (
+    ConflictError,
+    ExportError,
+    InsufficientDataError,
+    InvalidInput,
+    ModelingError,
+    ModelMetaError,
+    NotFoundError,
+    TypedError,
+    Unavailable,
+)
+
 log = logging.getLogger(__name__)
 
+# Triggers raise these for bad requests (the domain's own types: services raise them too).
+BadRequest = InvalidInput
+NotFound = NotFoundError
 
-class BadRequest(Exception):
-    """The caller sent something we cannot use; the message names what was wrong."""
+# The one table from error types to HTTP statuses: the most specific type in an error's MRO wins.
+# Errors of HTTP peers (`DataverseError`, `AuthError`) carry the status their peer gave and keep it.
+STATUS_BY_TYPE: dict[type[BaseException], int] = {
+    InvalidInput: 400,
+    InvalidVersion: 400,
+    ModelingError: 400,
+    ODataValueError: 400,
+    NotFoundError: 404,
+    JobNotFound: 404,
+    ModelNotFound: 404,
+    VersionNotFound: 404,
+    ConflictError: 409,
+    ModelAlreadyExists: 409,
+    NothingToRevert: 409,
+    LeaseBusy: 409,
+    DocumentConflict: 409,
+    ConcurrentUpdate: 412,
+    InsufficientDataError: 422,
+    ExportError: 500,
+    ModelMetaError: 500,
+    SchemaMismatch: 502,
+    Unavailable: 503,
+    UpdateConflict: 503,
+    LakeError: 500,
+    SettingsError: 500,
+    TypedError: 500,
+}
 
-    status = 400
-    code = "BadRequest"
 
-    def __init__(self, message: str, code: str = "BadRequest", status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-class NotFound(BadRequest):
-    def __init__(self, message: str, code: str = "NotFound"):
-        super().__init__(message, code=code, status=404)
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status for an error: from the table, else the status an HTTP peer answered; None if neither."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_TYPE:
+            return STATUS_BY_TYPE[cls]
+    status = getattr(exc, "status", None)
+    return status if isinstance(status, int) and 400 <= status < 600 else None
 
 
 def _default(value: Any) -> Any:
@@ -56,10 +105,10 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> func.H
 
 
 def error_from_exception(exc: BaseException) -> func.HttpResponse:
-    """Typed errors (anything with int `status` and str `code`) keep their status; others are 500."""
-    status = getattr(exc, "status", None)
+    """Typed errors get the status `status_of` gives them and keep their code; anything else is 500."""
+    status = status_of(exc)
     code = getattr(exc, "code", None)
-    if isinstance(status, int) and isinstance(code, str) and 400 <= status < 600:
+    if status is not None and isinstance(code, str):
         extra: dict[str, Any] = {}
         # "details", e.g. the overlapping models of a 409 or the found/needed counts of a 422.
         for attr, key in (

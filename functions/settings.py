@@ -21,7 +21,6 @@ _ORG_STATUSES = ("active", "expired", "deleted")
 class SettingsError(Exception):
     """A setting is missing or malformed. The message names each offending setting."""
 
-    status = 500
     code = "SettingsError"
 
     def __init__(self, problems: list[str]):

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,35 @@ def app_settings(azurite: Azurite, mock_info: dict[str, Any], **overrides: str) 
     )
     values.update(overrides)
     return values
+
+
+def unique_settings(azurite: Azurite, mock_info: dict[str, Any], tag: str = "", **overrides: str) -> dict[str, str]:
+    """`app_settings` with containers and queues of their own (a test's or a benchmark's), so runs that share
+    one Azurite never see each other's data or messages."""
+    suffix = f"{tag}{uuid.uuid4().hex[:8]}"
+    own = {
+        "LAKE_CONTAINER": f"lake-{suffix}",
+        "MODEL_CONTAINER": f"models-{suffix}",
+        "TRAINING_QUEUE": f"training-{suffix}",
+        "SCORING_QUEUE": f"scoring-{suffix}",
+        "SYNC_QUEUE": f"sync-{suffix}",
+    }
+    return app_settings(azurite, mock_info, **{**own, **overrides})
+
+
+def dataverse_client(mock_info: dict[str, Any], **kwargs: Any) -> Any:
+    """A DataverseClient for the mock (MSAL against its token endpoint, its certificate trusted)."""
+    from connectors.auth import token_provider_from
+    from connectors.dataverse import DataverseClient
+
+    provider = token_provider_from(
+        authority=mock_info["authority"],
+        client_id=mock_info["client_id"],
+        scope=mock_info["resource"].rstrip("/") + "/.default",
+        client_secret=mock_info["client_secret"],
+        ca_bundle=mock_info["ca_cert"],
+    )
+    return DataverseClient(mock_info["url"], provider, ca_bundle=mock_info["ca_cert"], **kwargs)
 
 
 @dataclass

@@ -1,6 +1,5 @@
-"""Typed errors of the model registry: each carries an HTTP `status`, a `code` and a message.
-
-`functions/http.py` maps them to `{"error": {"code", "message", "details"}}` with that status."""
+"""Typed errors of the model registry: each carries a `code` and a message; `functions/http.py` maps the
+types to statuses and writes `{"error": {"code", "message", "details"}}`."""
 
 from __future__ import annotations
 
@@ -8,41 +7,46 @@ from modeling.errors import TypedError
 
 
 class ModelStoreError(TypedError):
-    status = 500
     code = "ModelStoreError"
 
 
 class ModelNotFound(ModelStoreError):
-    status = 404
+    refusal = True
     code = "ModelNotFound"
 
 
 class VersionNotFound(ModelStoreError):
-    status = 404
+    refusal = True
     code = "VersionNotFound"
 
 
+class InvalidVersion(ModelStoreError):
+    """A version number that is not a positive integer."""
+
+    refusal = True
+    code = "InvalidVersion"
+
+
 class ModelAlreadyExists(ModelStoreError):
-    status = 409
+    refusal = True
     code = "ModelExists"
 
 
 class NothingToRevert(ModelStoreError):
-    status = 409
+    refusal = True
     code = "NothingToRevert"
 
 
 class ConcurrentUpdate(ModelStoreError):
     """The configuration changed since the caller read it (its ETag no longer matches)."""
 
-    status = 412
+    refusal = True
     code = "PreconditionFailed"
 
 
 class IntegrityError(ModelStoreError):
     """A stored model.onnx does not match the sha256 in its meta.json: the artifact was altered or torn.
 
-    Not bad input, so a 5xx; the model is never loaded (and so never scores) in that state."""
+    Not bad input: a failure of ours; the model is never loaded (and so never scores) in that state."""
 
-    status = 500
     code = "ModelIntegrityError"

@@ -21,6 +21,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.clock import parse
+
 RETRAIN_EVERY_DAYS = 15
 AUTO_PUBLISH_RATIO = 0.95
 STALE_AFTER_MONTHS = 3
@@ -28,13 +30,7 @@ STALE_AFTER_MONTHS = 3
 
 def parse_time(value: Any) -> dt.datetime | None:
     """An ISO timestamp (as stored in configs and metas) as an aware UTC datetime; None if absent/invalid."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return parse(value) if isinstance(value, str) else None
 
 
 def months_before(when: dt.datetime, months: int) -> dt.datetime:

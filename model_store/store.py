@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient, ContentSettings
+from azure.storage.blob import ContainerClient
 
-from connectors.blobs import JsonBlobs
+from connectors.blobs import BlobChanged, BlobExists, BlobMissing, JsonBlobs, UpdateConflict
+from connectors.clock import iso, utcnow
 from model_store.errors import (
     ConcurrentUpdate,
     IntegrityError,
@@ -43,11 +43,7 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _VERSION_DIR = re.compile(r"^versions/[^/]+/(\d{4,})/meta\.json$")
 _MAX_CLAIM_ATTEMPTS = 50
-_MAX_UPDATE_ATTEMPTS = 10
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+_EMPTY_ALIAS: dict[str, Any] = {"published": None, "previous": None, "publishedAt": None, "reverted": []}
 
 
 def sha256_hex(data: bytes) -> str:
@@ -94,7 +90,7 @@ class ModelStore:
         return f"versions/{cls._name(name)}/{version:04d}/"
 
     def _now_iso(self) -> str:
-        return self.clock().astimezone(dt.UTC).isoformat(timespec="seconds")
+        return iso(self.clock())
 
     # ------------------------------------------------------------------ configurations
 
@@ -105,7 +101,7 @@ class ModelStore:
         doc["updatedAt"] = self._now_iso()
         try:
             self.blobs.write(self._config_path(name), doc, create_only=True)
-        except ResourceExistsError as exc:
+        except BlobExists as exc:
             raise ModelAlreadyExists(f"a model named {name} already exists", model=name) from exc
         return doc
 
@@ -132,30 +128,32 @@ class ModelStore:
         doc = dict(doc, name=name, updatedAt=self._now_iso())
         try:
             new_etag = self.blobs.write(self._config_path(name), doc, etag=etag)
-        except ResourceModifiedError as exc:
+        except BlobChanged as exc:
             raise ConcurrentUpdate(
                 f"model {name} was changed by someone else; read it again and retry", model=name
             ) from exc
-        except ResourceNotFoundError as exc:
+        except BlobMissing as exc:
             raise ModelNotFound(f"no model named {name}", model=name) from exc
         return doc, new_etag
 
     def update_config(
         self, name: str, mutate: Callable[[dict[str, Any]], dict[str, Any] | None]
     ) -> dict[str, Any]:
-        """Read-modify-write with ETags, retried when another writer got in between. `mutate` may change the
-        dict in place or return a new one; it may raise to abort."""
-        for _ in range(_MAX_UPDATE_ATTEMPTS):
-            doc, etag = self.get_config_with_etag(name)
+        """Read-modify-write with ETags (`JsonBlobs.update`), retried when another writer got in between.
+        `mutate` may change the dict in place or return a new one; it may raise to abort."""
+        path = self._config_path(name)
+
+        def apply(current: Any) -> dict[str, Any]:
+            if current is None:
+                raise ModelNotFound(f"no model named {name}", model=name)
+            doc = dict(current)
             changed = mutate(doc)
-            if changed is not None:
-                doc = changed
-            try:
-                saved, _ = self.save_config(name, doc, etag=etag)
-                return saved
-            except ConcurrentUpdate:
-                continue
-        raise ConcurrentUpdate(f"model {name} kept changing; try again", model=name)
+            return dict(changed if changed is not None else doc, name=name, updatedAt=self._now_iso())
+
+        try:
+            return dict(self.blobs.update(path, apply))
+        except UpdateConflict as exc:
+            raise ConcurrentUpdate(f"model {name} kept changing; try again", model=name) from exc
 
     def set_status(self, name: str, **fields: Any) -> dict[str, Any]:
         """Merge status fields (status, jobId, error, lastTrainedAt, ...) into the configuration."""
@@ -199,14 +197,9 @@ class ModelStore:
         version = max(claimed, default=0) + 1
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             try:
-                self.container.upload_blob(
-                    self._version_prefix(name, version) + "model.onnx",
-                    bytes(onnx),
-                    overwrite=False,
-                    content_settings=ContentSettings(content_type="application/octet-stream"),
-                )
+                self.blobs.put_bytes(self._version_prefix(name, version) + "model.onnx", bytes(onnx), create_only=True)
                 break
-            except ResourceExistsError:
+            except BlobExists:
                 version += 1
         else:
             raise ModelStoreError(f"could not claim a version number for {name}", code="VersionClaimFailed")
@@ -245,8 +238,8 @@ class ModelStore:
         """The ONNX bytes and meta of a version, after checking the sha256 (IntegrityError on mismatch)."""
         meta = self.get_meta(name, version)
         try:
-            onnx = self.container.download_blob(self._version_prefix(name, version) + "model.onnx").readall()
-        except ResourceNotFoundError as exc:
+            onnx = self.blobs.get_bytes(self._version_prefix(name, version) + "model.onnx")
+        except BlobMissing as exc:
             raise IntegrityError(
                 f"model {name}@{version} has no model.onnx", model=name, version=version
             ) from exc
@@ -265,10 +258,7 @@ class ModelStore:
 
     def get_alias(self, name: str) -> dict[str, Any]:
         doc = self.blobs.read(self._alias_path(name))
-        base: dict[str, Any] = {"published": None, "previous": None, "publishedAt": None, "reverted": []}
-        if doc:
-            base.update(doc)
-        return base
+        return {**_EMPTY_ALIAS, "reverted": [], **(doc or {})}
 
     def latest_version(self, name: str, *, include_reverted: bool = False) -> int | None:
         """The newest version that was not reverted (None when there is none)."""
@@ -283,20 +273,15 @@ class ModelStore:
         return [v for v in self.versions(name) if v > published and v not in set(alias["reverted"])]
 
     def _update_alias(self, name: str, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        path = self._alias_path(name)
-        for _ in range(_MAX_UPDATE_ATTEMPTS):
-            doc, etag = self.blobs.read_with_etag(path)
-            alias = self.get_alias(name) if doc is None else dict(self.get_alias(name), **doc)
+        def apply(doc: Any) -> dict[str, Any]:
+            alias = {**_EMPTY_ALIAS, "reverted": [], **(doc or {})}
             mutate(alias)
-            try:
-                if etag is None:
-                    self.blobs.write(path, alias, create_only=True)
-                else:
-                    self.blobs.write(path, alias, etag=etag)
-                return alias
-            except (ResourceExistsError, ResourceModifiedError):
-                continue
-        raise ConcurrentUpdate(f"the published alias of {name} kept changing; try again", model=name)
+            return alias
+
+        try:
+            return dict(self.blobs.update(self._alias_path(name), apply))
+        except UpdateConflict as exc:
+            raise ConcurrentUpdate(f"the published alias of {name} kept changing; try again", model=name) from exc
 
     def publish(self, name: str, version: int | None = None) -> dict[str, Any]:
         """Point the published alias at `version` (default: the latest non-reverted version)."""
@@ -366,7 +351,7 @@ class ModelStore:
         """Append one audit record (never rewritten: create-only, unique name)."""
         now = self.clock().astimezone(dt.UTC)
         entry = {
-            "at": now.isoformat(timespec="milliseconds"),
+            "at": iso(now),
             "actor": actor or "anonymous",
             "action": action,
             "model": model,

@@ -1,4 +1,5 @@
-"""Typed errors of the modeling domain: each carries an HTTP `status`, a `code` and a message."""
+"""Typed errors of the domain: each carries a `code` and a message (and optional details), never an HTTP
+status: the one table in `functions/http.py` maps error types to statuses at the edge."""
 
 from __future__ import annotations
 
@@ -6,17 +7,18 @@ from typing import Any
 
 
 class TypedError(Exception):
-    """Base of every error meant for a caller (modeling, the model store, scoring): an HTTP `status`, a
-    `code`, the message and optional `details`; `functions/http.py` maps them to a JSON error response."""
+    """Base of every error meant for a caller (modeling, the model store, the services): a `code`, the
+    message and optional `details`; `functions/http.py` turns them into a JSON error with the status its
+    table gives the error's type."""
 
-    status = 500
     code = "Error"
+    # True when the request was refused for what it asked (bad input, a rule, a conflict); False for a
+    # failure of ours. The audit log and the logs tell the two apart by it.
+    refusal = False
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, **details: Any):
+    def __init__(self, message: str, *, code: str | None = None, **details: Any):
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
         if code is not None:
             self.code = code
         self.details: dict[str, Any] | None = details or None
@@ -32,16 +34,15 @@ class TypedError(Exception):
 
 
 class ModelingError(TypedError):
-    """Base of the modeling domain's errors (bad configurations and data are 4xx)."""
+    """Base of the modeling domain's errors (bad configurations and data are refusals)."""
 
-    status = 400
+    refusal = True
     code = "ModelingError"
 
 
 class ConfigError(ModelingError):
     """An invalid configuration field (400): names the `field` and the `rule` it breaks."""
 
-    status = 400
     code = "InvalidConfiguration"
 
     def __init__(self, field: str, rule: str):
@@ -53,7 +54,6 @@ class ConfigError(ModelingError):
 class ConflictError(ModelingError):
     """A request that conflicts with the registry's state (409): overlap, limit, name taken, delete rule."""
 
-    status = 409
     code = "Conflict"
 
     def __init__(self, message: str, *, code: str = "Conflict", **detail: Any):
@@ -63,7 +63,6 @@ class ConflictError(ModelingError):
 class InsufficientDataError(ModelingError):
     """Not enough closed opportunities to train (422): carries the counts found and needed."""
 
-    status = 422
     code = "InsufficientData"
 
     def __init__(self, message: str, *, found: dict[str, int], needed: dict[str, int]):
@@ -73,14 +72,36 @@ class InsufficientDataError(ModelingError):
 
 
 class ExportError(ModelingError):
-    """The ONNX export does not reproduce scikit-learn's probabilities (500: a defect, never bad input)."""
+    """The ONNX export does not reproduce scikit-learn's probabilities (a defect, never bad input)."""
 
-    status = 500
+    refusal = False
+
     code = "ExportMismatch"
 
 
 class ModelMetaError(ModelingError):
-    """A model version's meta cannot be used for scoring (500: corrupt or incompatible artifact)."""
+    """A model version's meta cannot be used for scoring (corrupt or incompatible artifact)."""
 
-    status = 500
+    refusal = False
+
     code = "InvalidModelMeta"
+
+
+class InvalidInput(TypedError):
+    """Something a caller sent cannot be used; the message names what was wrong."""
+
+    refusal = True
+    code = "BadRequest"
+
+
+class NotFoundError(TypedError):
+    """What the caller asked for does not exist."""
+
+    refusal = True
+    code = "NotFound"
+
+
+class Unavailable(TypedError):
+    """A dependency is busy or down; trying again later may work."""
+
+    code = "Unavailable"

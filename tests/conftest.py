@@ -8,7 +8,6 @@ import json
 import ssl
 import tempfile
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,16 +66,8 @@ def mock(mock_info: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def settings_values(azurite: stack.Azurite, mock_info: dict[str, Any]) -> dict[str, str]:
-    """App settings for one test: Azurite + the mock, with containers of its own."""
-    suffix = uuid.uuid4().hex[:10]
-    return stack.app_settings(
-        azurite,
-        mock_info,
-        LAKE_CONTAINER=f"lake-{suffix}",
-        MODEL_CONTAINER=f"models-{suffix}",
-        TRAINING_QUEUE=f"training-{suffix}",
-        SCORING_QUEUE=f"scoring-{suffix}",
-    )
+    """App settings for one test: Azurite + the mock, with containers and queues of its own."""
+    return stack.unique_settings(azurite, mock_info)
 
 
 @pytest.fixture

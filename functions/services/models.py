@@ -11,9 +11,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from connectors.clock import utcnow
 from functions.services import training
 from model_store import lifecycle
-from model_store.errors import ModelStoreError, VersionNotFound
+from model_store.errors import InvalidVersion, VersionNotFound
 from model_store.store import ModelStore
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ def _audited(
     try:
         result = fn()
     except Exception as exc:
-        status = getattr(exc, "status", 500)
-        outcome = "refused" if isinstance(status, int) and status < 500 else "failed"
+        outcome = "refused" if getattr(exc, "refusal", False) else "failed"
         try:
             store.audit(
                 action,
@@ -164,12 +164,7 @@ def _resolve_version(store: ModelStore, name: str, version: Any) -> int:
         return int(chosen)
     text = str(version).strip()
     if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
-        raise ModelStoreError(
-            f"version must be a positive integer, got {version!r}",
-            status=400,
-            code="InvalidVersion",
-            field="version",
-        )
+        raise InvalidVersion(f"version must be a positive integer, got {version!r}", field="version")
     number = int(text)
     return number
 
@@ -245,7 +240,7 @@ def create_model(
     from modeling.errors import ConflictError
 
     store: ModelStore = ctx.model_store
-    now = now or training.utcnow()
+    now = now or utcnow()
     name_hint = payload.get("name") if isinstance(payload.get("name"), str) else None
 
     def create() -> dict[str, Any]:
@@ -292,9 +287,7 @@ def edit_model(
 
     def edit() -> dict[str, Any]:
         doc, current_etag = store.get_config_with_etag(name)
-        metadata = (
-            training.load_metadata(ctx.lake) if {"attributes", "stageAttributes"} & set(patch) else None
-        )
+        metadata = training.load_metadata(ctx.lake) if {"attributes", "stageAttributes"} & set(patch) else None
         new = apply_edit(
             ModelConfig.from_json(doc),
             patch,
@@ -327,9 +320,7 @@ def delete_model(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
     def delete() -> dict[str, Any]:
         doc = store.get_config(name)
         if lifecycle.auto_retrain_active(doc, store.get_alias(name)["published"]):
-            raise ConflictError(
-                f"turn autoRetrain off before deleting {name}", code="AutoRetrainOn", model=name
-            )
+            raise ConflictError(f"turn autoRetrain off before deleting {name}", code="AutoRetrainOn", model=name)
         blobs = store.delete_model(name)
         store.audit("delete", actor=actor, model=name, detail={"blobs": blobs})
         return {"model": name, "deleted": True}

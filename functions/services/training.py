@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from connectors.clock import iso, utcnow
+from functions.services.jobs import execute
 from model_store import lifecycle
 from model_store.store import ModelStore
 
@@ -32,18 +34,13 @@ AUTO_ACTOR = "system:auto-retrain"
 RUNNING_LEASE = dt.timedelta(minutes=10)
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 # ---------------------------------------------------------------------------------------------- lake inputs
 
 
 def load_metadata(lake: Any) -> dict[str, Any]:
     """Org metadata the sync keeps in the lake: attributes per table, option sets, business process flows."""
     attributes = {
-        table: lake.read_json(f"metadata/attributes/{table}.json") or []
-        for table in ("opportunity", "account")
+        table: lake.read_json(f"metadata/attributes/{table}.json") or [] for table in ("opportunity", "account")
     }
     return {
         "attributes": attributes,
@@ -114,9 +111,7 @@ def _summary(meta: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
         "auc": auc,
         "accuracy": metrics.get("accuracy"),
         "f1": metrics.get("f1"),
-        "readiness": lifecycle.readiness(
-            auc, ready=ctx.settings.readiness_auc_ready, ok=ctx.settings.readiness_auc_ok
-        ),
+        "readiness": lifecycle.readiness(auc, ready=ctx.settings.readiness_auc_ready, ok=ctx.settings.readiness_auc_ok),
     }
 
 
@@ -138,17 +133,15 @@ def train(
     now = now or utcnow()
     started = time.perf_counter()
     config_doc = store.get_config(name)
-    store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=now.isoformat())
+    store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=iso(now))
     try:
         data = build_training_data(ctx, config_doc, now)
         cutoffs = (ctx.settings.readiness_auc_ready, ctx.settings.readiness_auc_ok)
-        trained = train_model(
-            data, config_doc, seed=seed, readiness=cutoffs, threads=ctx.settings.training_threads
-        )
+        trained = train_model(data, config_doc, seed=seed, readiness=cutoffs, threads=ctx.settings.training_threads)
         meta = dict(trained.meta)
         meta.update(
             {
-                "trainedAt": now.isoformat(timespec="seconds"),
+                "trainedAt": iso(now),
                 "reason": reason,
                 "actor": actor,
                 "jobId": job_id,
@@ -168,7 +161,7 @@ def train(
             name,
             status="ready",
             error=None,
-            lastTrainedAt=now.isoformat(timespec="seconds"),
+            lastTrainedAt=iso(now),
             lastTrainedVersion=version,
             retrainNote=None if decision is None or decision.publish else decision.reason,
         )
@@ -237,9 +230,7 @@ def _auto_publish(
     current_version = store.get_alias(name)["published"]
     try:
         current = store.load_published(name)
-        current_trained_at = lifecycle.parse_time(
-            current.meta.get("trainedAt") or current.meta.get("createdAt")
-        )
+        current_trained_at = lifecycle.parse_time(current.meta.get("trainedAt") or current.meta.get("createdAt"))
         rows = np.asarray(trained.test_index if trained.test_index is not None else [], dtype=int)
         if len(rows):
             frame = data.frame.iloc[rows].reset_index(drop=True)
@@ -248,9 +239,7 @@ def _auto_publish(
             column = "probability" if "probability" in scored.columns else "score"
             current_auc = _auc(labels, scored[column].to_numpy(dtype=float))
     except Exception as exc:  # noqa: BLE001 - a broken current version must not block the decision
-        log.warning(
-            "could not score model=%s@%s on the new test set: %s", name, current_version, type(exc).__name__
-        )
+        log.warning("could not score model=%s@%s on the new test set: %s", name, current_version, type(exc).__name__)
     decision = lifecycle.auto_publish_decision(
         new_auc=new_auc, current_auc=current_auc, current_trained_at=current_trained_at, now=now
     )
@@ -290,9 +279,7 @@ def enqueue_training(ctx: AppContext, name: str, *, reason: str, actor: str) -> 
     """Create a `train` job, mark the model as training and queue the message for `train_worker`."""
     job = ctx.jobs.create("train", {"model": name, "reason": reason, "actor": actor})
     ctx.model_store.set_status(name, status="training", jobId=job["id"], error=None)
-    ctx.queue(ctx.settings.training_queue).send(
-        {"jobId": job["id"], "model": name, "reason": reason, "actor": actor}
-    )
+    ctx.queue(ctx.settings.training_queue).send({"jobId": job["id"], "model": name, "reason": reason, "actor": actor})
     log.info("queued training job=%s model=%s reason=%s", job["id"], name, reason)
     return job
 
@@ -315,18 +302,12 @@ def run_training_job(
         # a redelivery while another worker trains (queue visibility expired); that worker ends the job
         log.info("job=%s is running since %s; duplicate message ignored", job_id, job.get("startedAt"))
         return job
-    ctx.jobs.start(job_id)
-    try:
-        name = str(message["model"])
-        reason = str(message.get("reason") or "manual")
-        result = trainer(
-            ctx, name, reason=reason, actor=str(message.get("actor") or "anonymous"), job_id=job_id
-        )
-    except Exception as exc:  # noqa: BLE001 - every failure ends the job with its error
-        code = str(getattr(exc, "code", type(exc).__name__))
-        log.warning("training job=%s failed: %s", job_id, code)
-        return ctx.jobs.fail(job_id, code, str(exc)[:2000] or code)
-    return ctx.jobs.succeed(job_id, result)
+    name = str(message["model"])
+    reason = str(message.get("reason") or "manual")
+    actor = str(message.get("actor") or "anonymous")
+    return execute(
+        ctx.jobs, job_id, lambda: trainer(ctx, name, reason=reason, actor=actor, job_id=job_id), what="training"
+    )
 
 
 def retrain_due_models(ctx: AppContext, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from connectors.clock import iso, stamp
-from modeling.errors import TypedError
+from modeling.errors import ConflictError, InvalidInput, NotFoundError, Unavailable
 
 ENTITY_TYPE = "opportunity"
 ENTITY_SET = "msdyn_predictivescores"
@@ -34,17 +34,30 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class ScoringError(TypedError):
-    """A scoring request or message that cannot be served; carries an HTTP status and a code."""
+class ScoringError(InvalidInput):
+    """A scoring request or queue message that cannot be used (a refusal: HTTP 400)."""
 
-    status = 400
     code = "ScoringError"
 
 
-class BatchWriteFailed(ScoringError):
+class RunNotFound(NotFoundError):
+    code = "RunNotFound"
+
+
+class ScoreNotFound(NotFoundError):
+    code = "ScoreNotFound"
+
+
+class RunSuperseded(ConflictError):
+    """The run was replaced by a later scheduled run (HTTP 409, code `Superseded`)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="Superseded")
+
+
+class BatchWriteFailed(Unavailable):
     """Some upserts of a batch failed; raised so the queue host retries the batch (and finally poisons it)."""
 
-    status = 502
     code = "BatchWriteFailed"
 
 

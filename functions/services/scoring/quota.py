@@ -25,18 +25,19 @@ def claim(ctx: AppContext, month: str, ids: Sequence[str], limit: int | None) ->
     if limit is None:
         return list(ids)
 
-    def add(doc: Any) -> dict[str, Any] | None:
+    def new_ids(doc: Any) -> list[str]:
+        counted = set((doc or {}).get("ids", []))
+        return [i for i in dict.fromkeys(ids) if i not in counted][: max(0, limit - len(counted))]
+
+    def add(doc: Any) -> dict[str, Any]:
         current = dict(doc or {"month": month, "ids": []})
-        counted = set(current.get("ids", []))
-        room = max(0, limit - len(counted))
-        new = [i for i in dict.fromkeys(ids) if i not in counted][:room]
-        if not new:
-            return None  # nothing to add: leave the document as it is
-        total = sorted(counted | set(new))
+        total = sorted(set(current.get("ids", [])) | set(new_ids(current)))
         return {**current, "limit": limit, "ids": total, "used": len(total), "updatedAt": iso()}
 
-    stored = ctx.lake.json.update(path(month), add) or {}
-    counted = set(stored.get("ids", []))
+    stored = ctx.lake.read_json(path(month))
+    if new_ids(stored):  # something to count: under the document's ETag (parallel batches never exceed it)
+        stored = ctx.lake.json.update(path(month), add)
+    counted = set((stored or {}).get("ids", []))
     return [i for i in ids if i in counted]
 
 

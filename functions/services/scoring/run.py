@@ -13,6 +13,8 @@ from connectors.jobs import JobNotFound
 from functions.services.scoring import layout, scores
 from functions.services.scoring.common import (
     RUN_RETENTION_DAYS,
+    RunNotFound,
+    RunSuperseded,
     ScoringError,
     message,
     new_run_id,
@@ -48,9 +50,9 @@ def resume(ctx: AppContext, run_id: Any) -> dict[str, Any]:
     run_id = validate_run_id(run_id)
     docs = layout.load(ctx.lake, run_id)
     if docs.plan is None:
-        raise ScoringError(f"no scoring run {run_id}", status=404, code="RunNotFound")
+        raise RunNotFound(f"no scoring run {run_id}")
     if docs.superseded is not None:
-        raise ScoringError(f"scoring run {run_id} was superseded; start a new run", status=409, code="Superseded")
+        raise RunSuperseded(f"scoring run {run_id} was superseded; start a new run")
     pending = docs.pending()
     stale = [layout.poison_path(run_id, i) for i in pending] + [layout.error_path(run_id, i) for i in pending]
     ctx.lake.delete_paths([p for p in stale if p in docs.names])

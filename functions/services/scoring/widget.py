@@ -20,7 +20,7 @@ from functions.services.scoring.common import (
     ENTITY_SET,
     SYNC_LIMIT,
     BatchSpec,
-    ScoringError,
+    ScoreNotFound,
     new_run_id,
     score_key,
     validate_id,
@@ -90,7 +90,7 @@ def get_score(ctx: AppContext, opportunity_id: Any) -> dict[str, Any]:
     try:
         row = ctx.dataverse.get(key_segment(ENTITY_SET, score_key(opp_id)), params={"$select": SELECT})
     except DataverseNotFound as exc:
-        raise ScoringError(f"opportunity {opp_id} has no score", status=404, code="ScoreNotFound") from exc
+        raise ScoreNotFound(f"opportunity {opp_id} has no score") from exc
     return decode_dataverse_row(opp_id, row)
 
 

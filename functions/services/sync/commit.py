@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from connectors.clock import iso
 from connectors.lake import DELETED, LINEAGE, SYNC_ID, Lake, conform
-from functions.services.sync.extract import Extract
+from functions.services.sync.extract import PARTITION_COLUMN, Extract
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,14 @@ def commit_extract(lake: Lake, extract: Extract) -> dict[str, Any]:
         "key": meta.key,
         "entity_set": meta.entity_set,
     }
-    lake.tables.append(lake.history_path(table), extract.batches(), metadata=info)
+    if not extract.rows and not extract.spec.track_changes:
+        return {}  # a table read in full that has not changed: no link to move, nothing to record
+    lake.tables.append_stream(lake.history_path(table), extract.batches(), metadata=info)
     if not extract.rows:
         return {}
     if not lake.tables.exists(lake.current_path(table)):  # first sync: stream the rows straight in
         return _create_current(lake, table, extract, info)
-    return apply(lake, table, meta.key, extract.read(), info)
+    return apply(lake, table, meta.key, extract.read(), info, target_states=extract.target_states)
 
 
 def _create_current(lake: Lake, table: str, extract: Extract, info: Mapping[str, str]) -> dict[str, Any]:
@@ -54,22 +56,49 @@ def _create_current(lake: Lake, table: str, extract: Extract, info: Mapping[str,
             live = batch.filter(pc.invert(batch.column(DELETED)))
             yield live.select([f.name for f in keep])
 
-    lake.tables.append(lake.current_path(table), pa.RecordBatchReader.from_batches(schema, rows()), metadata=info)
+    lake.tables.append_stream(
+        lake.current_path(table),
+        pa.RecordBatchReader.from_batches(schema, rows()),
+        metadata=info,
+        partition_by=PARTITION_COLUMN if PARTITION_COLUMN in schema.names else None,
+    )
     return {"num_target_rows_inserted": extract.rows - extract.stats.get("deleted", 0), "created": True}
 
 
-def apply(lake: Lake, table: str, key: str, rows: pa.Table, info: Mapping[str, str]) -> dict[str, Any]:
+def apply(
+    lake: Lake,
+    table: str,
+    key: str,
+    rows: pa.Table,
+    info: Mapping[str, str],
+    *,
+    target_states: set[Any] | None = None,
+) -> dict[str, Any]:
     """MERGE history rows of one sync into the current view: the last version of each id wins; a deletion
-    removes the row. Columns new in the metadata are added to the table's schema."""
+    removes the row. Columns new in the metadata are added to the table's schema. `target_states`, the
+    partition values of every current row the rows replace, limits the MERGE to those partitions."""
     if not rows.num_rows:
         return {}
+    path = lake.current_path(table)
+    target_filter = None
+    if target_states is not None and PARTITION_COLUMN in lake.tables.partition_columns(path):
+        target_filter = partition_filter(target_states)
     rows = _last_per_key(rows, key)
     source = rows.drop_columns([c for c in LINEAGE if c != DELETED and c in rows.column_names])
     target = lake.tables.schema(lake.current_path(table))
     if target is not None:  # keep the stored types of existing columns
         fields = [target.field(f.name) if f.name in target.names else f for f in source.schema]
         source = conform(source, pa.schema(fields))
-    return lake.tables.merge(lake.current_path(table), source, [key], delete_column=DELETED, metadata=info)
+    return lake.tables.merge(path, source, [key], delete_column=DELETED, metadata=info, target_filter=target_filter)
+
+
+def partition_filter(states: set[Any]) -> str:
+    """SQL on the MERGE target `t` for rows whose partition value is one of `states` (None: null)."""
+    values = sorted(int(v) for v in states if v is not None)
+    parts = [f"t.`{PARTITION_COLUMN}` IN ({', '.join(map(str, values))})"] if values else []
+    if None in states:
+        parts.append(f"t.`{PARTITION_COLUMN}` IS NULL")
+    return " OR ".join(parts) or "false"
 
 
 def _last_per_key(rows: pa.Table, key: str) -> pa.Table:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.dataverse import DataverseBadRequest, DataverseClient, DataverseNotFound, Page
@@ -35,6 +36,10 @@ from connectors.lake import (
 from connectors.odata import filter_eq
 
 log = logging.getLogger(__name__)
+
+# The current views of tables with this column are partitioned by it (docs/LAKE.md): changes touch open
+# rows, so a MERGE that names the partitions its matches live in leaves the closed rows' files alone.
+PARTITION_COLUMN = "statecode"
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,15 @@ class Extract:
     path: str
     rows: int = 0
     stats: dict[str, int] = field(default_factory=dict)
+    # the PARTITION_COLUMN values of the current rows these changes replace or delete
+    target_states: set[Any] = field(default_factory=set)
 
     def read(self) -> pa.Table:
         return pq.read_table(self.path)
 
     def batches(self) -> pa.RecordBatchReader:
         pf = pq.ParquetFile(self.path)
-        return pa.RecordBatchReader.from_batches(pf.schema_arrow, pf.iter_batches(batch_size=65_536))
+        return pa.RecordBatchReader.from_batches(pf.schema_arrow, pf.iter_batches(batch_size=8192))
 
     def discard(self) -> None:
         if os.path.exists(self.path):
@@ -102,35 +109,72 @@ class Extract:
 
 
 class _Known:
-    """The current view's keys and `_etag`s, hashed once (pandas Index) so each page is one lookup."""
+    """The current view's keys, `_etag`s and partition values, hashed once (pandas Index) so each page is
+    one lookup."""
 
-    def __init__(self, keys: pa.Array, tags: pa.Array):
+    def __init__(self, keys: pa.Array, tags: pa.Array, states: pa.Array | None = None):
         self.index = pd.Index(keys.to_numpy(zero_copy_only=False))
         self.tags = tags.to_numpy(zero_copy_only=False)
+        self.states = None if states is None else states.to_pylist()
 
     @classmethod
-    def of(cls, lake: Lake, table: str, key: str) -> _Known:
-        current = lake.read_current(table, [key, ETAG_COLUMN])
+    def of(cls, lake: Lake, table: str, key: str, ids: Sequence[Any] | None = None) -> _Known:
+        """The whole view's keys, or with `ids` only the rows of those ids (a filtered scan)."""
+        current = lake.read_current(table, [key, ETAG_COLUMN, PARTITION_COLUMN])
+        if ids is not None and key in current.column_names:  # reading 3 columns and filtering beats a pushdown
+            wanted = pa.array([i for i in ids if i is not None], pa.string())
+            current = current.filter(pc.is_in(current.column(key).cast(pa.string()), value_set=wanted))
         if current.num_rows == 0 or key not in current.column_names:
             return cls(pa.array([], pa.string()), pa.array([], pa.string()))
-        tags = current.column(ETAG_COLUMN) if ETAG_COLUMN in current.column_names else pa.nulls(len(current))
-        return cls(current.column(key).combine_chunks(), pa.chunked_array(tags).combine_chunks())
+        names = current.column_names
+        tags = current.column(ETAG_COLUMN) if ETAG_COLUMN in names else pa.nulls(len(current))
+        states = current.column(PARTITION_COLUMN).combine_chunks() if PARTITION_COLUMN in names else None
+        return cls(current.column(key).combine_chunks(), pa.chunked_array(tags).combine_chunks(), states)
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def positions(self, ids: Sequence[Any]) -> np.ndarray:
+        """Per id: its row in the view, or -1."""
+        if not len(self.index):
+            return np.full(len(ids), -1, dtype=np.int64)
+        return np.asarray(self.index.get_indexer(list(ids)))
+
     def lookup(self, ids: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
         """Per id: whether the view holds it, and its `_etag` there (None when it does not)."""
-        if not len(self.index):
-            return np.zeros(len(ids), dtype=bool), [None] * len(ids)
-        pos = self.index.get_indexer(list(ids))
-        held = pos >= 0
-        return held, [self.tags[p] if p >= 0 else None for p in pos]
+        pos = self.positions(ids)
+        return pos >= 0, [self.tags[p] if p >= 0 else None for p in pos]
+
+    def states_at(self, positions: Sequence[int] | np.ndarray) -> set[Any]:
+        """The partition values of the rows at these positions (empty when the view has no such column)."""
+        if self.states is None:
+            return set()
+        return {self.states[p] for p in positions if p >= 0}
 
     def absent(self, seen: set[str]) -> list[str]:
         if not len(self.index):
             return []
         return [k for k in self.index[~self.index.isin(list(seen))].tolist() if k is not None]
+
+
+class _Lookup:
+    """The current view's rows for the ids a read brings: a filtered scan per page for the first pages of a
+    delta (usually all of it), the whole view hashed once beyond that and for full reads."""
+
+    FILTERED_PAGES = 2
+
+    def __init__(self, lake: Lake, table: str, key: str, *, whole: bool):
+        self.lake, self.table, self.key = lake, table, key
+        self.whole = _Known.of(lake, table, key) if whole else None
+        self.filtered = 0
+
+    def known(self, ids: Sequence[Any]) -> _Known:
+        if self.whole is None and self.filtered >= self.FILTERED_PAGES:
+            self.whole = _Known.of(self.lake, self.table, self.key)
+        if self.whole is not None:
+            return self.whole
+        self.filtered += 1
+        return _Known.of(self.lake, self.table, self.key, ids)
 
 
 class _Stage:
@@ -180,16 +224,17 @@ def extract_table(
 ) -> Extract:
     """Stage the table's changes since its last sync (or all of it, compared with the current view)."""
     link = lake.synced(spec.logical).get("delta_link")
-    known = _Known.of(lake, spec.logical, meta.key)
     incremental = bool(not full and spec.track_changes and link)
+    lookup = _Lookup(lake, spec.logical, meta.key, whole=not incremental)
     pages = (
         client.iter_delta(str(link), page_size=page_size) if incremental else _full_pages(client, spec, meta, page_size)
     )
     stage = _Stage(meta.schema(), sync_id, synced_at, temp_dir)
     stats = _empty_stats()
+    states: set[Any] = set()
     try:
         try:
-            new_link = _consume(pages, incremental, known, meta, stage, stats)
+            new_link = _consume(pages, incremental, lookup, meta, stage, stats, states)
         except (DataverseBadRequest, DataverseNotFound) as exc:
             if not incremental:
                 raise
@@ -197,7 +242,9 @@ def extract_table(
             log.warning("sync %s: delta link refused (%s %s); full read instead", spec.logical, exc.status, exc.code)
             stage.abort()
             stage, stats, incremental = _Stage(meta.schema(), sync_id, synced_at, temp_dir), _empty_stats(), False
-            new_link = _consume(_full_pages(client, spec, meta, page_size), False, known, meta, stage, stats)
+            states = set()
+            lookup = _Lookup(lake, spec.logical, meta.key, whole=True)
+            new_link = _consume(_full_pages(client, spec, meta, page_size), False, lookup, meta, stage, stats, states)
         stage.close()
     except BaseException:
         stage.abort()
@@ -212,6 +259,7 @@ def extract_table(
         stage.path,
         stage.rows,
         stats,
+        states,
     )
 
 
@@ -234,12 +282,14 @@ def _full_pages(client: DataverseClient, spec: TableSpec, meta: TableMeta, page_
 def _consume(
     pages: Iterator[Page],
     incremental: bool,
-    known: _Known,
+    lookup: _Lookup,
     meta: TableMeta,
     stage: _Stage,
     stats: dict[str, int],
+    states: set[Any],
 ) -> str | None:
-    """Stage every page's new and changed rows, then the deletions; returns the last page's delta link."""
+    """Stage every page's new and changed rows, then the deletions; returns the last page's delta link.
+    `states` gets the partition values of the current rows they replace."""
     schema = meta.schema()
     link: str | None = None
     seen: set[str] = set()
@@ -249,22 +299,36 @@ def _consume(
         link = page.delta_link or link
         deleted.extend(page.deleted_ids)
         if page.rows:
-            _stage_page(rows_to_table(page.rows, schema), meta.key, known, seen, stage, stats)
+            table = rows_to_table(page.rows, schema)
+            known = lookup.known(table.column(meta.key).to_pylist())
+            _stage_page(table, meta.key, known, seen, stage, stats, states)
     if incremental:
+        known = lookup.known(deleted)
         held, _ = known.lookup(deleted)
         gone = sorted({i for i, h in zip(deleted, held, strict=True) if h or i in seen})
     else:
+        known = lookup.known([])
         gone = known.absent(seen)
+    states |= known.states_at(known.positions(gone))
     if gone:
         stage.write(conform(pa.table({meta.key: pa.array(gone, pa.string())}), schema), deleted=True)
     stats["deleted"] = len(gone)
     return link
 
 
-def _stage_page(table: pa.Table, key: str, known: _Known, seen: set[str], stage: _Stage, stats: dict[str, int]) -> None:
+def _stage_page(
+    table: pa.Table,
+    key: str,
+    known: _Known,
+    seen: set[str],
+    stage: _Stage,
+    stats: dict[str, int],
+    states: set[Any],
+) -> None:
     ids = table.column(key).to_pylist()
     tags = table.column(ETAG_COLUMN).to_pylist()
-    held, old_tags = known.lookup(ids)
+    pos = known.positions(ids)
+    held, old_tags = pos >= 0, [known.tags[p] if p >= 0 else None for p in pos]
     take: list[int] = []
     for i, (rid, tag) in enumerate(zip(ids, tags, strict=True)):
         if rid is None or rid in seen:  # a row given twice in one read: its first version counts
@@ -279,5 +343,6 @@ def _stage_page(table: pa.Table, key: str, known: _Known, seen: set[str], stage:
             continue
         take.append(i)
     stats["fetched"] += len(ids)
+    states |= known.states_at([int(pos[i]) for i in take])
     if take:
         stage.write(table.take(pa.array(take, pa.int64())) if len(take) < table.num_rows else table, deleted=False)

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.clock import iso, stamp, utcnow
 from connectors.dataverse import DataverseClient, DataverseNotFound, processes_from_rows
+from connectors.jobs import JobNotFound
 from connectors.lake import Lake, LeaseBusy
+from functions.services.jobs import execute
 from functions.services.sync import retention
 from functions.services.sync.commit import commit_extract, recover
 from functions.services.sync.extract import TABLES, Extract, TableMeta, TableSpec, extract_table
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "sync"
 METADATA_MAX_AGE = 6 * 3600
+# The sync lease is the shortest a blob lease can be, renewed every third of it by the holder, so a holder
+# that died frees it within LEASE_SECONDS; a queued job waits a little longer than that for it.
+LEASE_SECONDS = 15
+JOB_LEASE_WAIT = LEASE_SECONDS + 5.0
 
 
 class SyncMessageError(TypedError):
@@ -88,7 +94,7 @@ def run_sync(
     sync_id = uuid.uuid4().hex
     started, started_at = time.perf_counter(), utcnow()
     try:
-        with lake.lease(LEASE_NAME, duration=60, wait=lease_wait) as lease:
+        with lake.lease(LEASE_NAME, duration=LEASE_SECONDS, wait=lease_wait) as lease:
             log.info("sync %s started (job %s, full=%s)", sync_id, job_id, full)
             report = _run_locked(lake, client, sync_id, full, tables, page_size, workers, temp_dir, lambda: lease.lost)
     except LeaseBusy:
@@ -229,19 +235,15 @@ def run_job(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
     if lake_name and lake_name != ctx.settings.lake_container:
         raise SyncMessageError(f"sync job {job_id} belongs to lake {lake_name}, not {ctx.settings.lake_container}")
     try:
-        ctx.jobs.start(job_id)
-    except Exception as exc:  # noqa: BLE001 - an unknown job id is dropped, not retried forever
-        log.error("sync job %s cannot start: %s", job_id, type(exc).__name__)
+        ctx.jobs.get(job_id)
+    except JobNotFound:
+        log.error("sync job %s does not exist; message dropped", job_id)
         return None
-    try:
-        report = run_checked(ctx, full=bool(message.get("full")), job_id=job_id, lease_wait=30.0)
-    except Exception as exc:  # noqa: BLE001 - the job records the failure; the message is not retried
-        code = str(getattr(exc, "code", "") or type(exc).__name__)
-        ctx.jobs.fail(job_id, code, str(exc)[:1000])
-        log.error("sync job %s failed: %s", job_id, code)
-        return None
-    ctx.jobs.succeed(job_id, report)
-    return report
+    full = bool(message.get("full"))
+    job = execute(
+        ctx.jobs, job_id, lambda: run_checked(ctx, full=full, job_id=job_id, lease_wait=JOB_LEASE_WAIT), what="sync"
+    )
+    return job.get("result") if job["status"] == "succeeded" else None
 
 
 def run_scheduled(ctx: AppContext) -> dict[str, Any]:

@@ -5,7 +5,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from typing import Any
 
 import pytest
@@ -42,15 +41,7 @@ def wait(base: str, accepted: dict[str, Any], timeout: float = 300) -> dict[str,
 
 @pytest.fixture(scope="module")
 def pipeline_runner(azurite, mock_info, tmp_path_factory):
-    suffix = uuid.uuid4().hex[:8]
-    settings = stack.app_settings(
-        azurite,
-        mock_info,
-        LAKE_CONTAINER=f"lake-p{suffix}",
-        MODEL_CONTAINER=f"models-p{suffix}",
-        TRAINING_QUEUE=f"training-p{suffix}",
-        SCORING_QUEUE=f"scoring-p{suffix}",
-    )
+    settings = stack.unique_settings(azurite, mock_info, tag="p")
     log = tmp_path_factory.mktemp("pipeline") / "runner.log"
     runner = stack.start_runner(settings, log_path=str(log), extra_args=["--no-timers"])
     try:

@@ -25,16 +25,7 @@ SCHEDULES = {
 def runner(azurite, mock_info, tmp_path_factory):
     """The local runner over real HTTP on this module's own containers and queues (the shared fixture's
     app settings lack the timer schedules the runner resolves; see the models report)."""
-    suffix = uuid.uuid4().hex[:8]
-    settings = stack.app_settings(
-        azurite,
-        mock_info,
-        LAKE_CONTAINER=f"lake-{suffix}",
-        MODEL_CONTAINER=f"models-{suffix}",
-        TRAINING_QUEUE=f"training-{suffix}",
-        SCORING_QUEUE=f"scoring-{suffix}",
-        **SCHEDULES,
-    )
+    settings = stack.unique_settings(azurite, mock_info, **SCHEDULES)
     r = stack.start_runner(settings, log_path=str(tmp_path_factory.mktemp("models-runner") / "runner.log"))
     try:
         yield r

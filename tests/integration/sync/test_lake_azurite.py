@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 
 from connectors.blobs import container_client
 from connectors.lake import Lake, LeaseBusy, rows_to_table, schema_from_attributes
+from functions.http import status_of
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +113,7 @@ def test_lease_is_exclusive(lake: Lake) -> None:
     with pytest.raises(LeaseBusy) as info:
         with lake.lease("sync", duration=15, wait=0):
             pass
-    assert info.value.status == 409 and info.value.code == "SyncInProgress"
+    assert status_of(info.value) == 409 and info.value.code == "SyncInProgress"
     release.set()
     t.join()
     with lake.lease("sync", duration=15, wait=2) as held:  # free again once released

@@ -15,12 +15,12 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
-from connectors.auth import token_provider_from
 from connectors.blobs import container_client
 from connectors.dataverse import DataverseClient
 from connectors.lake import DELETED, ETAG_COLUMN, SYNCED_AT, Lake
 from functions.services import sync as sync_service
 from functions.services.sync import TABLES, run_sync
+from local_runner import stack
 from tests.conftest import mock_call, registry
 
 pytestmark = pytest.mark.integration
@@ -29,16 +29,10 @@ SYNCED = [t.logical for t in TABLES]
 
 
 def _client(info: dict[str, Any], **kw: Any) -> DataverseClient:
-    provider = token_provider_from(
-        authority=info["authority"],
-        client_id=info["client_id"],
-        scope=info["resource"].rstrip("/") + "/.default",
-        client_secret=info["client_secret"],
-        ca_bundle=info["ca_cert"],
-    )
     kw.setdefault("backoff_base", 0.05)
     kw.setdefault("backoff_max", 0.5)
-    return DataverseClient(info["url"], provider, ca_bundle=info["ca_cert"], **kw)
+    client: DataverseClient = stack.dataverse_client(info, **kw)
+    return client
 
 
 @pytest.fixture
@@ -52,11 +46,7 @@ def _norm(value: Any) -> Any:
     if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
         return value + "T00:00:00Z"
     if isinstance(value, str) and len(value) > 19 and value[10] == "T":
-        return (
-            dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            .astimezone(dt.UTC)
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, float):
         return round(value, 4)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -87,9 +77,7 @@ def assert_lake_equals_mock(lake: Lake, server: Any) -> None:
             missing = {c for c, v in mrow.items() if v is not None and "@" not in c and c not in columns}
             assert not missing, f"{table}: columns not in the lake: {missing}"
             for c in columns:
-                assert _norm(lrow[c]) == _norm(mrow.get(c)), (
-                    f"{table} {rid} {c}: {lrow[c]!r} != {mrow.get(c)!r}"
-                )
+                assert _norm(lrow[c]) == _norm(mrow.get(c)), f"{table} {rid} {c}: {lrow[c]!r} != {mrow.get(c)!r}"
 
 
 def assert_history_clean(lake: Lake) -> None:
@@ -112,9 +100,8 @@ def assert_history_clean(lake: Lake) -> None:
         assert set(current) <= set(last), f"{table}: current rows without history"
 
 
-def test_full_then_incremental_equals_mock(mock: dict, mock_server: Any, lake: Lake) -> None:
-    client = _client(mock)
-    report = run_sync(lake, client)
+def test_full_sync_copies_every_table_and_its_metadata(mock: dict, mock_server: Any, lake: Lake) -> None:
+    report = run_sync(lake, _client(mock))
     assert report["mode"] == "full" and not report["skipped"]
     assert report["tables"]["opportunity"]["new"] == len(mock_server.org.rows("opportunity"))
     assert_lake_equals_mock(lake, mock_server)
@@ -127,12 +114,17 @@ def test_full_then_incremental_equals_mock(mock: dict, mock_server: Any, lake: L
     assert [s["stagename"] for s in processes[0]["stages"]][:4] == ["Qualify", "Develop", "Propose", "Close"]
     assert lake.list("reports/sync/") and lake.read_json("state/sync.json")["lastReport"]["runId"] == report["runId"]
     assert lake.synced("opportunity")["delta_link"]
+    assert lake.tables.partition_columns("tables/opportunity") == ["statecode"]
 
+
+def test_incremental_after_simulate_records_new_changed_and_deleted(mock: dict, mock_server: Any, lake: Lake) -> None:
+    client = _client(mock)
+    run_sync(lake, client)
     before = {r["opportunityid"] for r in mock_server.org.rows("opportunity")}
     mock_call(mock, "POST", "/_mock/simulate", {"days": 10})
     after = {r["opportunityid"] for r in mock_server.org.rows("opportunity")}
-    report2 = run_sync(lake, client)
-    opp = report2["tables"]["opportunity"]
+    report = run_sync(lake, client)
+    opp = report["tables"]["opportunity"]
     assert opp["mode"] == "incremental"
     assert opp["new"] == len(after - before) > 0
     assert opp["deleted"] == len(before - after)
@@ -142,16 +134,18 @@ def test_full_then_incremental_equals_mock(mock: dict, mock_server: Any, lake: L
     hist = lake.read_history("opportunity")
     assert hist.num_rows == len(before) + opp["new"] + opp["changed"] + opp["deleted"]
 
-    # a forced full resync of an unchanged org changes nothing and adds no history
-    report3 = run_sync(lake, client, full=True)
-    assert report3["totals"]["new"] == report3["totals"]["changed"] == report3["totals"]["deleted"] == 0
-    assert lake.read_history("opportunity").num_rows == hist.num_rows
+
+def test_forced_full_resync_of_an_unchanged_org_changes_nothing(mock: dict, mock_server: Any, lake: Lake) -> None:
+    client = _client(mock)
+    run_sync(lake, client)
+    rows = lake.read_history("opportunity").num_rows
+    report = run_sync(lake, client, full=True)
+    assert report["totals"]["new"] == report["totals"]["changed"] == report["totals"]["deleted"] == 0
+    assert lake.read_history("opportunity").num_rows == rows
     assert_lake_equals_mock(lake, mock_server)
 
 
-def test_faults_give_identical_result_and_honour_retry_after(
-    mock: dict, mock_server: Any, lake: Lake
-) -> None:
+def test_faults_give_identical_result_and_honour_retry_after(mock: dict, mock_server: Any, lake: Lake) -> None:
     mock_call(
         mock,
         "POST",
@@ -238,9 +232,7 @@ def test_killed_sync_rerun_has_no_duplicates_or_gaps(mock: dict, mock_server: An
     assert_history_clean(lake)
 
 
-def test_two_syncs_started_together_one_skips(
-    mock: dict, lake: Lake, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_two_syncs_started_together_one_skips(mock: dict, lake: Lake, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     reports: list[dict[str, Any]] = []
     barrier = threading.Barrier(2)
@@ -289,9 +281,7 @@ def test_http_queue_and_timer_triggers(mock: dict, mock_server: Any, settings_va
         assert done["result"]["tables"]["opportunity"]["new"] == len(mock_server.org.rows("opportunity"))
         get_job = registry()["get_job"].get_user_function()
         shown = json.loads(
-            get_job(
-                func.HttpRequest("GET", "http://x/api/jobs/x", route_params={"id": job["id"]}, body=b"")
-            ).get_body()
+            get_job(func.HttpRequest("GET", "http://x/api/jobs/x", route_params={"id": job["id"]}, body=b"")).get_body()
         )
         assert shown["result"]["runId"] == done["result"]["runId"]
         # the timer runs an incremental sync
@@ -302,9 +292,7 @@ def test_http_queue_and_timer_triggers(mock: dict, mock_server: Any, settings_va
         set_context(None)
 
 
-def test_retention_purges_30_days_after_expiry_on_the_mock_clock(
-    mock: dict, settings_values: dict[str, str]
-) -> None:
+def test_retention_purges_30_days_after_expiry_on_the_mock_clock(mock: dict, settings_values: dict[str, str]) -> None:
     from functions.app_context import set_context
 
     ctx = _ctx(settings_values)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from functions.http import status_of
 from modeling import train as train_module
 from modeling.config import ModelConfig, apply_edit, ensure_deletable, find_overlaps, validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame
@@ -79,7 +80,7 @@ def test_defaults():
 def test_invalid_fields_name_field_and_rule(payload, field):
     with pytest.raises(ConfigError) as e:
         _validate(payload)
-    assert e.value.status == 400 and e.value.code == "InvalidConfiguration"
+    assert status_of(e.value) == 400 and e.value.code == "InvalidConfiguration"
     assert e.value.field == field and e.value.rule
 
 
@@ -90,7 +91,7 @@ def test_overlap_limit_and_force():
     assert find_overlaps(disjoint, [a]) == []
     with pytest.raises(ConflictError) as e:
         _validate({"name": "C", "filterColumn": "budgetstatus", "filterValues": [3]}, [a])
-    assert e.value.status == 409 and e.value.detail["models"] == ["A"]
+    assert status_of(e.value) == 409 and e.value.detail["models"] == ["A"]
     assert _validate({"name": "C", "filterColumn": "budgetstatus", "filterValues": [3], "force": True}, [a])
     with pytest.raises(ConflictError):
         _validate({"name": "D"}, [a])  # no filter overlaps everything on the same BPF
@@ -129,7 +130,7 @@ def test_insufficient_data_gives_counts(tables):
     small = dict(tables, opportunity=tables["opportunity"].iloc[:45])
     with pytest.raises(InsufficientDataError) as e:
         build_training_frame(small, MD, _validate({}), synth.NOW)
-    assert e.value.status == 422 and e.value.needed == {"won": 40, "lost": 40}
+    assert status_of(e.value) == 422 and e.value.needed == {"won": 40, "lost": 40}
     assert e.value.found["won"] + e.value.found["lost"] <= 45
     per_stage = _validate({"perStage": True, "businessProcessFlow": synth.BPF_ID})
     with pytest.raises(InsufficientDataError) as e:

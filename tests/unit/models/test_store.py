@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from functions.http import status_of
 from model_store.errors import (
     ConcurrentUpdate,
     IntegrityError,
@@ -38,7 +39,7 @@ def test_config_create_get_list_and_duplicate(store):
     assert [c["name"] for c in store.list_configs()] == ["A", "B"]
     with pytest.raises(ModelAlreadyExists) as err:
         _model(store, "A")
-    assert err.value.status == 409
+    assert status_of(err.value) == 409
 
 
 def test_missing_or_unsafe_names_are_404(store):
@@ -47,7 +48,7 @@ def test_missing_or_unsafe_names_are_404(store):
     for bad in ("has space", "../etc", "", "x/y"):
         with pytest.raises(ModelNotFound) as err:
             store.get_config(bad)
-        assert err.value.status == 404
+        assert status_of(err.value) == 404
 
 
 def test_save_config_with_stale_etag_is_412(store):
@@ -56,7 +57,7 @@ def test_save_config_with_stale_etag_is_412(store):
     store.save_config("M1", dict(doc, autoRetrain=True), etag=etag)
     with pytest.raises(ConcurrentUpdate) as err:
         store.save_config("M1", dict(doc, autoRetrain=False), etag=etag)
-    assert err.value.status == 412
+    assert status_of(err.value) == 412
     assert store.get_config("M1")["autoRetrain"] is True
 
 
@@ -116,7 +117,7 @@ def test_tampered_model_fails_its_sha256_check(store):
     store.container.upload_blob("versions/M1/0001/model.onnx", b"evil", overwrite=True)
     with pytest.raises(IntegrityError) as err:
         store.load_version("M1", 1)
-    assert err.value.status == 500 and err.value.code == "ModelIntegrityError"
+    assert status_of(err.value) == 500 and err.value.code == "ModelIntegrityError"
     store.publish("M1", 1)
     with pytest.raises(IntegrityError):
         store.load_published("M1")
@@ -126,7 +127,7 @@ def test_missing_version_and_model(store):
     _model(store)
     with pytest.raises(VersionNotFound) as err:
         store.get_meta("M1", 3)
-    assert err.value.status == 404
+    assert status_of(err.value) == 404
     with pytest.raises(VersionNotFound):
         store.publish("M1")  # nothing trained yet
     with pytest.raises(ModelNotFound):
@@ -156,7 +157,7 @@ def test_revert_discards_only_an_unpublished_retrain(store):
     store.save_version("M1", ONNX, {})
     with pytest.raises(NothingToRevert) as err:
         store.revert("M1")  # one version, nothing published: nothing to revert
-    assert err.value.status == 409
+    assert status_of(err.value) == 409
     store.publish("M1")
     with pytest.raises(NothingToRevert):
         store.revert("M1")  # published is the latest

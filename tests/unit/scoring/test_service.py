@@ -16,6 +16,7 @@ import pytest
 
 from connectors.clock import utcnow
 from connectors.lake import Lake
+from functions.http import status_of
 from functions.services import scoring
 from functions.services.jobs import get_job
 from functions.services.scoring import batch, layout, scores
@@ -330,9 +331,9 @@ def test_resume_sends_again_only_the_batches_without_a_result(tmp_path: Path, pa
     assert ctx.dataverse.written == plan["eligible"] == len(ctx.dataverse.rows)
     assert _job(ctx, plan["runId"])["status"] == "succeeded"
     assert scoring.resume(ctx, plan["runId"]) == {"runId": plan["runId"], "reenqueued": [], "state": "complete"}
-    with pytest.raises(scoring.ScoringError) as err:
+    with pytest.raises(scoring.RunNotFound) as err:
         scoring.resume(ctx, "nosuchrun")
-    assert err.value.status == 404 and err.value.code == "RunNotFound"
+    assert status_of(err.value) == 404 and err.value.code == "RunNotFound"
     with pytest.raises(scoring.ScoringError) as err:
         scoring.resume(ctx, "../etc")
     assert err.value.code == "InvalidRunId"
@@ -367,9 +368,9 @@ def test_the_timer_supersedes_unfinished_runs_whose_batches_drop_themselves(tmp_
     _drain(ctx)
     assert _job(ctx, new["runId"])["status"] == "succeeded" and len(ctx.dataverse.rows) == 2250
     assert _job(ctx, new["runId"])["result"]["written"] == 2250 - 1000, "the old run's rows were kept"
-    with pytest.raises(scoring.ScoringError) as err:
+    with pytest.raises(scoring.RunSuperseded) as err:
         scoring.resume(ctx, old["runId"])
-    assert err.value.code == "Superseded" and err.value.status == 409
+    assert err.value.code == "Superseded" and status_of(err.value) == 409
     again = scoring.scheduled_run(ctx)
     assert again["superseded"] == [], "finished and superseded runs are not superseded again"
 
@@ -491,7 +492,7 @@ def test_score_now_answers_a_handful_reading_only_those_opportunities(
 def test_validate_ids_names_the_bad_ones() -> None:
     with pytest.raises(scoring.ScoringError) as err:
         scoring.validate_ids(["not-a-guid", str(uuid.uuid4()), 7])
-    assert "not-a-guid" in str(err.value) and "7" in str(err.value) and err.value.status == 400
+    assert "not-a-guid" in str(err.value) and "7" in str(err.value) and status_of(err.value) == 400
     with pytest.raises(scoring.ScoringError):
         scoring.validate_ids([])
 

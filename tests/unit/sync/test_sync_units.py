@@ -146,3 +146,17 @@ def test_a_sync_message_for_another_lake_is_raised_not_acknowledged() -> None:
     with pytest.raises(SyncMessageError, match="lake-b"):
         run_job(ctx, {"jobId": "j1", "full": False, "lake": "lake-b"})  # type: ignore[arg-type]
     assert started == []
+
+
+def test_partition_filter_names_exactly_the_partitions_of_the_replaced_rows() -> None:
+    from functions.services.sync.commit import partition_filter
+
+    assert partition_filter({0}) == "t.`statecode` IN (0)"
+    assert partition_filter({2, 0, None}) == "t.`statecode` IN (0, 2) OR t.`statecode` IS NULL"
+    assert partition_filter(set()) == "false"  # only new rows: no target row can match
+
+
+def test_known_keys_give_the_partition_of_each_row() -> None:
+    known = _Known(pa.array(["a", "b"]), pa.array(["e1", "e2"]), pa.array([0, 2], pa.int64()))
+    assert known.states_at(known.positions(["b", "zz"])) == {2}
+    assert _Known(pa.array(["a"]), pa.array(["e"])).states_at([0]) == set()  # no partition column
