@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 
 from connectors.clock import parse, utcnow
 from connectors.lake import Lake
-from functions.services.scoring.common import C_ID, C_NAME, parallel
+from functions.services.scoring.common import C_ID, C_NAME
 from modeling.scoring_rules import PublishedModel, model_priority, past_outcome_rows, snapshot_time
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The listed-ids reads run on these long-lived threads: the lake keeps opened Delta tables per thread (brought
+# up to date incrementally), so fresh threads would reread every table's log.
+_READS = ThreadPoolExecutor(max_workers=7, thread_name_prefix="scoring-reads")
 # Opportunity columns the past-outcome features (account / owner win rates) read from other deals.
 EVENT_COLUMNS = (
     C_ID,
@@ -127,7 +131,7 @@ def read_listed(ctx: AppContext, ids: Sequence[str], models: Sequence[PublishedM
     lake, wanted = ctx.lake, list(ids)
     outcome_columns = list(dict.fromkeys([*EVENT_COLUMNS, *(m.config.state_option_set for m in models)]))
     opp_path, bpf_path = Lake.current_path("opportunity"), Lake.current_path("opportunitysalesprocess")
-    listed, outcomes, bpf, stage_history, bpf_times, metadata, synced = parallel(
+    listed, outcomes, bpf, stage_history, bpf_times, metadata, synced = _READS.map(
         lambda read: read(),
         [
             lambda: _read(lake, opp_path, None, pc.field(C_ID).isin(wanted)),
