@@ -41,6 +41,7 @@ HISTORY_SCHEMA = pa.schema(
         ("written_at", _TS),
     ]
 )
+FEW_IDS = 100
 STATE_SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name not in ("reasons", "previous_score")])
 
 
@@ -87,7 +88,12 @@ def merge_state(lake: Lake, rows: pd.DataFrame, run_id: str, batch: int) -> dict
     if rows.empty:
         return {}
     table = pa.Table.from_pandas(rows[STATE_SCHEMA.names], schema=STATE_SCHEMA, preserve_index=False)
-    return lake.tables.merge(STATE, table, ["opportunityid"], metadata={"run": run_id, "batch": str(batch)})
+    ids = table.column("opportunityid").to_pylist()
+    narrow = None  # a few ids (listed-id scoring): only the files that can hold them are scanned
+    if len(ids) <= FEW_IDS:
+        narrow = "t.opportunityid IN (" + ", ".join("'" + str(i).replace("'", "''") + "'" for i in ids) + ")"
+    meta = {"run": run_id, "batch": str(batch)}
+    return lake.tables.merge(STATE, table, ["opportunityid"], metadata=meta, target_filter=narrow)
 
 
 def state(lake: Lake) -> pd.DataFrame:
