@@ -334,8 +334,10 @@ class DeltaTables:
         return int(_retry(run, path).get("num_deleted_rows", 0))
 
     def maintain(self, path: str, *, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict[str, Any]:
-        """Compact small files (`optimize`) and remove files older than `retention_hours` that no version
-        within that time needs (`vacuum`). Time travel reaches back `retention_hours`."""
+        """Compact small files (`optimize`), remove files older than `retention_hours` that no version within
+        that time needs (`vacuum`), write a checkpoint and drop log entries older than the table's log
+        retention (so opening the table reads a checkpoint plus a few commits, however many syncs came
+        before). Time travel reaches back `retention_hours`."""
         table = self.open(path)
         if table is None:
             return {}
@@ -343,10 +345,15 @@ class DeltaTables:
         table = self.open(path)
         assert table is not None
         removed = table.vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False)
+        table = self.open(path)
+        assert table is not None
+        table.create_checkpoint()
+        table.cleanup_metadata()
         return {
             "filesAdded": compacted.get("numFilesAdded", 0),
             "filesRemoved": compacted.get("numFilesRemoved", 0),
             "vacuumed": len(removed),
+            "checkpointVersion": int(table.version()),
         }
 
     def _version(self, path: str) -> int:

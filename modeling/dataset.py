@@ -550,6 +550,20 @@ def _base(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return opp.drop_duplicates("opportunityid", keep="last").reset_index(drop=True)
 
 
+HISTORY_COLUMNS = ("opportunityid", "_deleted", "_synced_at", "modifiedon", "stepname")
+
+
+def history_columns(config: ModelConfig, metadata: Mapping[str, Any]) -> list[str]:
+    """The columns of `opportunity_history` that building a training frame reads (point-in-time values of
+    the model's opportunity attributes and the stage history): the rest need not be loaded."""
+    attributes = (
+        list(config.attributes)
+        if config.attributes is not None
+        else default_attributes(metadata, config.state_option_set)
+    )
+    return list(dict.fromkeys([*HISTORY_COLUMNS, *(a for a in attributes if not a.startswith(ACCOUNT_PREFIX))]))
+
+
 def build_training_frame(
     tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any], config: ModelConfig, now: datetime
 ) -> TrainingData:

@@ -33,21 +33,39 @@ SEP = "\x1f"
 MISSING_KEY = "\x00"
 
 
+def _key_of(v: Any) -> str:
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
+        return MISSING_KEY
+    if isinstance(v, (bool, np.bool_)):
+        return "1" if v else "0"
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    t = str(v).strip()
+    return t if t else MISSING_KEY
+
+
 def key_values(col: pd.Series) -> np.ndarray:
-    """Raw attribute values -> normalised strings (1000.0 -> "1000", True -> "1", missing -> "\\x00")."""
-    s = col.astype(object)
-    out = np.empty(len(s), dtype=object)
-    for i, v in enumerate(s.to_numpy()):
-        if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
-            out[i] = MISSING_KEY
-        elif isinstance(v, (bool, np.bool_)):
-            out[i] = "1" if v else "0"
-        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
-            out[i] = str(int(v))
-        else:
-            t = str(v).strip()
-            out[i] = t if t else MISSING_KEY
-    return out
+    """Raw attribute values -> normalised strings (1000.0 -> "1000", True -> "1", missing -> "\\x00").
+    Each distinct value is normalised once; rows share its string."""
+    codes, uniques = pd.factorize(col.astype(object), use_na_sentinel=False)
+    keys = np.array([_key_of(v) for v in uniques] + [MISSING_KEY], dtype=object)
+    return keys[np.where(codes < 0, len(uniques), codes)]
+
+
+def _joint_codes(rows: pd.Series | None, events: pd.Series | None, n_rows: int, n_events: int) -> np.ndarray:
+    """Integer codes of the normalised keys of rows then events, shared (equal keys, equal codes)."""
+    parts = [
+        key_values(s) if s is not None else np.full(n, MISSING_KEY, dtype=object)
+        for s, n in ((rows, n_rows), (events, n_events))
+    ]
+    codes, _ = pd.factorize(np.concatenate(parts))
+    return codes.astype(np.int64)
+
+
+def _combine(prefix: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Codes of the pair (prefix key, attribute key): equal pairs, equal codes."""
+    joined, _ = pd.factorize(prefix * (int(codes.max(initial=0)) + 1) + codes)
+    return joined.astype(np.int64)
 
 
 def level_keys(frame: pd.DataFrame, attributes: Sequence[str]) -> list[np.ndarray]:
@@ -117,31 +135,27 @@ def choose_attributes(
     y = np.asarray(labels, dtype=int)
     if len(np.unique(y)) < 2 or not candidates:
         return [], []
-    single: dict[str, np.ndarray] = {}
-    ev_single: dict[str, np.ndarray] = {}
-    for a in candidates:
-        single[a] = (
-            key_values(rows[a]) if a in rows.columns else np.full(len(rows), MISSING_KEY, dtype=object)
-        )
-        ev_single[a] = (
-            key_values(events[a]) if a in events.columns else np.full(len(events), MISSING_KEY, dtype=object)
-        )
+    # Keys as integer codes shared by rows and events (rows first): the search joins and counts codes, so
+    # it never builds a string per row, attribute and round.
+    nq, ne = len(rows), len(events)
+    single = {
+        a: _joint_codes(rows[a] if a in rows.columns else None, events[a] if a in events.columns else None, nq, ne)
+        for a in candidates
+    }
     chosen: list[str] = []
     levels: list[tuple[np.ndarray, np.ndarray]] = []
-    q_key = np.full(len(rows), "", dtype=object)
-    e_key = np.full(len(events), "", dtype=object)
+    prefix = np.zeros(nq + ne, dtype=np.int64)
     best_auc = 0.5
     trace: list[dict[str, Any]] = []
     pool = list(candidates)
     while len(chosen) < MAX_ATTRIBUTES and pool:
-        scores: dict[str, tuple[float, tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]] = {}
+        scores: dict[str, tuple[float, tuple[np.ndarray, np.ndarray], np.ndarray]] = {}
         for a in pool:
-            qk = q_key + SEP + single[a]
-            ek = e_key + SEP + ev_single[a]
-            counts = past_counts(ek, ev_time, ev_y, qk, row_time)
+            joint = _combine(prefix, single[a])
+            counts = past_counts(joint[nq:], ev_time, ev_y, joint[:nq], row_time)
             rate = shrink(levels + [counts], prior)
             auc = float(roc_auc_score(y, rate)) if len(np.unique(rate)) > 1 else 0.5
-            scores[a] = (auc, counts, qk, ek)
+            scores[a] = (auc, counts, joint)
         ranked = sorted(scores, key=lambda a: -scores[a][0])
         a = ranked[0]
         auc = scores[a][0]
@@ -150,7 +164,7 @@ def choose_attributes(
             break
         chosen.append(a)
         levels.append(scores[a][1])
-        q_key, e_key = scores[a][2], scores[a][3]
+        prefix = scores[a][2]
         best_auc = auc
         if len(chosen) == 1:
             pool = ranked[1 : 1 + MAX_CANDIDATES_AFTER_FIRST]

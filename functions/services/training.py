@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,23 +49,27 @@ def load_metadata(lake: Any) -> dict[str, Any]:
     }
 
 
-def load_tables(lake: Any, *, history: bool = True) -> dict[str, pd.DataFrame]:
-    """The lake's current tables as pandas frames, plus `opportunity_history` (point-in-time values)."""
+def load_tables(
+    lake: Any, *, history: bool = True, history_columns: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The lake's current tables as pandas frames, plus `opportunity_history` (point-in-time values; only
+    `history_columns` when given)."""
     tables = {name: lake.read_current(name).to_pandas() for name in LAKE_TABLES}
     if history:
-        tables["opportunity_history"] = lake.read_history("opportunity").to_pandas()
+        tables["opportunity_history"] = lake.read_history("opportunity", history_columns).to_pandas()
     return tables
 
 
 def build_training_data(ctx: AppContext, config_doc: dict[str, Any], now: dt.datetime) -> Any:
     """The modeling TrainingData for a stored configuration; raises InsufficientDataError (422)."""
     from modeling.config import ModelConfig
-    from modeling.dataset import build_training_frame
+    from modeling.dataset import build_training_frame, history_columns
 
     started = time.perf_counter()
-    tables = load_tables(ctx.lake)
+    config = ModelConfig.from_json(config_doc)
     metadata = load_metadata(ctx.lake)
-    data = build_training_frame(tables, metadata, ModelConfig.from_json(config_doc), now)
+    tables = load_tables(ctx.lake, history_columns=history_columns(config, metadata))
+    data = build_training_frame(tables, metadata, config, now)
     log.info(
         "training set model=%s rows=%d counts=%s in %.1f s",
         config_doc.get("name"),
