@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The listed-ids reads run on these long-lived threads: the lake keeps opened Delta tables per thread (brought
-# up to date incrementally), so fresh threads would reread every table's log.
-_READS = ThreadPoolExecutor(max_workers=7, thread_name_prefix="scoring-reads")
+# The listed-ids reads run each on its own long-lived thread: the lake keeps opened Delta tables per thread
+# (brought up to date incrementally), so a read on a thread that has not opened its table rereads its log.
+_READERS = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scoring-read-{i}") for i in range(7)]
 # Opportunity columns the past-outcome features (account / owner win rates) read from other deals.
 EVENT_COLUMNS = (
     C_ID,
@@ -131,8 +131,7 @@ def read_listed(ctx: AppContext, ids: Sequence[str], models: Sequence[PublishedM
     lake, wanted = ctx.lake, list(ids)
     outcome_columns = list(dict.fromkeys([*EVENT_COLUMNS, *(m.config.state_option_set for m in models)]))
     opp_path, bpf_path = Lake.current_path("opportunity"), Lake.current_path("opportunitysalesprocess")
-    listed, outcomes, bpf, stage_history, bpf_times, metadata, synced = _READS.map(
-        lambda read: read(),
+    listed, outcomes, bpf, stage_history, bpf_times, metadata, synced = _on_readers(
         [
             lambda: _read(lake, opp_path, None, pc.field(C_ID).isin(wanted)),
             lambda: lake.tables.read(opp_path, outcome_columns),
@@ -163,6 +162,12 @@ def read_listed(ctx: AppContext, ids: Sequence[str], models: Sequence[PublishedM
         parse(str(synced.get("synced_at") or "")), {"opportunity": opp_times, "opportunitysalesprocess": bpf_times}
     )
     return LakeInputs(tables, metadata, as_of or utcnow())
+
+
+def _on_readers(reads: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Read i on reader thread i (the same thread every time), results in order."""
+    futures = [_READERS[i].submit(read) for i, read in enumerate(reads)]
+    return [f.result() for f in futures]
 
 
 def _related(rows: pa.Table | None, accounts: Sequence[str], owners: Sequence[str]) -> pd.DataFrame:
