@@ -60,10 +60,11 @@ def phase_train(ctx: Any) -> dict[str, Any]:
 def phase_score(ctx: Any) -> dict[str, Any]:
     from bench.bench_scoring_e2e import drain
     from functions.services import scoring
+    from functions.services.jobs import get_job
 
     plan = scoring.plan_run(ctx, actor="bench")
     stats = drain(ctx, plan["runId"], WORKERS)
-    job = ctx.jobs.get(plan["runId"])
+    job = get_job(ctx, plan["runId"])  # a scoring job's status and report come from its batches
     report = job.get("result") or {}
     return {
         "eligible": plan.get("eligible"),

@@ -138,15 +138,29 @@ class DeltaTables:
         columns: Sequence[str] | None = None,
         *,
         filters: Any = None,
+        prune: list[tuple[str, str, Any]] | None = None,
         version: int | None = None,
     ) -> pa.Table | None:
-        """The table's rows (only `columns` that exist; pyarrow `filters`); None when it does not exist."""
+        """The table's rows (only `columns` that exist; pyarrow `filters`); None when it does not exist.
+        `prune` ([(column, op, value)], all must hold) skips whole files by the statistics in the Delta log
+        before anything is read (delta-rs), whatever the files' string types."""
         table = self.open(path, version=version)
         if table is None:
             return None
-        dataset = table.to_pyarrow_dataset()
+        dataset = table.to_pyarrow_dataset(file_pruning_predicate=prune) if prune else table.to_pyarrow_dataset()
         cols = None if columns is None else [c for c in columns if c in dataset.schema.names]
-        return dataset.to_table(columns=cols, filter=filters)
+        if filters is None:
+            return dataset.to_table(columns=cols)
+        try:
+            return dataset.to_table(columns=cols, filter=filters)
+        except pa.ArrowNotImplementedError:
+            # Files written by MERGE or optimize (DataFusion) store strings as string_view, which pyarrow 22
+            # cannot compare against file statistics ("greater_equal ... string_view"): filter after reading.
+            try:
+                return dataset.to_table(columns=cols).filter(filters)
+            except (pa.ArrowInvalid, KeyError):  # the filter needs a column that was not asked for
+                rows = dataset.to_table().filter(filters)
+                return rows if cols is None else rows.select(cols)
 
     def partition_columns(self, path: str) -> list[str]:
         table = self.open(path)

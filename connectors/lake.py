@@ -224,7 +224,9 @@ class Lake:
         return self.json.delete(path)
 
     def delete_paths(self, paths: Sequence[str]) -> int:
-        return _delete_paths(self.container, paths)
+        deleted = _delete_paths(self.container, paths)
+        self.tables.forget()  # a table whose files went must be reopened, not updated
+        return deleted
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob under `prefix`; return how many."""

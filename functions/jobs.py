@@ -6,6 +6,7 @@ import azure.functions as func
 
 from functions.app_context import get_context
 from functions.http import error_response, handle_errors, json_response
+from functions.services.jobs import get_job as job_of
 
 bp = func.Blueprint()
 
@@ -14,7 +15,7 @@ bp = func.Blueprint()
 @bp.route(route="jobs/{id}", methods=["GET"])
 @handle_errors
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(get_context().jobs.get(req.route_params.get("id", "")))
+    return json_response(job_of(get_context(), req.route_params.get("id", "")))
 
 
 @bp.function_name("not_found")

@@ -1,5 +1,5 @@
 """Scoring triggers: the daily timer, POST /api/score, GET /api/opportunities/{id}/score, the queue
-worker (scoring batches and write chunks) and the poison-queue handler. Each parses its input, calls one
+worker (one scoring batch per message) and the poison-queue handler. Each parses its input, calls one
 service function and shapes the output."""
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ bp = func.Blueprint()
 @bp.function_name("scoring_timer")
 @bp.timer_trigger(schedule="%SCORING_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def scoring_timer(timer: func.TimerRequest) -> None:
-    # Earlier unfinished runs are superseded (documented in docs/SCORING.md), then a new run is planned.
+    # Earlier unfinished runs are superseded and old ones deleted (docs/SCORING.md), then a run is planned.
     plan = scoring.scheduled_run(get_context(), actor="timer")
     log.info(
-        "scoring timer: run=%s eligible=%d batches=%d superseded=%d",
+        "scoring timer: run=%s eligible=%d batches=%d superseded=%d deleted=%d",
         plan["runId"],
         plan["eligible"],
         plan["batches"],
         len(plan["superseded"]),
+        len(plan["pruned"]),
     )
 
 
@@ -42,18 +43,15 @@ def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
     ctx = get_context()
     actor = caller_identity(req)
     if "resume" in body:
-        run_id = body["resume"]
-        if not isinstance(run_id, str) or not run_id.isalnum():
-            raise BadRequest("resume must be the runId of an earlier run", code="InvalidRunId")
-        resumed = scoring.resume_run(ctx, run_id)
-        return accepted(ctx.jobs.get(run_id), resume=resumed)
+        resumed = scoring.resume(ctx, body["resume"])
+        return accepted(scoring.job_view(ctx, ctx.jobs.get(resumed["runId"])), resume=resumed)
     if "opportunityIds" in body:
         status, result = scoring.score_now(ctx, body["opportunityIds"], actor=actor)
         if status == 202:
             return accepted(result["job"], run=result["run"])
         return json_response(result, status=status)
     plan = scoring.plan_run(ctx, actor=actor)
-    return accepted(ctx.jobs.get(plan["runId"]), run=scoring._plan_summary(plan))
+    return accepted(scoring.job_view(ctx, ctx.jobs.get(plan["runId"])), run=scoring.summary(plan))
 
 
 @bp.function_name("get_opportunity_score")
@@ -66,14 +64,14 @@ def get_opportunity_score(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("score_worker")
 @bp.queue_trigger(arg_name="msg", queue_name="%SCORING_QUEUE%", connection="AzureWebJobsStorage")
 def score_worker(msg: func.QueueMessage) -> None:
-    # One scoring batch or one write chunk. A failure raises: the host retries the message and finally
-    # moves it to <queue>-poison (host.json maxDequeueCount); the item's checkpoint keeps the last error.
+    # One scoring batch. A failure raises: the host retries the message and finally moves it to
+    # <queue>-poison (host.json maxDequeueCount); the batch keeps its last error for the poison trigger.
     scoring.handle_message(get_context(), msg.get_body())
 
 
 @bp.function_name("score_poison")
 @bp.queue_trigger(arg_name="msg", queue_name="%SCORING_QUEUE%-poison", connection="AzureWebJobsStorage")
 def score_poison(msg: func.QueueMessage) -> None:
-    # The host gave up on a scoring message: record its item as failed with its reason, so the run
-    # finishes (failed, with the failures listed) instead of staying "running".
+    # The host gave up on a batch: leave its poison marker (with the last error), so the run reads
+    # `failed` with the batch listed once every other batch is done.
     scoring.record_poisoned(get_context(), msg.get_body())

@@ -321,6 +321,19 @@ def _labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
     return pd.Series(np.where(won, 1.0, np.where(lost, 0.0, np.nan)), index=opp.index)
 
 
+def outcome_labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
+    """`_labels` (1 won, 0 lost, NaN neither) computed once per distinct value: the closed deals whose
+    outcomes feed the past win-rate features."""
+    col = opp.get(config.state_option_set)
+    if col is None:
+        return pd.Series(np.nan, index=opp.index)
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    keys = [_key(v) for v in uniques]
+    won = np.array([k in {str(v) for v in config.won_values} for k in keys] + [False])
+    lost = np.array([k in {str(v) for v in config.lost_values} for k in keys] + [False])
+    return pd.Series(np.where(won[codes], 1.0, np.where(lost[codes], 0.0, np.nan)), index=opp.index)
+
+
 def _with_account(
     frame: pd.DataFrame, tables: Mapping[str, pd.DataFrame], attributes: Sequence[str]
 ) -> pd.DataFrame:

@@ -1,5 +1,6 @@
-"""Scoring runs against the real parts: Azurite (lake, checkpoints, the scoring queue) and the mock
-Dataverse over HTTPS (sync, $batch upserts, faults, simulate), with a model trained by the real pipeline.
+"""Scoring runs against the real parts: Azurite (the lake's Delta tables and run documents, the scoring
+queue) and the mock Dataverse over HTTPS (sync, $batch upserts, faults, simulate), with a model trained by
+the real pipeline.
 
 The org is synced and a model trained once per module (containers of its own); each test resets the
 mock (score rows gone, seeded data back) and the lake's scoring state."""
@@ -23,8 +24,11 @@ from azure.functions.queue import QueueMessage  # the concrete class (takes dequ
 from connectors.queues import queue_client
 from functions.app_context import AppContext, set_context
 from functions.services import scoring
+from functions.services.jobs import get_job
+from functions.services.scoring import batch, inputs, scores
 from functions.settings import load_settings
 from local_runner import stack
+from modeling.scoring_rules import TREND_TOLERANCE
 from tests.conftest import mock_call, registry
 
 pytestmark = pytest.mark.integration
@@ -92,7 +96,7 @@ def ctx(trained: dict[str, str], mock_info: dict[str, Any]) -> Iterator[AppConte
 
 
 def _wipe_scoring_state(c: AppContext) -> None:
-    for prefix in ("scoring/", "reports/scoring/"):
+    for prefix in ("scoring/", "scores/"):
         c.lake.delete_prefix(prefix)
     q = queue_client(c.settings.storage_connection, c.settings.scoring_queue)
     q.clear_messages()
@@ -153,10 +157,11 @@ def test_run_writes_one_correct_row_per_eligible_opportunity_and_a_rerun_writes_
     mock_call(mock_info, "POST", "/_mock/stats/reset")
     plan = scoring.plan_run(ctx, actor="test", batch_size=100)
     assert plan["batches"] >= 2
-    chunks = math.ceil(plan["eligible"] / 1000)
-    assert drain(ctx) == plan["batches"] + chunks, "every scoring batch, then every write chunk"
+    assert drain(ctx) == plan["batches"], "one message per batch"
     stats = mock_call(mock_info, "GET", "/_mock/stats")
-    assert stats["batch_requests"] == chunks, "write requests = ceil(changed / 1,000)"
+    sizes = [min(100, plan["eligible"] - s) for s in range(0, plan["eligible"], 100)]
+    bound = sum(math.ceil(n / 1000) for n in sizes)
+    assert stats["batch_requests"] == bound, "write requests = sum over batches of ceil(changed / 1,000)"
     got = rows(ctx)
     eligible = expected_eligible(mock_server, dt.datetime.fromisoformat(plan["asOf"]))
     assert len(got) == got["msdyn_entityid"].nunique(), "exactly one row per opportunity"
@@ -171,15 +176,17 @@ def test_run_writes_one_correct_row_per_eligible_opportunity_and_a_rerun_writes_
         reasons = json.loads(r["msdyn_scorereasons"])
         assert reasons["model"] == MODEL and len(r["msdyn_scorereasons"]) <= 10_000
         assert len(reasons["positive"]) <= 5 and len(reasons["negative"]) <= 5
-    report = ctx.jobs.get(plan["runId"])
+    report = get_job(ctx, plan["runId"])
     assert report["status"] == "succeeded" and report["result"]["written"] == len(eligible)
+    assert report["result"]["writeRequests"] == bound
+    assert len(scores.history(ctx.lake)) == len(eligible) == len(scores.state(ctx.lake))
 
     mock_call(mock_info, "POST", "/_mock/stats/reset")
     again = scoring.plan_run(ctx, actor="test", batch_size=100)
     drain(ctx)
     stats = mock_call(mock_info, "GET", "/_mock/stats")
     assert stats["writes"] == 0 and stats["batch_requests"] == 0, stats
-    assert ctx.jobs.get(again["runId"])["result"]["unchanged"] == len(eligible)
+    assert get_job(ctx, again["runId"])["result"]["unchanged"] == len(eligible)
 
 
 def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
@@ -202,35 +209,36 @@ def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
     drain(ctx)
     mock_call(mock_info, "POST", "/_mock/faults", {})
     pd.testing.assert_frame_equal(rows(ctx), clean)
-    assert ctx.jobs.get(faulty["runId"])["status"] == "succeeded"
+    assert get_job(ctx, faulty["runId"])["status"] == "succeeded"
 
-    # killed midway: every batch scored, then the write chunk dies after its $batch write but before its
-    # checkpoint, and the rest of the queue is lost with the process; the run is resumed
+    # killed midway: two batches done, then one dies after its $batch upserts but before its history
+    # commit, and the rest of the queue is lost with the process; the run is resumed
     mock_call(mock_info, "POST", "/_mock/reset")
     _wipe_scoring_state(ctx)
     killed = scoring.plan_run(ctx, actor="killed", batch_size=100)
-    drain(ctx, stop_after=killed["batches"])
-    real_write = ctx.lake.write_parquet
+    drain(ctx, stop_after=2)
+    real_append = scores.append_history
 
-    def dying(path: str, table: Any, **kw: Any) -> None:
-        if path.startswith("scoring/history/"):
-            raise KeyboardInterrupt("killed")  # not an Exception: nothing may catch it
-        real_write(path, table, **kw)
+    def dying(*args: Any, **kw: Any) -> Any:
+        raise KeyboardInterrupt("killed")  # not an Exception: nothing may catch it
 
-    monkeypatch.setattr(ctx.lake, "write_parquet", dying)
-    monkeypatch.setattr(scoring, "CLAIM_SECONDS", 2)  # the dead worker's claim expires soon
+    monkeypatch.setattr(scores, "append_history", dying)
     with pytest.raises(KeyboardInterrupt):
         drain(ctx, stop_after=1)
-    monkeypatch.setattr(ctx.lake, "write_parquet", real_write)
+    monkeypatch.setattr(scores, "append_history", real_append)
     queue_client(ctx.settings.storage_connection, ctx.settings.scoring_queue).clear_messages()
-    assert ctx.jobs.get(killed["runId"])["status"] == "running"
-    assert len(rows(ctx)) > 0, "the dead chunk's rows reached Dataverse"
-    scoring.resume_run(ctx, killed["runId"])
-    drain(ctx)  # waits out the dead worker's claim, then takes the chunk over
+    assert get_job(ctx, killed["runId"])["status"] == "running"
+    assert len(rows(ctx)) == 300, "the dead batch's rows reached Dataverse"
+    resumed = scoring.resume(ctx, killed["runId"])
+    assert len(resumed["reenqueued"]) == killed["batches"] - 2
+    drain(ctx)
     pd.testing.assert_frame_equal(rows(ctx), clean)
-    report = ctx.jobs.get(killed["runId"])
+    report = get_job(ctx, killed["runId"])
     assert report["status"] == "succeeded" and report["result"]["batchesDone"] == killed["batches"]
-    assert len(scoring.load_previous(ctx, fold=False)) == len(clean)
+    assert report["result"]["written"] == len(clean)
+    hist = scores.history(ctx.lake)
+    assert len(hist) == len(clean) and hist["opportunityid"].is_unique, "no row twice in the history"
+    assert len(scores.state(ctx.lake)) == len(clean)
 
 
 def drain_poison(c: AppContext) -> int:
@@ -250,32 +258,31 @@ def test_a_batch_that_keeps_failing_is_poisoned_and_its_reason_shows_in_the_job(
     ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = scoring.plan_run(ctx, actor="poison", batch_size=100)
-    real = scoring._score
+    real = batch.execute
 
-    def broken(c: Any, p: Any, run_id: str, index: int, *args: Any, **kw: Any) -> Any:
-        if index == 1:
+    def broken(c: Any, spec: Any, frame: Any) -> Any:
+        if spec.batch == 1:
             raise ValueError("the input of batch 1 is unreadable")
-        return real(c, p, run_id, index, *args, **kw)
+        return real(c, spec, frame)
 
-    monkeypatch.setattr(scoring, "_score", broken)
+    monkeypatch.setattr(batch, "execute", broken)
     drain(ctx, max_dequeue=2)
-    assert ctx.jobs.get(plan["runId"])["status"] == "running", "poisoned, not yet recorded"
+    assert get_job(ctx, plan["runId"])["status"] == "running", "poisoned, not yet recorded"
     assert drain_poison(ctx) == 1
-    assert drain(ctx) == 1, "the last item accounted for: the scored batches' rows go out in one chunk"
-    get_job = registry()["get_job"].get_user_function()
+    http_get_job = registry()["get_job"].get_user_function()
     req = func.HttpRequest("GET", "http://x", headers={}, params={}, route_params={"id": plan["runId"]}, body=b"")
-    job = json.loads(get_job(req).get_body())
+    job = json.loads(http_get_job(req).get_body())
     assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
     failure = job["result"]["failures"][0]
     assert failure["batch"] == 1 and failure["attempts"] == 2
     assert "the input of batch 1 is unreadable" in failure["reason"]
     assert job["result"]["written"] == plan["eligible"] - 100  # the other batches were written
-    monkeypatch.setattr(scoring, "_score", real)
-    scoring.resume_run(ctx, plan["runId"])
-    drain(ctx)
-    job = json.loads(get_job(req).get_body())
+    monkeypatch.setattr(batch, "execute", real)
+    assert scoring.resume(ctx, plan["runId"])["reenqueued"] == [1]
+    assert drain(ctx) == 1
+    job = json.loads(http_get_job(req).get_body())
     assert job["status"] == "succeeded" and job["result"]["written"] == plan["eligible"]
-    assert job["result"]["writeRounds"] == 2
+    assert job["result"]["failures"] == []
 
 
 def test_after_simulate_changed_scores_show_the_right_trend(
@@ -295,21 +302,22 @@ def test_after_simulate_changed_scores_show_the_right_trend(
         second = scoring.plan_run(c, actor="day10")
         drain(c)
         after = rows(c).set_index("msdyn_entityid")
-        report = c.jobs.get(second["runId"])["result"]
+        report = get_job(c, second["runId"])["result"]
         assert report["written"] > 0
         both = after.index.intersection(before.index)
         changed = [i for i in both if after.loc[i, "msdyn_score"] != before.loc[i, "msdyn_score"]]
         assert changed, "ten simulated days move some scores"
         for i in changed:
             delta = after.loc[i, "msdyn_score"] - before.loc[i, "msdyn_score"]
-            want = 0 if delta > scoring.TREND_TOLERANCE else 2 if delta < -scoring.TREND_TOLERANCE else 1
+            want = 0 if delta > TREND_TOLERANCE else 2 if delta < -TREND_TOLERANCE else 1
             assert after.loc[i, "msdyn_scoretrend"] == want, (i, delta)
         for i in both.difference(changed):
             assert after.loc[i, "msdyn_scoretrend"] == before.loc[i, "msdyn_scoretrend"]
         new = after.index.difference(before.index)
         assert (after.loc[new, "msdyn_scoretrend"] == 3).all()
-        hist = scoring.load_previous(c, fold=False)
-        assert set(hist["opportunityid"]) == set(after.index)
+        state = scores.state(c.lake)
+        assert set(state["opportunityid"]) == set(after.index)
+        assert len(scores.history(c.lake)) == len(before) + report["written"]
     finally:
         set_context(None)
         mock_call(mock_info, "POST", "/_mock/reset")
@@ -331,7 +339,7 @@ def test_enterprise_quota_stops_new_records_and_says_so(
         _sync(c)
         plan = scoring.plan_run(c, actor="quota", batch_size=50)
         drain(c)
-        report = c.jobs.get(plan["runId"])["result"]
+        report = get_job(c, plan["runId"])["result"]
         assert report["scored"] == 120 and report["quotaReached"]
         assert report["quotaStopped"] == plan["eligible"] - 120 and "quota" in report["message"]
         assert len(rows(c)) == 120
@@ -341,7 +349,7 @@ def test_enterprise_quota_stops_new_records_and_says_so(
 
 
 def test_http_score_and_widget_row(ctx: AppContext) -> None:
-    opp = scoring.read_lake_inputs(ctx)[0]["opportunity"]
+    opp = inputs.read_all(ctx).tables["opportunity"]
     open_ids = list(opp.loc[opp["statecode"] == 0, "opportunityid"].astype(str)[:3])
     req = func.HttpRequest(
         "POST",

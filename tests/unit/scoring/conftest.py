@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from functions.services import scoring
+from functions.services.scoring import inputs
+from modeling.scoring_rules import PublishedModel
 from tests.unit.scoring.fakes import FakeScorer
 
 
@@ -16,25 +18,20 @@ def patched(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeScorer]:
     """Eligibility = open + the model's filter; scores from the `points` column."""
     scorers: dict[str, FakeScorer] = {}
 
-    def build(
-        tables: Any,
-        metadata: Any,
-        model: scoring.PublishedModel,
-        now: Any,
-        scorer: Any,
-        opportunity_ids: Any = None,
+    def frame(
+        lake_inputs: inputs.LakeInputs, model: PublishedModel, meta: Any, ids: Sequence[str] | None
     ) -> tuple[pd.DataFrame, dict[str, int]]:
-        opp = tables["opportunity"]
+        opp = lake_inputs.tables["opportunity"]
         keep = opp["statecode"] == 0
         if model.config.filter_column:
             keep &= opp[model.config.filter_column].isin(model.config.filter_values)
-        if opportunity_ids is not None:
-            keep &= opp["opportunityid"].isin(opportunity_ids)
+        if ids is not None:
+            keep &= opp["opportunityid"].isin(ids)
         return opp.loc[keep, ["opportunityid", "points", "new_channel"]].reset_index(drop=True), {}
 
-    def load(ctx: Any, name: str, version: int) -> FakeScorer:
-        return scorers.setdefault(f"{name}@{version}", FakeScorer(name, version))
+    def load(ctx: Any, name: str, version: int) -> tuple[FakeScorer, dict[str, Any]]:
+        return scorers.setdefault(f"{name}@{version}", FakeScorer(name, version)), {"stats": {}}
 
-    monkeypatch.setattr(scoring, "build_scoring_frame", build)
-    monkeypatch.setattr(scoring, "load_scorer", load)
+    monkeypatch.setattr(inputs, "scoring_frame", frame)
+    monkeypatch.setattr(inputs, "load_model", load)
     return scorers

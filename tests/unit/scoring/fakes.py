@@ -1,61 +1,49 @@
-"""In-memory stand-ins for the scoring service's collaborators (unit tests only): a blob container with
-ETag/create-only semantics, a lake on it, a model store, a Dataverse client recording $batch calls, a
-queue sender, and a deterministic scorer. The real ones run in tests/integration/scoring."""
+"""Stand-ins for the scoring service's collaborators (unit tests only): the REAL lake (Delta tables in a
+local directory, JSON and Parquet blobs on an in-memory container), a model store, a Dataverse client
+recording $batch calls, a queue sender and a deterministic scorer. The real Azurite and mock Dataverse run
+in tests/integration/scoring."""
 
 from __future__ import annotations
 
-import io
 import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from connectors.blobs import JsonBlobs
+from connectors.dataverse import DataverseNotFound
+from connectors.delta import DeltaLocation
 from connectors.jobs import JobStore
+from connectors.lake import Lake
+from functions.services.scoring.common import to_arrow
 from tests.unit.fakes import FakeContainer
 
 
-class FakeLake:
-    """The Lake read/write API of docs/CONTRACTS.md over a FakeContainer."""
+class Container(FakeContainer):
+    """FakeContainer plus the few calls the Lake makes beyond JsonBlobs."""
 
-    def __init__(
-        self,
-        container: FakeContainer,
-        tables: dict[str, pd.DataFrame] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ):
-        self.container = container
-        self.tables = tables or {}
-        self.json = JsonBlobs(container)  # type: ignore[arg-type]
-        for path, doc in (metadata or {}).items():
-            self.json.write(path, doc)
+    def download_blob(self, name: str, **_: Any) -> Any:
+        return super().download_blob(name)
 
-    def read_current(self, table: str, columns: list[str] | None = None) -> Any:
-        """Frames as given (bad values of mixed types included, as a sync of a messy org could hand over)."""
-        frame = self.tables.get(table, pd.DataFrame())
-        return SimpleNamespace(to_pandas=lambda: frame.copy())
+    def get_blob_client(self, name: str) -> Any:
+        client = super().get_blob_client(name)
+        client.exists = lambda: name in self.blobs
+        return client
 
-    def read_history(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        raise FileNotFoundError("no history in the fake lake")
 
-    def read_json(self, path: str) -> Any:
-        return self.json.read(path)
-
-    def write_parquet(self, path: str, table: pa.Table) -> None:
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        self.container._upload(path, sink.getvalue(), overwrite=True)
-
-    def read_parquet(self, path: str) -> pa.Table:
-        return pq.read_table(io.BytesIO(self.container.download_blob(path).readall()))
-
-    def list(self, prefix: str) -> list[str]:
-        return self.container.list_blob_names(prefix)
+def lake_table(frame: pd.DataFrame) -> pa.Table:
+    """A frame as the sync would store it: timestamps in microseconds, mixed-type columns as text."""
+    out = frame.copy()
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
+            out[col] = out[col].astype("datetime64[us, UTC]")
+    return to_arrow(out)
 
 
 @dataclass
@@ -64,6 +52,7 @@ class FakeStore:
 
     configs: list[dict[str, Any]] = field(default_factory=list)
     aliases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: dict[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
     loads: int = 0
 
     def list_configs(self) -> list[dict[str, Any]]:
@@ -71,8 +60,6 @@ class FakeStore:
 
     def get_alias(self, name: str) -> dict[str, Any]:
         return dict(self.aliases.get(name, {"published": None, "publishedAt": None}))
-
-    artifacts: dict[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
 
     def load_version(self, name: str, version: int) -> Any:
         self.loads += 1
@@ -82,36 +69,35 @@ class FakeStore:
 
 @dataclass
 class FakeDataverse:
-    """Records every $batch and answers each op with a status (a callable may fail some)."""
+    """Records every $batch call and the requests the real client would send for it (<= 1,000 ops each);
+    answers each op with a status (`fail(op)` may fail some)."""
 
     calls: list[list[Any]] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail: Any = None  # callable(op) -> status int, or None for 204
 
     def batch(self, ops: list[Any], *, continue_on_error: bool = True) -> list[Any]:
         self.calls.append(list(ops))
+        self.requests.extend(min(1000, len(ops) - s) for s in range(0, len(ops), 1000))
         out = []
         for op in ops:
             status = self.fail(op) if self.fail else 204
-            if 200 <= status < 300:
+            ok = 200 <= status < 300
+            if ok:
                 self.rows[op.body["msdyn_entityid"]] = dict(op.body)
-            out.append(SimpleNamespace(status=status, error=None if status < 300 else "injected"))
+            out.append(SimpleNamespace(status=status, ok=ok, error=None if ok else f"injected {status}"))
         return out
 
     def get(self, path: str, params: dict[str, Any] | None = None, headers: Any = None) -> dict[str, Any]:
         key = path.split("msdyn_entityid='", 1)[1].split("'", 1)[0]
         if key not in self.rows:
-            raise _NotFound()
+            raise DataverseNotFound(404, "0x80060891", "no such row")
         return dict(self.rows[key])
 
     @property
     def written(self) -> int:
         return sum(len(c) for c in self.calls)
-
-
-class _NotFound(Exception):
-    status = 404
-    code = "0x80060891"
 
 
 class FakeSender:
@@ -128,24 +114,24 @@ class FakeScorer:
     def __init__(self, name: str, version: int):
         self.name = name
         self.version = version
-        self.meta = {"stats": {}}
         self.calls = 0
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         self.calls += 1
         bad = frame["points"].isna()
         ok = frame[~bad]
+        reasons = json.dumps({"model": self.name, "version": self.version, "positive": [], "negative": []})
         out = pd.DataFrame(
             {
                 "opportunityid": ok["opportunityid"].to_numpy(),
                 "score": np.clip(ok["points"].to_numpy(dtype=float), 0, 100).round().astype(int),
                 "grade": 0,
-                "reasons": [json.dumps({"model": self.name, "version": self.version, "positive": [], "negative": []})]
-                * len(ok),
+                "reasons": [reasons] * len(ok),
             }
         )
-        missing = frame.loc[bad, "opportunityid"]
-        out.attrs["skipped"] = [{"opportunityid": i, "reason": "points missing"} for i in missing]
+        out.attrs["skipped"] = [
+            {"opportunityid": i, "reason": "points missing"} for i in frame.loc[bad, "opportunityid"]
+        ]
         return out
 
 
@@ -157,8 +143,11 @@ class FakeSettings:
 
 
 class FakeContext:
+    """The AppContext surface the scoring service uses, on the real Lake in `root`."""
+
     def __init__(
         self,
+        root: Path,
         *,
         opportunities: pd.DataFrame | None = None,
         configs: list[dict[str, Any]],
@@ -167,17 +156,14 @@ class FakeContext:
         tables: dict[str, pd.DataFrame] | None = None,
         metadata: dict[str, Any] | None = None,
     ):
-        self.lake_container = FakeContainer()
-        tables = dict(tables or {})
-        if opportunities is not None:
-            tables["opportunity"] = opportunities
-        docs: dict[str, Any] = {}
+        self.lake_container = Container()
+        self.lake = Lake(self.lake_container, DeltaLocation(str(root / "lake")))  # type: ignore[arg-type]
+        self.sync(**dict(tables or {}), **({} if opportunities is None else {"opportunity": opportunities}))
         if metadata:
             for t, attrs in metadata["attributes"].items():
-                docs[f"metadata/attributes/{t}.json"] = attrs
-            docs["metadata/optionsets.json"] = metadata["optionsets"]
-            docs["metadata/processes.json"] = metadata["processes"]
-        self.lake = FakeLake(self.lake_container, tables, docs)
+                self.lake.json.write(f"metadata/attributes/{t}.json", attrs)
+            self.lake.json.write("metadata/optionsets.json", metadata["optionsets"])
+            self.lake.json.write("metadata/processes.json", metadata["processes"])
         self.model_store = FakeStore(
             configs,
             {
@@ -190,5 +176,16 @@ class FakeContext:
         self.settings = FakeSettings(monthly_quota=quota)
         self.messages: list[dict[str, Any]] = []
 
+    def sync(self, **tables: pd.DataFrame) -> None:
+        """Replace lake tables as a sync would (`opportunity_history` is the history of opportunities)."""
+        for name, frame in tables.items():
+            path = Lake.history_path("opportunity") if name == "opportunity_history" else Lake.current_path(name)
+            self.lake.tables.overwrite(path, lake_table(frame))
+
     def queue(self, name: str) -> FakeSender:
         return FakeSender(self.messages)
+
+
+def requests_bound(results: list[dict[str, Any]]) -> int:
+    """sum over batches of ceil(changed in the batch / 1,000)."""
+    return sum(math.ceil(int(r.get("written", 0)) / 1000) for r in results)

@@ -1,18 +1,28 @@
-"""The scoring run's orchestration on fakes: model choice, batches, checkpoints, change detection, trend,
-quota, resume and the report. The real lake, mock Dataverse and ONNX models run in tests/integration."""
+"""Scoring runs on the real lake (Delta tables in a temp directory) with a fake Dataverse, queue and scorer:
+model choice, batches, change detection, trend, quota, idempotent redelivery and crashes, poison, resume,
+supersede, pruning and the write-request bound. The real Azurite, mock Dataverse and ONNX models run in
+tests/integration/scoring."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from connectors.blobs import JsonBlobs
+from connectors.clock import utcnow
+from connectors.lake import Lake
+from functions.http import status_of
 from functions.services import scoring
-from tests.unit.scoring.fakes import FakeContext
+from functions.services.jobs import get_job
+from functions.services.scoring import batch, layout, scores
+from functions.services.scoring.common import RUN_RETENTION_DAYS
+from functions.services.scoring.inputs import EVENT_COLUMNS
+from tests.unit.scoring.fakes import FakeContext, requests_bound
 
 
 def _ids(n: int, seed: int = 0) -> list[str]:
@@ -42,8 +52,15 @@ def _config(name: str, filter_values: list[str] | None = None, bpf: str | None =
     }
 
 
+def _ctx(tmp_path: Path, n: int = 2500, **kw: Any) -> FakeContext:
+    kw.setdefault("configs", [_config("All")])
+    kw.setdefault("published", {"All": 1})
+    opportunities = kw.pop("opportunities", None)
+    return FakeContext(tmp_path, opportunities=_opps(n) if opportunities is None else opportunities, **kw)
+
+
 def _drain(ctx: FakeContext) -> list[dict[str, Any]]:
-    """Every queued message through the worker (scoring batches, then the write chunks they fan out)."""
+    """Every queued message through the worker, in order."""
     results = []
     while ctx.messages:
         results.append(scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)).encode()))
@@ -66,339 +83,418 @@ def _host(ctx: FakeContext, *, max_dequeue: int = 3) -> list[dict[str, Any]]:
     return poisoned
 
 
-def _checkpoint(ctx: FakeContext, path: str) -> dict[str, Any]:
-    return dict(json.loads(ctx.lake_container.download_blob(path).readall()))
+def _job(ctx: FakeContext, run_id: str) -> dict[str, Any]:
+    return get_job(ctx, run_id)
 
 
-def test_full_run_writes_every_eligible_row_once_in_chunks_of_exactly_1000(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+def _history(ctx: FakeContext) -> pd.DataFrame:
+    return scores.history(ctx.lake)
+
+
+def _results(ctx: FakeContext, run_id: str) -> list[dict[str, Any]]:
+    return list(layout.load(ctx.lake, run_id).results.values())
+
+
+def test_full_run_writes_every_eligible_row_once_within_the_request_bound(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path)
     plan = scoring.plan_run(ctx, actor="test", batch_size=700)
     assert plan["eligible"] == 2250 and plan["batches"] == 4 and len(ctx.messages) == 4
     _drain(ctx)
-    assert [len(call) for call in ctx.dataverse.calls] == [1000, 1000, 250], "ceil(2250/1000) requests"
-    assert len(ctx.dataverse.rows) == 2250
+    assert ctx.dataverse.requests == [700, 700, 700, 150], "one request per batch of <= 1,000 changed rows"
+    assert len(ctx.dataverse.rows) == 2250 and ctx.dataverse.written == 2250
     closed = set(_opps(2500).query("statecode != 0")["opportunityid"])
     assert not closed & set(ctx.dataverse.rows)
     row = ctx.dataverse.rows[_ids(2)[1]]
     assert row["msdyn_entitytype"] == "opportunity" and row["msdyn_scoretrend"] == 3
     assert row["msdyn_score"] == 17 and row["msdyn_grade"] == 3 and row["msdyn_name"] == "Deal 1"
+    assert row["msdyn_scoredon"] == plan["scoredOn"]
     assert len(row["msdyn_scorereasons"]) <= 10_000 and json.loads(row["msdyn_scorereasons"])["model"] == "All"
-    job = ctx.jobs.get(plan["runId"])
-    assert job["status"] == "succeeded"
+    job = _job(ctx, plan["runId"])
+    assert job["status"] == "succeeded" and job["params"]["actor"] == "test" and job["error"] is None
     result = job["result"]
     assert result["written"] == 2250 and result["unchanged"] == 0 and result["changed"] == 2250
-    assert result["writeRequests"] == 3 and result["writeChunks"] == 3 and result["failures"] == []
+    assert result["writeRequests"] == 4 == requests_bound(_results(ctx, plan["runId"]))
+    assert result["failures"] == [] and result["batchesDone"] == 4 and result["status"] == "succeeded"
+    hist = _history(ctx)
+    assert len(hist) == 2250 and hist["opportunityid"].is_unique and set(hist["run"]) == {plan["runId"]}
+    assert len(scores.state(ctx.lake)) == 2250
 
 
-def test_sparse_changes_over_many_batches_are_written_in_one_request(patched: Any) -> None:
+def test_a_batch_with_more_than_1000_changed_rows_takes_ceil_requests(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path)
+    plan = scoring.plan_run(ctx, batch_size=5000)
+    assert plan["batches"] == 1
+    _drain(ctx)
+    assert ctx.dataverse.requests == [1000, 1000, 250]
+    assert _job(ctx, plan["runId"])["result"]["writeRequests"] == 3
+
+
+def test_sparse_changes_send_one_request_per_batch_that_changed(tmp_path: Path, patched: Any) -> None:
     opps = _opps(2000)
-    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    ctx = _ctx(tmp_path, opportunities=opps)
     scoring.plan_run(ctx, batch_size=100)
     _drain(ctx)
-    calls = len(ctx.dataverse.calls)
-    assert calls == 2
-    moved = opps.index[opps["statecode"] == 0][::60]  # one change in every few batches
+    before = len(ctx.dataverse.requests)
+    moved = opps.index[opps["statecode"] == 0][::250]  # a change in a few batches only
     opps.loc[moved, "points"] += 20
+    ctx.sync(opportunity=opps)
     plan = scoring.plan_run(ctx, batch_size=100)
-    assert plan["batches"] == 18
     _drain(ctx)
-    assert len(ctx.dataverse.calls) == calls + 1, "ceil(changed / 1000) = 1 request"
-    assert len(ctx.dataverse.calls[-1]) == len(moved)
-    assert ctx.jobs.get(plan["runId"])["result"]["writeRequests"] == 1
+    results = _results(ctx, plan["runId"])
+    assert len(ctx.dataverse.requests) - before == requests_bound(results) == len(moved)
+    assert sum(ctx.dataverse.requests[before:]) == len(moved)
+    assert _job(ctx, plan["runId"])["result"]["writeRequests"] == len(moved)
 
 
-def test_rerun_without_change_writes_nothing_and_changed_scores_get_a_trend(patched: Any) -> None:
+def test_rerun_without_change_writes_nothing_and_changed_scores_get_a_trend(tmp_path: Path, patched: Any) -> None:
     opps = _opps(300)
-    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    ctx = _ctx(tmp_path, opportunities=opps)
     scoring.plan_run(ctx)
     _drain(ctx)
     calls = len(ctx.dataverse.calls)
     second = scoring.plan_run(ctx)
     _drain(ctx)
     assert len(ctx.dataverse.calls) == calls, "a rerun with no change must not send any write request"
-    assert ctx.jobs.get(second["runId"])["result"]["unchanged"] == second["eligible"]
+    assert _job(ctx, second["runId"])["result"]["unchanged"] == second["eligible"]
     ids = opps["opportunityid"]
     opps.loc[ids == ids[1], "points"] += 20  # improving
     opps.loc[ids == ids[2], "points"] -= 10  # declining
     opps.loc[ids == ids[3], "points"] += 2  # within the tolerance: steady
+    ctx.sync(opportunity=opps)
     scoring.plan_run(ctx)
     _drain(ctx)
     assert len(ctx.dataverse.calls) == calls + 1 and len(ctx.dataverse.calls[-1]) == 3
     assert ctx.dataverse.rows[ids[1]]["msdyn_scoretrend"] == 0
     assert ctx.dataverse.rows[ids[2]]["msdyn_scoretrend"] == 2
     assert ctx.dataverse.rows[ids[3]]["msdyn_scoretrend"] == 1
-    # history keeps every write: the first run's and the changed rows
-    hist = scoring.load_previous(ctx, fold=False)
-    assert hist.set_index("opportunityid").loc[ids[1], "score"] == opps.loc[1, "points"]
+    hist = _history(ctx)  # every write: the first run's rows and the three changed ones
+    assert len(hist) == second["eligible"] + 3
+    last = hist[hist["opportunityid"] == ids[1]].iloc[-1]
+    assert last["score"] == opps.loc[1, "points"] and last["previous_score"] == opps.loc[1, "points"] - 20
+    state = scores.state(ctx.lake).set_index("opportunityid")
+    assert state.loc[ids[1], "score"] == opps.loc[1, "points"] and state.loc[ids[1], "trend"] == 0
 
 
-def test_compacted_score_snapshots_keep_two_generations(patched: Any) -> None:
-    opps = _opps(200)
-    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
-    manifests = []
-    for k in range(5):
-        opps.loc[opps.index[1 + k], "points"] += 30  # one change per run, so every run writes
-        scoring.plan_run(ctx)  # folds the runs finished so far
-        _drain(ctx)
-        manifests.append(JsonBlobs(ctx.lake_container).read("scoring/state/manifest.json"))
-    assert manifests[0] is None and all(manifests[1:]), "the first plan has no finished run to fold"
-    snapshots = ctx.lake_container.list_blob_names("scoring/state/scores-")
-    last = manifests[-1]
-    assert sorted(snapshots) == sorted([last["snapshot"], last["previous"]])
-    assert last["previous"] == manifests[-2]["snapshot"]
-    state = scoring.load_previous(ctx, fold=False).set_index("opportunityid")
-    assert state.loc[opps.loc[5, "opportunityid"], "score"] == opps.loc[5, "points"]
-
-
-def test_two_matching_models_choose_the_most_specific_then_newest(patched: Any) -> None:
-    ctx = FakeContext(
-        opportunities=_opps(100),
+def test_two_matching_models_choose_the_most_specific_then_newest(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(
+        tmp_path,
+        n=100,
         configs=[_config("Broad"), _config("Direct", ["Direct"]), _config("Direct2", ["Direct"])],
         published={"Broad": 1, "Direct": 2, "Direct2": 1},
     )
     plan = scoring.plan_run(ctx)
     _drain(ctx)
-    by_model = {m["name"]: m["eligible"] for m in plan["models"]}
+    by_model = {m["name"]: (m["eligible"], m["matchedByHigherPriority"]) for m in plan["models"]}
     # Direct2 was published after Direct (fake publishedAt follows insertion order) -> it wins ties
-    assert by_model == {"Direct2": 50, "Direct": 0, "Broad": 40}
+    assert by_model == {"Direct2": (50, 0), "Direct": (0, 50), "Broad": (40, 50)}
+    assert plan["batchModels"] == ["Direct2@1", "Broad@1"], "a batch never mixes models"
     models = {json.loads(r["msdyn_scorereasons"])["model"] for r in ctx.dataverse.rows.values()}
     assert models == {"Direct2", "Broad"} and len(ctx.dataverse.rows) == 90
-    assert len(ctx.dataverse.calls) == 1, "rows of both models share one $batch"
-    key = scoring.model_priority
-    a, b = (scoring.PublishedModel(n, 1, _cfg(n), t) for n, t in (("a", "2026-01-01"), ("b", "2026-01-01")))
-    assert sorted([b, a], key=key)[0].name == "a", "same filter and time: by name"
 
 
-def _cfg(name: str) -> Any:
-    from modeling.config import ModelConfig
-
-    return ModelConfig.from_json(_config(name))
-
-
-def test_redelivered_and_resumed_items_never_write_twice(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+def test_a_redelivered_batch_writes_nothing_twice(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path)
     plan = scoring.plan_run(ctx, batch_size=1000)
     first = ctx.messages[0]
-    scoring.handle_message(ctx, json.dumps(first))
-    again = scoring.handle_message(ctx, json.dumps(first))  # redelivered
-    assert again["alreadyDone"] is True and not ctx.dataverse.calls, "nothing is written while scoring"
-    ctx.messages.clear()  # "killed": the other messages are lost
-    resumed = scoring.resume_run(ctx, plan["runId"])
-    assert resumed["reenqueued"] == [1, 2]
-    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
-    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))  # the last batch fans out 3 chunks
-    chunk = ctx.messages[0]
-    scoring.handle_message(ctx, json.dumps(chunk))
-    assert scoring.handle_message(ctx, json.dumps(chunk))["alreadyDone"] is True
-    ctx.messages.clear()  # killed again, during the write phase
-    assert scoring.resume_run(ctx, plan["runId"])["chunks"] == [[0, 1], [0, 2]]
+    done = scoring.handle_message(ctx, json.dumps(first))
+    calls, hist = len(ctx.dataverse.calls), len(_history(ctx))
+    again = scoring.handle_message(ctx, json.dumps(first))
+    assert again["alreadyDone"] is True and again["written"] == done["written"] == 1000
+    assert len(ctx.dataverse.calls) == calls and len(_history(ctx)) == hist == 1000
     _drain(ctx)
-    assert [len(c) for c in ctx.dataverse.calls] == [1000, 1000, 250]
-    assert len(ctx.dataverse.rows) == plan["eligible"]
-    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
+    for m in list(_results(ctx, plan["runId"])):  # every message delivered again after the run finished
+        assert scoring.handle_message(ctx, {"runId": plan["runId"], "batch": m["batch"]})["alreadyDone"]
+    assert ctx.dataverse.written == plan["eligible"] and len(_history(ctx)) == plan["eligible"]
 
 
-def test_a_final_run_drops_its_working_data_and_late_redeliveries_stay_harmless(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
-    plan = scoring.plan_run(ctx, batch_size=1000)
-    prefix = f"scoring/runs/{plan['runId']}/"
-    messages = []
-    while ctx.messages:
-        messages.append(ctx.messages.pop(0))
-        scoring.handle_message(ctx, json.dumps(messages[-1]))
-    assert len(messages) == 3 + 3, "3 scoring batches, 3 write chunks"
-    left = ctx.lake_container.list_blob_names(prefix)
-    assert not [p for p in left if p.endswith(".parquet")], "batch frames and staged rows are deleted"
-    assert f"{prefix}plan.json" in left and f"{prefix}report.json" in left
-    report = ctx.jobs.get(plan["runId"])["result"]
-    assert report["scratchDeleted"] == 3 + 3  # 3 batch frames + 3 staged parts
-    assert ctx.lake_container.list_blob_names(f"scoring/history/{plan['runId']}/"), "the history stays"
-    calls = len(ctx.dataverse.calls)
-    for m in messages:  # every message delivered again after the run finished
-        assert scoring.handle_message(ctx, json.dumps(m))["alreadyDone"] is True
-    assert len(ctx.dataverse.calls) == calls
+class Killed(BaseException):
+    """The process dies: not an Exception, so nothing in the worker catches it."""
 
 
-def test_a_chunk_killed_after_its_write_is_redone_with_the_same_rows(
-    patched: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["before_history", "before_state", "before_result"])
+def test_a_batch_killed_at_any_step_is_redone_exactly(
+    tmp_path: Path, patched: Any, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    ctx = FakeContext(opportunities=_opps(500), configs=[_config("All")], published={"All": 1})
+    clean_ctx = _ctx(tmp_path / "clean", n=1200)
+    scoring.plan_run(clean_ctx, batch_size=600)
+    _drain(clean_ctx)
+    ctx = _ctx(tmp_path / "killed", n=1200)
+    plan = scoring.plan_run(ctx, batch_size=600)
+    msg = ctx.messages.pop(0)
+    target = {
+        "before_history": (scores, "append_history"),  # after its upserts
+        "before_state": (scores, "merge_state"),  # after its history commit
+        "before_result": (ctx.lake.json, "create"),  # after its state MERGE
+    }[where]
+    real = getattr(*target)
+
+    def dying(*args: Any, **kw: Any) -> Any:
+        raise Killed(where)
+
+    monkeypatch.setattr(*target, dying)
+    with pytest.raises(Killed):
+        scoring.handle_message(ctx, json.dumps(msg))
+    monkeypatch.setattr(*target, real)
+    sent = ctx.dataverse.written
+    assert sent == 600, "the upserts went out before the kill"
+    result = scoring.handle_message(ctx, json.dumps(msg))  # redelivered
+    _drain(ctx)
+    resent = 600 if where == "before_history" else 0  # only upserts not yet in the history are sent again
+    assert ctx.dataverse.written == clean_ctx.dataverse.written + resent
+    assert ctx.dataverse.rows == clean_ctx.dataverse.rows, "0 lost, 0 duplicated in Dataverse"
+    hist = _history(ctx)
+    assert len(hist) == len(_history(clean_ctx)) and hist["opportunityid"].is_unique, "0 duplicated in the lake"
+    state = scores.state(ctx.lake).sort_values("opportunityid").reset_index(drop=True)
+    clean_state = scores.state(clean_ctx.lake).sort_values("opportunityid").reset_index(drop=True)
+    cols = ["opportunityid", "score", "grade", "trend", "reasons_sha"]
+    pd.testing.assert_frame_equal(state[cols], clean_state[cols])
+    assert result["written"] == 600 and result["unchanged"] == 0, "the report counts what the batch wrote"
+    report = _job(ctx, plan["runId"])["result"]
+    assert report["status"] == "succeeded" and report["written"] == plan["eligible"] == 1080
+
+
+def test_a_failing_write_raises_for_the_host_and_keeps_its_reason(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=50)
     plan = scoring.plan_run(ctx)
-    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
-    chunk = ctx.messages.pop(0)
-    real = ctx.lake.write_parquet
-
-    def dying(path: str, table: Any) -> None:
-        if path.startswith("scoring/history/"):
-            raise OSError("killed")
-        real(path, table)
-
-    monkeypatch.setattr(ctx.lake, "write_parquet", dying)
-    with pytest.raises(OSError):
-        scoring.handle_message(ctx, json.dumps(chunk))
-    monkeypatch.setattr(ctx.lake, "write_parquet", real)
-    first = dict(ctx.dataverse.rows)
-    scoring.handle_message(ctx, json.dumps(chunk))  # the host's retry
-    assert ctx.dataverse.rows == first and len(ctx.dataverse.calls) == 2
-    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
-    assert len(scoring.load_previous(ctx, fold=False)) == plan["eligible"]
-
-
-def test_a_failing_write_raises_for_the_host_and_keeps_its_reason(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(50), configs=[_config("All")], published={"All": 1})
-    plan = scoring.plan_run(ctx)
-    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
     msg = ctx.messages.pop(0)
     ctx.dataverse.fail = lambda op: 500 if op.body["msdyn_entityid"].endswith("5") else 204
-    with pytest.raises(scoring.BatchFailed):
+    with pytest.raises(scoring.BatchWriteFailed):
         scoring.handle_message(ctx, json.dumps(msg))
-    checkpoint = _checkpoint(ctx, f"scoring/runs/{plan['runId']}/chunks/000-00000.json")
-    assert checkpoint["status"] == "pending" and "BatchFailed" in checkpoint["lastError"]
+    error = ctx.lake.read_json(layout.error_path(plan["runId"], 0))
+    assert error["attempts"] == 1 and "BatchWriteFailed" in error["lastError"] and "500" in error["lastError"]
+    assert error["code"] == "BatchWriteFailed"
+    assert not len(_history(ctx)), "nothing reaches the lake before every upsert succeeded"
     ctx.dataverse.fail = None
     result = scoring.handle_message(ctx, json.dumps(msg))  # the host's retry
-    assert result["written"] == 45 and len(ctx.dataverse.rows) == 45
+    assert result["written"] == 45 and len(ctx.dataverse.rows) == 45 and len(_history(ctx)) == 45
 
 
-def test_a_poisoned_chunk_fails_the_run_with_its_reason_and_resume_completes_it(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
-    plan = scoring.plan_run(ctx)
-    ctx.dataverse.fail = lambda op: 503 if op.body["msdyn_entityid"] == _ids(2)[1] else 204
-    poisoned = _host(ctx)
-    assert poisoned == [{"runId": plan["runId"], "round": 0, "chunk": 0}]
-    job = ctx.jobs.get(plan["runId"])
-    assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
-    failure = job["result"]["failures"][0]
-    assert failure["phase"] == "write" and failure["chunk"] == 0 and failure["attempts"] == 3
-    assert "BatchFailed" in failure["reason"] and "503" in failure["reason"]
-    assert job["result"]["chunksDone"] == 2 and job["result"]["written"] == 1250
-    assert plan["runId"] in scoring.unfinished_runs(ctx)
-    ctx.dataverse.fail = None
-    assert scoring.resume_run(ctx, plan["runId"])["chunks"] == [[0, 0]]
-    _drain(ctx)
-    job = ctx.jobs.get(plan["runId"])
-    assert job["status"] == "succeeded" and job["result"]["failures"] == [] and job["result"]["written"] == 2250
-    assert not scoring.unfinished_runs(ctx)
+def test_write_requests_stay_within_the_bound_plus_retries(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=5000)
+    plan = scoring.plan_run(ctx, batch_size=1500)
+
+    def first_time_503(op: Any) -> int:  # the first attempt of every batch has one failed upsert
+        call = ctx.dataverse.calls[-1]
+        return 503 if len(ctx.dataverse.calls) % 2 == 1 and op is call[0] else 204
+
+    ctx.dataverse.fail = first_time_503
+    assert _host(ctx) == []
+    results = _results(ctx, plan["runId"])
+    bound = requests_bound(results)
+    assert bound == sum(-(-int(r["written"]) // 1000) for r in results) == 6  # 3 batches of 1,500
+    retries = bound  # every batch failed once and was sent again in full
+    assert len(ctx.dataverse.requests) == bound + retries
+    assert _job(ctx, plan["runId"])["result"]["writeRequests"] == bound
+    assert len(ctx.dataverse.rows) == plan["eligible"] == len(_history(ctx))
 
 
-def test_a_poisoned_scoring_batch_is_listed_and_the_other_batches_are_written(
-    patched: Any, monkeypatch: pytest.MonkeyPatch
+def test_a_poisoned_batch_fails_the_run_listing_it_and_resume_sends_only_it(
+    tmp_path: Path, patched: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+    ctx = _ctx(tmp_path)
     plan = scoring.plan_run(ctx, batch_size=1000)
-    real = scoring.decide_rows
+    real = batch.decide_rows
 
-    def broken(frame: Any, *args: Any) -> Any:
-        if _ids(2)[1] in set(frame["opportunityid"]):
+    def broken(scored: Any, *args: Any, **kw: Any) -> Any:
+        if _ids(2)[1] in set(scored["opportunityid"]):
             raise ValueError("bad batch")
-        return real(frame, *args)
+        return real(scored, *args, **kw)
 
-    monkeypatch.setattr(scoring, "decide_rows", broken)
+    monkeypatch.setattr(batch, "decide_rows", broken)
     assert _host(ctx) == [{"runId": plan["runId"], "batch": 0}]
-    job = ctx.jobs.get(plan["runId"])
-    assert job["status"] == "failed" and job["result"]["failures"][0]["batch"] == 0
-    assert "ValueError: bad batch" in job["result"]["failures"][0]["reason"]
+    job = _job(ctx, plan["runId"])
+    assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
+    assert f'"resume": "{plan["runId"]}"' in job["error"]["message"]
+    failure = job["result"]["failures"][0]
+    assert failure["batch"] == 0 and failure["attempts"] == 3 and failure["model"] == "All@1"
+    assert "ValueError: bad batch" in failure["reason"]
     assert job["result"]["batchesDone"] == 2 and len(ctx.dataverse.rows) == 1250
-    assert [len(c) for c in ctx.dataverse.calls] == [1000, 250]
-    monkeypatch.setattr(scoring, "decide_rows", real)
-    scoring.resume_run(ctx, plan["runId"])
-    _drain(ctx)  # the resumed batch's rows go out in a second write round
-    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded" and len(ctx.dataverse.rows) == 2250
-    assert ctx.jobs.get(plan["runId"])["result"]["writeRounds"] == 2
+    monkeypatch.setattr(batch, "decide_rows", real)
+    resumed = scoring.resume(ctx, plan["runId"])
+    assert resumed["reenqueued"] == [0] and ctx.messages == [{"runId": plan["runId"], "batch": 0}]
+    assert _job(ctx, plan["runId"])["status"] == "running", "the poison marker is gone"
+    _drain(ctx)
+    job = _job(ctx, plan["runId"])
+    assert job["status"] == "succeeded" and job["result"]["failures"] == [] and len(ctx.dataverse.rows) == 2250
+    assert ctx.dataverse.written == 2250
 
 
-def test_a_poisoned_message_that_is_not_ours_is_dropped(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(20), configs=[_config("All")], published={"All": 1})
+def test_resume_sends_again_only_the_batches_without_a_result(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path)
+    plan = scoring.plan_run(ctx, batch_size=1000)
+    scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
+    ctx.messages.clear()  # "killed": the other messages are lost
+    assert _job(ctx, plan["runId"])["status"] == "running"
+    resumed = scoring.resume(ctx, plan["runId"])
+    assert resumed["reenqueued"] == [1, 2] and [m["batch"] for m in ctx.messages] == [1, 2]
+    _drain(ctx)
+    assert ctx.dataverse.written == plan["eligible"] == len(ctx.dataverse.rows)
+    assert _job(ctx, plan["runId"])["status"] == "succeeded"
+    assert scoring.resume(ctx, plan["runId"]) == {"runId": plan["runId"], "reenqueued": [], "state": "complete"}
+    with pytest.raises(scoring.RunNotFound) as err:
+        scoring.resume(ctx, "nosuchrun")
+    assert status_of(err.value) == 404 and err.value.code == "RunNotFound"
+    with pytest.raises(scoring.ScoringError) as err:
+        scoring.resume(ctx, "../etc")
+    assert err.value.code == "InvalidRunId"
+
+
+def test_poisoned_messages_that_are_not_ours_or_late_are_dropped(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=20)
     assert scoring.record_poisoned(ctx, b"garbage") is None
     assert scoring.record_poisoned(ctx, json.dumps({"runId": "nope", "batch": 0})) is None
+    plan = scoring.plan_run(ctx)
+    _drain(ctx)
+    assert scoring.record_poisoned(ctx, json.dumps({"runId": plan["runId"], "batch": 0})) is None
+    assert _job(ctx, plan["runId"])["status"] == "succeeded"
 
 
-def test_the_timer_supersedes_unfinished_runs(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(2500), configs=[_config("All")], published={"All": 1})
+def test_the_timer_supersedes_unfinished_runs_whose_batches_drop_themselves(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path)
     old = scoring.plan_run(ctx, batch_size=1000)
     scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
     leftover = list(ctx.messages)
     ctx.messages.clear()
     new = scoring.scheduled_run(ctx)
-    assert new["superseded"] == [old["runId"]]
-    job = ctx.jobs.get(old["runId"])
+    assert new["superseded"] == [old["runId"]] and new["pruned"] == []
+    job = _job(ctx, old["runId"])
     assert job["status"] == "failed" and job["error"]["code"] == "Superseded"
-    assert new["runId"] in job["error"]["message"]
+    assert new["runId"] in job["error"]["message"] and job["result"]["status"] == "superseded"
+    calls = len(ctx.dataverse.calls)
     for m in leftover:  # the old run's messages still in the queue do nothing
         assert scoring.handle_message(ctx, json.dumps(m)) == {"superseded": True}
+    assert len(ctx.dataverse.calls) == calls
+    assert len(layout.load(ctx.lake, old["runId"]).results) == 1, "dropped batches leave no result"
     _drain(ctx)
-    assert ctx.jobs.get(new["runId"])["status"] == "succeeded" and len(ctx.dataverse.rows) == 2250
-    assert not scoring.unfinished_runs(ctx)
-    with pytest.raises(scoring.ScoringError) as err:
-        scoring.resume_run(ctx, old["runId"])
-    assert err.value.code == "Superseded"
+    assert _job(ctx, new["runId"])["status"] == "succeeded" and len(ctx.dataverse.rows) == 2250
+    assert _job(ctx, new["runId"])["result"]["written"] == 2250 - 1000, "the old run's rows were kept"
+    with pytest.raises(scoring.RunSuperseded) as err:
+        scoring.resume(ctx, old["runId"])
+    assert err.value.code == "Superseded" and status_of(err.value) == 409
+    again = scoring.scheduled_run(ctx)
+    assert again["superseded"] == [], "finished and superseded runs are not superseded again"
+
+
+def test_a_run_killed_while_planning_is_superseded_too(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=30)
+    ctx.jobs.create("scoring", {}, job_id="deadrun")
+    ctx.jobs.start("deadrun")
+    ctx.lake_container.upload_blob("scoring/runs/deadrun/batches/00000.parquet", b"partial")
+    assert _job(ctx, "deadrun")["status"] == "running"
+    new = scoring.scheduled_run(ctx)
+    assert new["superseded"] == ["deadrun"]
+    assert _job(ctx, "deadrun")["error"]["code"] == "Superseded"
+    _drain(ctx)
+    assert _job(ctx, new["runId"])["status"] == "succeeded"
+    assert scoring.scheduled_run(ctx)["superseded"] == [], "nothing left unfinished"
+
+
+def test_the_timer_deletes_runs_older_than_the_retention(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=100)
+    now = utcnow()
+    days = RUN_RETENTION_DAYS
+    old = scoring.plan_run(ctx, now=now - dt.timedelta(days=days + 1))
+    _drain(ctx)
+    recent = scoring.plan_run(ctx, now=now - dt.timedelta(days=days - 1))
+    _drain(ctx)
+    stale_id = "20200101T000000Zdeadbeef00"  # killed while planning, long ago
+    ctx.lake_container.upload_blob(f"scoring/runs/{stale_id}/batches/00000.parquet", b"partial")
+    assert ctx.lake.list(layout.prefix(old["runId"]))
+    new = scoring.scheduled_run(ctx, now=now)
+    assert sorted(new["pruned"]) == sorted([old["runId"], stale_id])
+    assert not ctx.lake.list(layout.prefix(old["runId"])) and not ctx.lake.list(layout.prefix(stale_id))
+    assert ctx.lake.list(layout.prefix(recent["runId"])), "younger runs stay"
+    job = _job(ctx, old["runId"])  # the job record keeps the final report
+    assert job["status"] == "succeeded" and job["result"]["written"] == old["eligible"] and job["runDeleted"]
+    assert len(_history(ctx)) == old["eligible"], "the score history stays"
+    _drain(ctx)
+    runs = layout.list_runs(ctx.lake)
+    assert set(runs) == {recent["runId"], new["runId"]}
 
 
 def test_quota_counts_distinct_records_per_month_and_stops_with_a_report(
-    patched: Any, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, patched: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ctx = FakeContext(opportunities=_opps(3000), configs=[_config("All")], published={"All": 1}, quota=1500)
+    ctx = _ctx(tmp_path, n=3000, quota=1500)
     plan = scoring.plan_run(ctx)
     _drain(ctx)
-    report = ctx.jobs.get(plan["runId"])["result"]
+    report = _job(ctx, plan["runId"])["result"]
     assert report["scored"] == 1500 and report["quotaStopped"] == plan["eligible"] - 1500
     assert report["quotaReached"] and "quota" in report["message"]
     assert any("quota" in r.getMessage() for r in caplog.records)
     assert len(ctx.dataverse.rows) == 1500
-    again = scoring.plan_run(ctx)  # the same records may be rescored this month; no new ones
+    again = scoring.plan_run(ctx)  # the same records may be rescored; no new ones
     _drain(ctx)
-    rep2 = ctx.jobs.get(again["runId"])["result"]
+    rep2 = _job(ctx, again["runId"])["result"]
     assert rep2["scored"] == 1500 and rep2["written"] == 0 and len(ctx.dataverse.rows) == 1500
     assert scoring.quota_usage(ctx, plan["month"])["used"] == 1500
 
 
-def test_records_the_model_cannot_score_are_skipped_with_a_reason(patched: Any) -> None:
+def test_records_the_model_cannot_score_are_skipped_with_a_reason(tmp_path: Path, patched: Any) -> None:
     opps = _opps(20)
     opps.loc[3, "points"] = None
-    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    ctx = _ctx(tmp_path, opportunities=opps)
     plan = scoring.plan_run(ctx)
     _drain(ctx)
-    report = ctx.jobs.get(plan["runId"])["result"]
+    report = _job(ctx, plan["runId"])["result"]
     assert report["skipped"] == 1 and report["skipReasons"] == {"points missing": 1}
     assert report["written"] == plan["eligible"] - 1
 
 
-def test_no_published_model_finishes_an_empty_run(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(20), configs=[_config("Draft")], published={})
+def test_no_published_model_finishes_an_empty_run(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=20, configs=[_config("Draft")], published={})
     plan = scoring.plan_run(ctx)
     assert plan["eligible"] == 0 and not ctx.messages
-    assert ctx.jobs.get(plan["runId"])["status"] == "succeeded"
+    assert _job(ctx, plan["runId"])["status"] == "succeeded"
 
 
-def test_score_now_answers_a_handful_synchronously(patched: Any) -> None:
+def test_score_now_answers_a_handful_reading_only_those_opportunities(
+    tmp_path: Path, patched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.services import training
+
     opps = _opps(30)
-    ctx = FakeContext(opportunities=opps, configs=[_config("All")], published={"All": 1})
+    ctx = _ctx(tmp_path, opportunities=opps)
+
+    def no_full_read(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the whole lake was read")
+
+    monkeypatch.setattr(training, "load_tables", no_full_read)
+    reads: list[tuple[str, Any, Any]] = []
+    real_read = ctx.lake.tables.read
+
+    def spy(path: str, columns: Any = None, **kw: Any) -> Any:
+        reads.append((path, columns, kw.get("filters")))
+        return real_read(path, columns, **kw)
+
+    monkeypatch.setattr(ctx.lake.tables, "read", spy)
     ids = list(opps["opportunityid"][:3]) + [str(uuid.uuid4())]
     status, body = scoring.score_now(ctx, [i.upper() for i in ids])
     assert status == 200 and not ctx.messages and len(ctx.dataverse.rows) == 2
     assert [s["opportunityId"] for s in body["scores"]] == sorted(ids[1:3])
-    assert {s["grade"] for s in body["scores"]} <= set("ABCD") and body["scores"][0]["trend"] == "Not enough info"
+    first = body["scores"][0]
+    assert first["grade"] in "ABCD" and first["trend"] == "Not enough info" and first["written"] is True
+    assert first["model"] == "All@1" and first["reasons"]["model"] == "All"
     reasons = {n["opportunityId"]: n["reason"] for n in body["notScored"]}
     assert reasons[ids[0]] == "not open" and "not in the lake" in reasons[ids[3]]
+    whole = [(p, c) for p, c, f in reads if f is None]  # unfiltered: only the outcome and "as of" columns
+    assert whole and all(set(c or ["*"]) <= set(EVENT_COLUMNS) | {"statecode"} for p, c in whole), whole
+    assert {p for p, _ in whole} == {Lake.current_path("opportunity"), Lake.current_path("opportunitysalesprocess")}
+    assert len(_history(ctx)) == 2 and len(scores.state(ctx.lake)) == 2
+    status, again = scoring.score_now(ctx, ids[1:3])
+    assert status == 200 and len(ctx.dataverse.calls) == 1, "unchanged: nothing written the second time"
+    assert [s["written"] for s in again["scores"]] == [False, False]
     status, body = scoring.score_now(ctx, list(opps["opportunityid"][:25]))
     assert status == 202 and body["job"]["kind"] == "scoring" and ctx.messages
+    assert body["run"]["eligible"] == 22
 
 
 def test_validate_ids_names_the_bad_ones() -> None:
-    from functions.http import BadRequest
-
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(scoring.ScoringError) as err:
         scoring.validate_ids(["not-a-guid", str(uuid.uuid4()), 7])
-    assert "not-a-guid" in str(err.value) and "7" in str(err.value)
-    with pytest.raises(BadRequest):
+    assert "not-a-guid" in str(err.value) and "7" in str(err.value) and status_of(err.value) == 400
+    with pytest.raises(scoring.ScoringError):
         scoring.validate_ids([])
-
-
-def test_decide_trend_rules() -> None:
-    assert scoring.decide_trend(None, None, 50, 3) == 3
-    assert scoring.decide_trend(50.0, 3, 50, 3) == 3, "unchanged score keeps the written trend"
-    assert scoring.decide_trend(50.0, 3, 54, 3) == 0
-    assert scoring.decide_trend(50.0, 0, 47, 3) == 1
-    assert scoring.decide_trend(50.0, 1, 46, 3) == 2
 
 
 def test_bad_messages_are_rejected_clearly() -> None:
@@ -411,8 +507,17 @@ def test_bad_messages_are_rejected_clearly() -> None:
         b'{"runId": "a", "batch": 1, "round": 0, "chunk": 1}',
         b'{"runId": "a", "batch": true}',
     ):
-        with pytest.raises(scoring.ScoringError):
+        with pytest.raises(scoring.ScoringError) as err:
             scoring.parse_message(body)
+        assert err.value.code == "BadMessage"
+    assert scoring.parse_message(b'{"runId": "a", "batch": 2}') == ("a", 2)
+
+
+def test_a_message_of_an_unknown_run_or_batch_is_dropped(tmp_path: Path, patched: Any) -> None:
+    ctx = _ctx(tmp_path, n=20)
+    assert scoring.handle_message(ctx, b'{"runId": "gone", "batch": 0}') == {"dropped": True}
+    plan = scoring.plan_run(ctx)
+    assert scoring.handle_message(ctx, {"runId": plan["runId"], "batch": 7}) == {"dropped": True}
 
 
 def test_decode_row_for_the_widget() -> None:
@@ -426,15 +531,4 @@ def test_decode_row_for_the_widget() -> None:
     out = scoring.decode_dataverse_row("x", row)
     assert out["grade"] == "B" and out["trend"] == "Improving" and out["model"] == "M@3"
     assert out["scoredOn"] == "2026-11-26" and out["reasons"]["positive"] == []
-
-
-def test_a_run_killed_while_planning_is_superseded_too(patched: Any) -> None:
-    ctx = FakeContext(opportunities=_opps(30), configs=[_config("All")], published={"All": 1})
-    ctx.jobs.create("scoring", {}, job_id="deadrun")
-    ctx.jobs.start("deadrun")
-    ctx.lake_container.upload_blob("scoring/runs/deadrun/batches/00000.parquet", b"partial")
-    new = scoring.scheduled_run(ctx)
-    assert new["superseded"] == ["deadrun"]
-    assert ctx.jobs.get("deadrun")["error"]["code"] == "Superseded"
-    _drain(ctx)
-    assert not scoring.unfinished_runs(ctx)
+    assert scoring.decode_dataverse_row("x", {"msdyn_scorereasons": "not json"})["reasons"] == {"raw": "not json"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -19,8 +20,8 @@ from tests.unit.scoring.test_service import _config, _opps
 
 
 @pytest.fixture
-def ctx(patched: Any) -> Iterator[FakeContext]:
-    c = FakeContext(opportunities=_opps(60), configs=[_config("All")], published={"All": 1})
+def ctx(patched: Any, tmp_path: Path) -> Iterator[FakeContext]:
+    c = FakeContext(tmp_path, opportunities=_opps(60), configs=[_config("All")], published={"All": 1})
     set_context(c)  # type: ignore[arg-type]
     try:
         yield c
@@ -82,9 +83,9 @@ def test_score_all_is_202_with_a_job_and_the_worker_writes(ctx: FakeContext) -> 
     job = _json(resp)["job"]
     assert job["kind"] == "scoring" and ctx.messages
     worker = registry()["score_worker"].get_user_function()
-    while ctx.messages:  # scoring batches, then the write chunks they fan out
+    while ctx.messages:  # one message per scoring batch
         worker(func.QueueMessage(body=json.dumps(ctx.messages.pop(0)).encode()))
-    assert ctx.jobs.get(job["id"])["status"] == "succeeded"
+    assert _json(_get_job(job["id"]))["status"] == "succeeded"
     opp = next(iter(ctx.dataverse.rows))
     resp = _get(opp.upper())
     assert resp.status_code == 200
@@ -111,29 +112,32 @@ def test_timer_plans_a_run_and_supersedes_an_unfinished_one(ctx: FakeContext) ->
     ctx.messages.clear()
     registry()["scoring_timer"].get_user_function()(TimerRequest(past_due=False))
     assert ctx.messages and ctx.messages[0]["batch"] == 0 and ctx.messages[0]["runId"] != old["runId"]
-    assert ctx.jobs.get(old["runId"])["error"]["code"] == "Superseded"
+    assert _json(_get_job(old["runId"]))["error"]["code"] == "Superseded"
 
 
 def test_the_poison_trigger_fails_the_run_with_the_reason(ctx: FakeContext) -> None:
     resp = _post(b"")
     job_id = _json(resp)["job"]["id"]
     worker = registry()["score_worker"].get_user_function()
-    worker(func.QueueMessage(body=json.dumps(ctx.messages.pop(0)).encode()))
-    chunk = ctx.messages.pop(0)
+    msg = ctx.messages.pop(0)
     ctx.dataverse.fail = lambda op: 429
     for _ in range(3):
-        with pytest.raises(scoring.BatchFailed):
-            worker(func.QueueMessage(body=json.dumps(chunk).encode()))
-    registry()["score_poison"].get_user_function()(func.QueueMessage(body=json.dumps(chunk).encode()))
+        with pytest.raises(scoring.BatchWriteFailed):
+            worker(func.QueueMessage(body=json.dumps(msg).encode()))
+    assert _json(_get_job(job_id))["status"] == "running", "retried, not yet poisoned"
+    registry()["score_poison"].get_user_function()(func.QueueMessage(body=json.dumps(msg).encode()))
     registry()["score_poison"].get_user_function()(func.QueueMessage(body=b"not ours"))  # dropped, no raise
     job = _json(_get_job(job_id))
     assert job["status"] == "failed" and job["error"]["code"] == "BatchesFailed"
-    assert "429" in job["result"]["failures"][0]["reason"]
+    failure = job["result"]["failures"][0]
+    assert "429" in failure["reason"] and failure["attempts"] == 3 and failure["batch"] == 0
     ctx.dataverse.fail = None
     resp = _post(json.dumps({"resume": job_id}).encode())
     assert resp.status_code == 202 and resp.headers["Location"] == f"/api/jobs/{job_id}"
+    assert _json(resp)["resume"]["reenqueued"] == [0] and _json(resp)["job"]["status"] == "running"
     worker(func.QueueMessage(body=json.dumps(ctx.messages.pop(0)).encode()))
     assert _json(_get_job(job_id))["status"] == "succeeded"
+    assert _post(json.dumps({"resume": "nosuchrun"}).encode()).status_code == 404
 
 
 def _get_job(job_id: str) -> func.HttpResponse:

@@ -4,6 +4,7 @@ lake-shaped tables; only storage and Dataverse are fakes here (the real ones run
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +26,11 @@ def org() -> dict[str, Any]:
     return {"tables": tables, "metadata": md, "config": cfg.to_json(), "model": trained}
 
 
-def _ctx(org: dict[str, Any]) -> FakeContext:
+def _ctx(org: dict[str, Any], root: Path) -> FakeContext:
     scoring.clear_model_cache()
-    ctx = FakeContext(configs=[org["config"]], published={"Synth": 1}, tables=org["tables"], metadata=org["metadata"])
+    ctx = FakeContext(
+        root, configs=[org["config"]], published={"Synth": 1}, tables=org["tables"], metadata=org["metadata"]
+    )
     ctx.model_store.artifacts["Synth@1"] = (org["model"].onnx_bytes, org["model"].meta)
     return ctx
 
@@ -37,8 +40,8 @@ def _drain(ctx: FakeContext) -> None:
         scoring.handle_message(ctx, json.dumps(ctx.messages.pop(0)))
 
 
-def test_every_open_recent_opportunity_gets_one_row_with_reasons(org: dict[str, Any]) -> None:
-    ctx = _ctx(org)
+def test_every_open_recent_opportunity_gets_one_row_with_reasons(org: dict[str, Any], tmp_path: Path) -> None:
+    ctx = _ctx(org, tmp_path)
     plan = scoring.plan_run(ctx, batch_size=100)
     _drain(ctx)
     opp = org["tables"]["opportunity"]
@@ -58,7 +61,7 @@ def test_every_open_recent_opportunity_gets_one_row_with_reasons(org: dict[str, 
     assert len(ctx.dataverse.calls) == calls, "same snapshot, same model: the rerun writes nothing"
 
 
-def test_bad_values_in_records_never_stop_the_run(org: dict[str, Any]) -> None:
+def test_bad_values_in_records_never_stop_the_run(org: dict[str, Any], tmp_path: Path) -> None:
     tables = {k: v.copy() for k, v in org["tables"].items()}
     opp = tables["opportunity"]
     open_idx = opp.index[opp["statecode"] == 0][:4]
@@ -68,10 +71,26 @@ def test_bad_values_in_records_never_stop_the_run(org: dict[str, Any]) -> None:
     opp["budgetstatus"] = opp["budgetstatus"].astype(object)
     opp.loc[open_idx[2], "budgetstatus"] = 42  # unknown option value
     opp.loc[open_idx[3], "need"] = None  # missing
-    ctx = _ctx({**org, "tables": tables})
+    ctx = _ctx({**org, "tables": tables}, tmp_path)
     plan = scoring.plan_run(ctx, batch_size=100)
     _drain(ctx)
-    report = ctx.jobs.get(plan["runId"])["result"]
+    report = scoring.report(ctx, plan["runId"])
     assert report["batchesDone"] == plan["batches"] and report["written"] + report["skipped"] == plan["eligible"]
     bad_ids = set(opp.loc[open_idx, "opportunityid"].astype(str).str.lower())
     assert bad_ids <= set(ctx.dataverse.rows)
+
+
+def test_listed_ids_read_with_filters_score_exactly_as_the_full_run(org: dict[str, Any], tmp_path: Path) -> None:
+    """The few-ids path reads only those opportunities and the deals of their accounts and owners: the
+    features (past win rates of the account and owner included), scores and reasons equal the full run's."""
+    full = _ctx(org, tmp_path / "full")
+    plan = scoring.plan_run(full, batch_size=100)
+    _drain(full)
+    ids = sorted(full.dataverse.rows)[::37][:8]
+    listed = _ctx(org, tmp_path / "listed")
+    small = scoring.plan_run(listed, opportunity_ids=ids)
+    assert small["eligible"] == len(ids) and small["asOf"] == plan["asOf"]
+    _drain(listed)
+    assert set(listed.dataverse.rows) == set(ids)
+    for i in ids:
+        assert listed.dataverse.rows[i] == full.dataverse.rows[i], i

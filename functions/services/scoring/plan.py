@@ -1,0 +1,103 @@
+"""Planning a scoring run: read the lake once, give each eligible opportunity one model, write one
+Parquet input per batch and `plan.json`, and send one `{"runId", "batch"}` message per batch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from connectors.clock import iso, utcnow
+from functions.services.scoring import inputs, layout
+from functions.services.scoring.common import SCORE_BATCH_SIZE, message, new_run_id, parallel, to_arrow
+from modeling.scoring_rules import TREND_TOLERANCE, PublishedModel
+
+if TYPE_CHECKING:
+    from functions.app_context import AppContext
+
+log = logging.getLogger(__name__)
+
+
+def plan_run(
+    ctx: AppContext,
+    *,
+    opportunity_ids: Sequence[str] | None = None,
+    actor: str = "timer",
+    run_id: str | None = None,
+    batch_size: int = SCORE_BATCH_SIZE,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Plan a run (all eligible open opportunities, or only `opportunity_ids`) and enqueue its batches.
+    The run id is also the id of its job. Returns the plan document."""
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    ctx.jobs.create("scoring", {"actor": actor, "ids": len(opportunity_ids or [])}, job_id=run_id)
+    ctx.jobs.start(run_id)
+    lake_inputs, chosen = _assign(ctx, run_id, opportunity_ids)
+    batches = _cut(chosen.frames, batch_size)
+    parallel(
+        lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])), list(enumerate(batches))
+    )
+    clock = now or utcnow()
+    doc = {
+        "runId": run_id,
+        "actor": actor,
+        "createdAt": iso(clock),
+        "asOf": iso(lake_inputs.as_of),
+        "scoredOn": clock.date().isoformat(),
+        "month": clock.strftime("%Y-%m"),
+        "models": chosen.models,
+        "eligible": chosen.eligible,
+        "batches": len(batches),
+        "batchModels": [model.key for model, _ in batches],
+        "ineligible": chosen.ineligible,
+        "notScored": chosen.not_scored,
+        "requestedIds": None if opportunity_ids is None else len(opportunity_ids),
+        "quota": ctx.settings.monthly_quota,
+        "trendTolerance": TREND_TOLERANCE,
+        "plannedIn": round(time.perf_counter() - started, 3),
+    }
+    ctx.lake.json.write(layout.plan_path(run_id), doc)
+    sender = ctx.queue(ctx.settings.scoring_queue)
+    for index in range(len(batches)):
+        sender.send(message(run_id, index))
+    if not chosen.models:
+        log.warning("scoring run=%s: no published model; nothing to score", run_id)
+    log.info(
+        "scoring run=%s planned: eligible=%d batches=%d models=%s in %.2f s",
+        run_id,
+        doc["eligible"],
+        len(batches),
+        ",".join(m["key"] for m in chosen.models) or "-",
+        doc["plannedIn"],
+    )
+    return doc
+
+
+def _assign(ctx: AppContext, run_id: str, ids: Sequence[str] | None) -> tuple[inputs.LakeInputs, inputs.Assignment]:
+    """Read the lake once (only what listed ids need) and give each eligible opportunity one model; a failure
+    fails the run's job."""
+    try:
+        models = inputs.published_models(ctx)
+        lake_inputs = inputs.read_all(ctx) if ids is None else inputs.read_listed(ctx, ids, models)
+        return lake_inputs, inputs.assign(ctx, lake_inputs, models, ids)
+    except Exception as exc:
+        ctx.jobs.fail(run_id, str(getattr(exc, "code", type(exc).__name__)), str(exc)[:500])
+        raise
+
+
+def _cut(frames: Sequence[tuple[PublishedModel, pd.DataFrame]], size: int) -> list[tuple[PublishedModel, pd.DataFrame]]:
+    """Each model's rows in batches of at most `size` ids (a batch never mixes models)."""
+    return [
+        (model, frame.iloc[start : start + size].reset_index(drop=True))
+        for model, frame in frames
+        for start in range(0, len(frame), size)
+    ]
+
+
+def summary(plan: dict[str, Any]) -> dict[str, Any]:
+    return {k: plan.get(k) for k in ("runId", "eligible", "batches", "models", "notScored", "asOf")}
