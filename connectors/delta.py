@@ -95,8 +95,11 @@ class DeltaTables:
     def __init__(self, location: DeltaLocation):
         self.location = location
         # Opened tables, per thread (a DeltaTable object is not shared across threads): reopening reads
-        # the whole log, while `update_incremental` reads only the commits since.
+        # the whole log, while `update_incremental` reads only the commits since. `_caches` lists every
+        # thread's dict so `forget` can clear them all.
         self._local = threading.local()
+        self._caches: list[tuple[threading.Thread, dict[str, DeltaTable]]] = []
+        self._caches_lock = threading.Lock()
 
     def uri(self, path: str) -> str:
         return self.location.uri(path)
@@ -109,7 +112,7 @@ class DeltaTables:
                 return DeltaTable(self.uri(path), version=version, storage_options=self.location.storage_options)
             except TableNotFoundError:
                 return None
-        cache: dict[str, DeltaTable] = self._local.__dict__.setdefault("tables", {})
+        cache = self._cache()
         table = cache.get(path)
         if table is not None:
             table.update_incremental()
@@ -121,13 +124,24 @@ class DeltaTables:
         cache[path] = table
         return table
 
+    def _cache(self) -> dict[str, DeltaTable]:
+        cache: dict[str, DeltaTable] | None = getattr(self._local, "tables", None)
+        if cache is None:
+            cache = self._local.tables = {}
+            with self._caches_lock:  # drop the caches of threads that ended (pool threads come and go)
+                self._caches = [(t, c) for t, c in self._caches if t.is_alive()]
+                self._caches.append((threading.current_thread(), cache))
+        return cache
+
     def forget(self, path: str | None = None) -> None:
-        """Drop this thread's opened table(s), e.g. after the blobs under `path` were deleted."""
-        cache: dict[str, DeltaTable] = self._local.__dict__.setdefault("tables", {})
-        if path is None:
-            cache.clear()
-        else:
-            cache.pop(path, None)
+        """Drop every thread's opened table(s) (of `path`, or all), e.g. after blobs under them were deleted."""
+        with self._caches_lock:
+            caches = [c for _, c in self._caches]
+        for cache in caches:
+            if path is None:
+                cache.clear()
+            else:
+                cache.pop(path, None)
 
     def exists(self, path: str) -> bool:
         return self.open(path) is not None

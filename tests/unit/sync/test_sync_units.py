@@ -160,3 +160,23 @@ def test_known_keys_give_the_partition_of_each_row() -> None:
     known = _Known(pa.array(["a", "b"]), pa.array(["e1", "e2"]), pa.array([0, 2], pa.int64()))
     assert known.states_at(known.positions(["b", "zz"])) == {2}
     assert _Known(pa.array(["a"]), pa.array(["e"])).states_at([0]) == set()  # no partition column
+
+
+def test_forget_clears_every_threads_opened_tables_and_ended_threads_are_dropped(tmp_path: Any) -> None:
+    import threading
+
+    from connectors.delta import DeltaTables
+
+    tables = DeltaTables(DeltaLocation(str(tmp_path)))
+    tables.append("t", pa.table({"id": ["a"]}))
+    opened: list[Any] = []
+    worker = threading.Thread(target=lambda: opened.append(tables.open("t")))
+    worker.start()
+    worker.join()
+    tables.open("t")
+    assert len(tables._caches) == 2
+    tables.forget()
+    assert all(not cache for _, cache in tables._caches)
+    tables._local = threading.local()  # as a new thread would see it
+    tables.open("t")
+    assert len(tables._caches) == 2  # the ended worker's cache was dropped
