@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ COMMIT_RETRIES = 8
 TARGET_FILE_BYTES = 16 * 1024 * 1024
 ROW_GROUP_ROWS = 16_384
 STREAM_FILE_ROWS = 250_000  # rows per file of a streamed append (`append_stream`)
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 # Kept by `vacuum`: files a reader or a time-travel query may still need (docs/LAKE.md "Retention").
 DEFAULT_RETENTION_HOURS = 7 * 24
 
@@ -385,7 +387,7 @@ class _StreamFiles:
         self.fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(options)))
         self.partition_by = partition_by
         self.schema = schema if partition_by is None else schema.remove(schema.get_field_index(partition_by))
-        self.open: dict[Any, tuple[str, Any, Any, int]] = {}  # value -> (path, stream, writer, rows)
+        self.open: dict[Any, tuple[str, str, Any, int]] = {}  # value -> (path, local file, writer, rows)
         self.done: list[AddAction] = []
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -403,19 +405,31 @@ class _StreamFiles:
         if value not in self.open:
             folder = "" if self.partition_by is None else f"{self.partition_by}={_partition_text(value)}/"
             rel = f"{folder}part-{uuid.uuid4().hex}.snappy.parquet"
-            stream = self.fs.open_output_stream(rel)
-            self.open[value] = (rel, stream, pq.ParquetWriter(stream, self.schema, compression="snappy"), 0)
-        rel, stream, writer, rows = self.open[value]
+            local = tempfile.NamedTemporaryFile(prefix="delta-part-", suffix=".parquet", delete=False)  # noqa: SIM115
+            local.close()
+            self.open[value] = (rel, local.name, pq.ParquetWriter(local.name, self.schema, compression="snappy"), 0)
+        rel, local_path, writer, rows = self.open[value]
         writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
-        self.open[value] = (rel, stream, writer, rows + table.num_rows)
+        self.open[value] = (rel, local_path, writer, rows + table.num_rows)
         if rows + table.num_rows >= STREAM_FILE_ROWS:
             self._finish(value)
 
     def _finish(self, value: Any) -> None:
-        rel, stream, writer, rows = self.open.pop(value)
-        writer.close()
-        stream.close()
-        size = int(self.fs.get_file_info(rel).size or 0)
+        """Close a file and upload it in large chunks (pyarrow writes many small pieces; through the Python
+        filesystem adapter each would be a call of its own)."""
+        rel, local_path, writer, rows = self.open.pop(value)
+        try:
+            writer.close()
+            size = os.path.getsize(local_path)
+            pafs.copy_files(
+                local_path,
+                rel,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=self.fs,
+                chunk_size=UPLOAD_CHUNK_BYTES,
+            )
+        finally:
+            os.unlink(local_path)
         parts = {} if self.partition_by is None else {self.partition_by: _partition_text(value)}
         stats = json.dumps({"numRecords": rows})
         self.done.append(AddAction(rel, size, parts, int(time.time() * 1000), True, stats))
@@ -426,11 +440,12 @@ class _StreamFiles:
         return self.done
 
     def abort(self) -> None:
-        """Close what is open; the files are not in any version, so `vacuum` removes them later."""
-        for _, stream, writer, _ in self.open.values():
+        """Drop what is open; files already uploaded are in no version, so `vacuum` removes them later."""
+        for _, local_path, writer, _ in self.open.values():
             with contextlib.suppress(Exception):
                 writer.close()
-                stream.close()
+            with contextlib.suppress(OSError):
+                os.unlink(local_path)
         self.open.clear()
 
 

@@ -22,6 +22,8 @@ from functions.services.sync.extract import PARTITION_COLUMN, Extract
 
 log = logging.getLogger(__name__)
 
+SMALL_APPEND_ROWS = 20_000
+
 
 def commit_extract(lake: Lake, extract: Extract) -> dict[str, Any]:
     """Append the staged rows to history (an empty append still moves the delta link), then apply them to
@@ -38,7 +40,10 @@ def commit_extract(lake: Lake, extract: Extract) -> dict[str, Any]:
     }
     if not extract.rows and not extract.spec.track_changes:
         return {}  # a table read in full that has not changed: no link to move, nothing to record
-    lake.tables.append_stream(lake.history_path(table), extract.batches(), metadata=info)
+    if extract.rows > SMALL_APPEND_ROWS:  # bounded memory for big reads (first and full syncs)
+        lake.tables.append_stream(lake.history_path(table), extract.batches(), metadata=info)
+    else:  # the usual incremental: one native write
+        lake.tables.append(lake.history_path(table), extract.read(), metadata=info)
     if not extract.rows:
         return {}
     if not lake.tables.exists(lake.current_path(table)):  # first sync: stream the rows straight in

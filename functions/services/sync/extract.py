@@ -293,23 +293,26 @@ def _consume(
     schema = meta.schema()
     link: str | None = None
     seen: set[str] = set()
-    deleted: list[str] = []
+    deleted: set[str] = set()  # ids the delta deletes that the view holds or this read brought
     for page in pages:
         stats["pages"] += 1
         link = page.delta_link or link
-        deleted.extend(page.deleted_ids)
-        if page.rows:
-            table = rows_to_table(page.rows, schema)
-            known = lookup.known(table.column(meta.key).to_pylist())
+        table = rows_to_table(page.rows, schema) if page.rows else None
+        ids = table.column(meta.key).to_pylist() if table is not None else []
+        if not ids and not page.deleted_ids:
+            continue
+        known = lookup.known(ids + list(page.deleted_ids))  # one lookup a page, deleted ids included
+        if table is not None:
             _stage_page(table, meta.key, known, seen, stage, stats, states)
+        positions = known.positions(list(page.deleted_ids))
+        states |= known.states_at(positions)  # the partitions of the held rows it deletes
+        deleted |= {rid for rid, pos in zip(page.deleted_ids, positions, strict=True) if pos >= 0 or rid in seen}
     if incremental:
-        known = lookup.known(deleted)
-        held, _ = known.lookup(deleted)
-        gone = sorted({i for i, h in zip(deleted, held, strict=True) if h or i in seen})
+        gone = sorted(deleted)
     else:
         known = lookup.known([])
         gone = known.absent(seen)
-    states |= known.states_at(known.positions(gone))
+        states |= known.states_at(known.positions(gone))
     if gone:
         stage.write(conform(pa.table({meta.key: pa.array(gone, pa.string())}), schema), deleted=True)
     stats["deleted"] = len(gone)

@@ -38,9 +38,13 @@ _MODEL_PURGE_KEEP = ("audit/",)
 # ---------------------------------------------------------------------------------------------- upkeep
 def upkeep(lake: Lake, tables: Sequence[str], *, now: dt.datetime | None = None, force: bool = False) -> dict[str, Any]:
     """Compact and vacuum the synced tables and their history, and delete old sync reports, once a day
-    (call under the sync lease). Returns what was done ({} when it was not due)."""
+    (call under the sync lease). A new lake starts the clock (its tables have nothing to compact yet).
+    Returns what was done ({} when it was not due)."""
     now = now or utcnow()
     last = parse((lake.read_json("state/upkeep.json") or {}).get("at"))
+    if not force and last is None:
+        lake.write_json("state/upkeep.json", {"at": iso(now), "tables": {}, "reportsDeleted": 0})
+        return {}
     if not force and last is not None and now - last < UPKEEP_EVERY:
         return {}
     done: dict[str, Any] = {"at": iso(now), "tables": {}}

@@ -4,6 +4,7 @@ business process flows, the report and upkeep. Also the job, queue and timer ent
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -77,6 +78,20 @@ def read_metadata(
 
 
 # ---------------------------------------------------------------------------------------------- one run
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The sync's long-lived table workers: the lake keeps opened Delta tables per thread, so the next sync
+    in this process brings them up to date instead of reading every table's log again."""
+    size = max(1, workers)
+    with _pools_lock:
+        if size not in _pools:
+            _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sync")
+        return _pools[size]
+
+
 def run_sync(
     lake: Lake,
     client: DataverseClient,
@@ -151,8 +166,7 @@ def _run_locked(
             extract.discard()
         return spec.logical, _table_stats(extract, recovered, t0, t_commit)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sync") as pool:
-        results = dict(pool.map(one, specs))
+    results = dict(_pool(workers).map(one, specs))
     _write_processes(lake, results)
     upkeep = retention.upkeep(lake, [s.logical for s in specs])
     totals = {

@@ -119,6 +119,7 @@ def test_upkeep_compacts_and_vacuums_once_a_day_and_prunes_old_reports(lake: Lak
     lake.write_json("reports/sync/20260101T000000Z-old.json", {})
     lake.write_json("reports/sync/20261130T000000Z-new.json", {})
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    assert upkeep(lake, ["account"], now=now - dt.timedelta(days=1)) == {}  # a new lake starts the clock
     done = upkeep(lake, ["account"], now=now)
     assert done["tables"]["tables/account"]["filesRemoved"] == 4
     assert done["tables"]["tables/account"]["filesAdded"] == 1
