@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 _NCRONTAB = re.compile(r"^\S+( \S+){5}$")
 _TIERS = ("premium", "enterprise")
@@ -56,11 +57,22 @@ class Settings:
     readiness_auc_ready: float
     readiness_auc_ok: float
     training_threads: int = 1
+    scoring_batch_size: int = 5000
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def authority(self) -> str:
         return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+
+def _bounded(get: Any, problems: list[str], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number setting within [low, high]; the default (and a problem) when it is not."""
+    raw = get(name, str(default)) or str(default)
+    value = int(raw) if raw.isdigit() else 0
+    if not low <= value <= high:
+        problems.append(f"{name} must be a whole number from {low:,} to {high:,}, got {raw!r}")
+        return default
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -136,11 +148,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"MONTHLY_SCORING_QUOTA must be a whole number, got {quota_raw!r}")
         else:
             quota = int(quota_raw)
-    threads_raw = get("TRAINING_THREADS", "1") or "1"
-    threads = int(threads_raw) if threads_raw.isdigit() else 0
-    if not 1 <= threads <= 64:
-        problems.append(f"TRAINING_THREADS must be a whole number from 1 to 64, got {threads_raw!r}")
-        threads = 1
+    threads = _bounded(get, problems, "TRAINING_THREADS", 1, 1, 64)
+    batch_size = _bounded(get, problems, "SCORING_BATCH_SIZE", 5000, 10, 50_000)
     org_status = (get("ORG_STATUS", "active") or "active").lower()
     if org_status not in _ORG_STATUSES:
         problems.append(f"ORG_STATUS must be one of {', '.join(_ORG_STATUSES)}, got {org_status!r}")
@@ -177,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         readiness_auc_ready=number("READINESS_AUC_READY", 0.75, 0.5, 1.0),
         readiness_auc_ok=number("READINESS_AUC_OK", 0.65, 0.5, 1.0),
         training_threads=threads,
+        scoring_batch_size=batch_size,
     )
     if settings.readiness_auc_ok > settings.readiness_auc_ready:
         problems.append("READINESS_AUC_OK must not exceed READINESS_AUC_READY")

@@ -1,6 +1,6 @@
-"""An in-memory stand-in for azure.storage.blob.ContainerClient (unit tests only): the calls JsonBlobs,
-ModelStore and the scoring service make, with the same create-only and ETag semantics
-(ResourceExistsError / ResourceModifiedError / ResourceNotFoundError)."""
+"""Shared unit-test support: an in-memory stand-in for azure.storage.blob.ContainerClient (the calls
+JsonBlobs, ModelStore, the lake and the scoring service make, with the same create-only and ETag semantics:
+ResourceExistsError / ResourceModifiedError / ResourceNotFoundError), and the one settings factory."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from functions.settings import Settings, load_settings
 
 
 class FakeContainer:
@@ -79,3 +81,17 @@ class FakeContainer:
         with self._lock:
             for name in names:
                 self.blobs.pop(name, None)
+
+
+UNIT_ENV = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "DATAVERSE_URL": "https://org.example.test",
+    "DATAVERSE_TENANT_ID": "t",
+    "DATAVERSE_CLIENT_ID": "c",
+    "DATAVERSE_CLIENT_SECRET": "s",
+}
+
+
+def unit_settings(**values: str) -> Settings:
+    """Real Settings (the one reader) from the minimal environment plus `values` (setting name -> text)."""
+    return load_settings({**UNIT_ENV, **values})

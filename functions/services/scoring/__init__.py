@@ -12,7 +12,6 @@ The pure rules (model priority, trend, what changed, snapshot time) are `modelin
 
 from functions.services.scoring.batch import execute, handle_message, score_batch
 from functions.services.scoring.common import (
-    SCORE_BATCH_SIZE,
     SYNC_LIMIT,
     BatchWriteFailed,
     RunNotFound,
@@ -29,7 +28,6 @@ from functions.services.scoring.run import job_view, record_poisoned, report, re
 from functions.services.scoring.widget import decode_dataverse_row, get_score, score_now
 
 __all__ = [
-    "SCORE_BATCH_SIZE",
     "SYNC_LIMIT",
     "BatchWriteFailed",
     "RunNotFound",

@@ -19,7 +19,6 @@ from modeling.errors import ConflictError, InvalidInput, NotFoundError, Unavaila
 
 ENTITY_TYPE = "opportunity"
 ENTITY_SET = "msdyn_predictivescores"
-SCORE_BATCH_SIZE = 5000  # ids per queue message: big enough that per-message overhead is small
 WRITE_REQUEST_OPS = 1000  # operations per $batch request (Dataverse's limit; the client splits there)
 SYNC_LIMIT = 20  # POST /api/score with at most this many ids is answered synchronously
 RUN_RETENTION_DAYS = 14  # scoring/runs/<run>/ older than this is deleted by the scheduled run

@@ -13,7 +13,7 @@ import pandas as pd
 
 from connectors.clock import iso, utcnow
 from functions.services.scoring import inputs, layout
-from functions.services.scoring.common import SCORE_BATCH_SIZE, message, new_run_id, parallel, to_arrow
+from functions.services.scoring.common import message, new_run_id, parallel, to_arrow
 from modeling.scoring_rules import TREND_TOLERANCE, PublishedModel
 
 if TYPE_CHECKING:
@@ -28,17 +28,18 @@ def plan_run(
     opportunity_ids: Sequence[str] | None = None,
     actor: str = "timer",
     run_id: str | None = None,
-    batch_size: int = SCORE_BATCH_SIZE,
+    batch_size: int | None = None,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Plan a run (all eligible open opportunities, or only `opportunity_ids`) and enqueue its batches.
-    The run id is also the id of its job. Returns the plan document."""
+    """Plan a run (all eligible open opportunities, or only `opportunity_ids`) and enqueue its batches of
+    `batch_size` ids (default: the SCORING_BATCH_SIZE setting). The run id is also the id of its job.
+    Returns the plan document."""
     started = time.perf_counter()
     run_id = run_id or new_run_id()
     ctx.jobs.create("scoring", {"actor": actor, "ids": len(opportunity_ids or [])}, job_id=run_id)
     ctx.jobs.start(run_id)
     lake_inputs, chosen = _assign(ctx, run_id, opportunity_ids)
-    batches = _cut(chosen.frames, batch_size)
+    batches = _cut(chosen.frames, batch_size or ctx.settings.scoring_batch_size)
     parallel(
         lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])), list(enumerate(batches))
     )

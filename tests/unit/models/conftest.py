@@ -22,19 +22,10 @@ from connectors.jobs import JobStore
 from connectors.lake import LeaseBusy
 from functions.app_context import AppContext, set_context
 from functions.services import training
-from functions.settings import load_settings
 from model_store.store import ModelStore
 from modeling.errors import InsufficientDataError
 from tests.conftest import registry
-from tests.unit.fakes import FakeContainer
-
-ENV = {
-    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-    "DATAVERSE_URL": "https://org.example.test",
-    "DATAVERSE_TENANT_ID": "t",
-    "DATAVERSE_CLIENT_ID": "c",
-    "DATAVERSE_CLIENT_SECRET": "s",
-}
+from tests.unit.fakes import FakeContainer, unit_settings
 
 METADATA = {
     "metadata/attributes/opportunity.json": [
@@ -161,7 +152,7 @@ def domain(monkeypatch: pytest.MonkeyPatch) -> Domain:
 
 @pytest.fixture
 def ctx(domain: Domain) -> Iterator[AppContext]:
-    context = AppContext(load_settings(ENV))
+    context = AppContext(unit_settings())
     context.__dict__["model_store"] = ModelStore(FakeContainer())  # type: ignore[arg-type]
     context.__dict__["jobs"] = JobStore(JsonBlobs(FakeContainer()))  # type: ignore[arg-type]
     context.__dict__["lake"] = FakeLake()

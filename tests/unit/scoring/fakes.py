@@ -22,7 +22,7 @@ from connectors.delta import DeltaLocation
 from connectors.jobs import JobStore
 from connectors.lake import Lake
 from functions.services.scoring.common import to_arrow
-from tests.unit.fakes import FakeContainer
+from tests.unit.fakes import FakeContainer, unit_settings
 
 
 class Container(FakeContainer):
@@ -135,13 +135,6 @@ class FakeScorer:
         return out
 
 
-@dataclass
-class FakeSettings:
-    monthly_quota: int | None = None
-    scoring_queue: str = "scoring"
-    model_container: str = "models"
-
-
 class FakeContext:
     """The AppContext surface the scoring service uses, on the real Lake in `root`."""
 
@@ -173,7 +166,9 @@ class FakeContext:
         )
         self.dataverse = FakeDataverse()
         self.jobs = JobStore(JsonBlobs(self.lake_container))  # type: ignore[arg-type]
-        self.settings = FakeSettings(monthly_quota=quota)
+        self.settings = unit_settings(
+            SCORING_QUEUE="scoring", **({} if quota is None else {"MONTHLY_SCORING_QUOTA": str(quota)})
+        )
         self.messages: list[dict[str, Any]] = []
 
     def sync(self, **tables: pd.DataFrame) -> None:
