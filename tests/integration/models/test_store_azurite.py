@@ -1,4 +1,4 @@
-"""The ModelStore tests of tests/unit/models/test_store.py, run against Azurite (real ETags, create-only)."""
+"""The ModelStore tests of tests/unit/model_store/test_store.py, run against Azurite (real ETags, create-only)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from connectors.blobs import container_client
 from model_store.store import ModelStore
-from tests.unit.models.test_store import *  # noqa: F403 - the same tests, with the fixture below
+from tests.unit.model_store.test_store import *  # noqa: F403 - the same tests, with the fixture below
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from functions.services.jobs import get_job
 from functions.services.scoring import batch, layout, scores
 from functions.services.scoring.common import RUN_RETENTION_DAYS
 from functions.services.scoring.inputs import EVENT_COLUMNS
-from tests.unit.scoring.fakes import FakeContext, requests_bound
+from tests.unit.functions.services.scoring.fakes import FakeContext, requests_bound
 
 
 def _ids(n: int, seed: int = 0) -> list[str]:

@@ -13,8 +13,8 @@ from functions.services import scoring
 from modeling.config import validate_with_metadata
 from modeling.dataset import build_training_frame
 from modeling.train import train_model
+from tests.unit.functions.services.scoring.fakes import FakeContext
 from tests.unit.modeling import synth
-from tests.unit.scoring.fakes import FakeContext
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from azure.functions.timer import TimerRequest
 
 from functions.services import training
 from tests.conftest import registry
-from tests.unit.models.conftest import call, work
+from tests.unit.functions.services.models.conftest import call, work
 
 ADMIN = {"x-ms-client-principal-name": "admin@contoso.test"}
 

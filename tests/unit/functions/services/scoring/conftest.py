@@ -10,7 +10,7 @@ import pytest
 
 from functions.services.scoring import inputs
 from modeling.scoring_rules import PublishedModel
-from tests.unit.scoring.fakes import FakeScorer
+from tests.unit.functions.services.scoring.fakes import FakeScorer
 
 
 @pytest.fixture

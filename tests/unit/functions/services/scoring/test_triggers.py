@@ -15,8 +15,8 @@ from azure.functions.timer import TimerRequest
 from functions.app_context import set_context
 from functions.services import scoring
 from tests.conftest import registry
-from tests.unit.scoring.fakes import FakeContext
-from tests.unit.scoring.test_service import _config, _opps
+from tests.unit.functions.services.scoring.fakes import FakeContext
+from tests.unit.functions.services.scoring.test_service import _config, _opps
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = {"connectors", "functions", "model_store", "modeling", "mock_dataverse", "local_runner", "bench", "tests"}
 
 

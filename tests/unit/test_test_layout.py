@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _marks(path: Path) -> list[str]:
@@ -26,3 +26,11 @@ def test_every_integration_module_carries_the_integration_marker() -> None:
 
 def test_pytest_runs_with_strict_markers() -> None:
     assert "--strict-markers" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_unit_tests_mirror_the_packages() -> None:
+    """tests/unit/<path>/ exists only where <path>/ is a folder of the product."""
+    unit = ROOT / "tests" / "unit"
+    folders = [p for p in unit.rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    strays = [str(p.relative_to(unit)) for p in folders if not (ROOT / p.relative_to(unit)).is_dir()]
+    assert not strays, f"these tests/unit folders mirror no package: {strays}"
