@@ -29,8 +29,8 @@ def test_pytest_runs_with_strict_markers() -> None:
 
 
 def test_unit_tests_mirror_the_packages() -> None:
-    """tests/unit/<path>/ exists only where <path>/ is a folder of the product."""
+    """tests/unit/<path>/ exists only where <path> is a folder or a module of the product."""
     unit = ROOT / "tests" / "unit"
-    folders = [p for p in unit.rglob("*") if p.is_dir() and p.name != "__pycache__"]
-    strays = [str(p.relative_to(unit)) for p in folders if not (ROOT / p.relative_to(unit)).is_dir()]
+    folders = [p.relative_to(unit) for p in unit.rglob("*") if p.is_dir() and p.name != "__pycache__"]
+    strays = [str(p) for p in folders if not ((ROOT / p).is_dir() or (ROOT / p).with_suffix(".py").is_file())]
     assert not strays, f"these tests/unit folders mirror no package: {strays}"
