@@ -179,17 +179,7 @@ def score(base: str) -> None:
 
 
 def top(base: str, mock_info: dict[str, Any], n: int = 8) -> None:
-    from connectors.auth import token_provider_from
-    from connectors.dataverse import DataverseClient
-
-    provider = token_provider_from(
-        authority=mock_info["authority"],
-        client_id=mock_info["client_id"],
-        scope=mock_info["resource"].rstrip("/") + "/.default",
-        client_secret=mock_info["client_secret"],
-        ca_bundle=mock_info["ca_cert"],
-    )
-    client = DataverseClient(mock_info["url"], provider, ca_bundle=mock_info["ca_cert"])
+    client = stack.dataverse_client(mock_info)
     rows = client.get(
         "msdyn_predictivescores",
         params={

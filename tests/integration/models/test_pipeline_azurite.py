@@ -15,10 +15,10 @@ from azure.functions.timer import TimerRequest
 
 from connectors.queues import queue_client
 from functions.app_context import AppContext, set_context
-from functions.settings import load_settings
 from model_store.errors import IntegrityError
 from tests.conftest import registry
 from tests.integration.models.lake_data import seed_lake
+from tests.unit.fakes import unit_settings
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +26,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def ctx(azurite) -> Iterator[AppContext]:
     suffix = uuid.uuid4().hex[:10]
-    env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "LAKE_CONTAINER": f"lake-{suffix}",
-        "MODEL_CONTAINER": f"models-{suffix}",
-        "TRAINING_QUEUE": f"training-{suffix}",
-        "DATAVERSE_URL": "https://org.invalid",  # not used: training reads only the lake
-        "DATAVERSE_TENANT_ID": "t",
-        "DATAVERSE_CLIENT_ID": "c",
-        "DATAVERSE_CLIENT_SECRET": "s",
-    }
-    context = AppContext(load_settings(env))
+    context = AppContext(  # Dataverse is not used: training reads only the lake
+        unit_settings(
+            AzureWebJobsStorage=azurite.connection_string,
+            LAKE_CONTAINER=f"lake-{suffix}",
+            MODEL_CONTAINER=f"models-{suffix}",
+            TRAINING_QUEUE=f"training-{suffix}",
+        )
+    )
     seed_lake(context.lake)
     set_context(context)
     try:
