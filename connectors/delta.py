@@ -71,8 +71,8 @@ def location_for_container(container: Any) -> DeltaLocation:
 def location_from_connection_string(connection_string: str, container: str) -> DeltaLocation:
     """The container's Delta location. Azurite: delta-rs's emulator mode, whose endpoint comes from the
     `AZURITE_BLOB_STORAGE_URL` variable (set here: delta-rs reads no option for it, and an explicit key +
-    endpoint breaks on Azurite's listing). Azure: the account name with its key, or, without a key,
-    managed identity."""
+    endpoint breaks on Azurite's listing). Azure: the account name with its key; without a key delta-rs
+    authenticates as the app's managed identity (its default credential chain)."""
     parts = dict(p.split("=", 1) for p in connection_string.strip().strip(";").split(";") if "=" in p)
     if connection_string.strip() == "UseDevelopmentStorage=true":
         parts = {"AccountName": "devstoreaccount1", "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1"}
@@ -85,10 +85,7 @@ def location_from_connection_string(connection_string: str, container: str) -> D
     options = {"account_name": account}
     if parts.get("AccountKey"):
         options["account_key"] = parts["AccountKey"]
-    else:
-        options["use_azure_cli"] = "false"
-        options["azure_msi_endpoint"] = os.environ.get("IDENTITY_ENDPOINT", "") or ""
-    return DeltaLocation(f"az://{container}", {k: v for k, v in options.items() if v})
+    return DeltaLocation(f"az://{container}", options)
 
 
 class DeltaTables:
@@ -335,19 +332,6 @@ class DeltaTables:
             return dict(merger.execute())
 
         return _retry(run, path)
-
-    def delete_rows(self, path: str, predicate: str, *, metadata: Mapping[str, str] | None = None) -> int:
-        """Delete the rows matching a SQL `predicate`; returns how many."""
-        table = self.open(path)
-        if table is None:
-            return 0
-
-        def run() -> dict[str, Any]:
-            current = self.open(path)
-            assert current is not None
-            return dict(current.delete(predicate, commit_properties=_props(metadata)))
-
-        return int(_retry(run, path).get("num_deleted_rows", 0))
 
     def maintain(self, path: str, *, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict[str, Any]:
         """Compact small files (`optimize`), remove files older than `retention_hours` that no version within

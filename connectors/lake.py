@@ -44,13 +44,6 @@ LINEAGE = (SYNCED_AT, DELETED, SYNC_ID)
 # Dataverse AttributeType -> Arrow type (docs/CONTRACTS.md "Lake").
 _FLOAT_TYPES = frozenset({"Money", "Decimal", "Double"})
 _INT_TYPES = frozenset({"Integer", "BigInt", "Picklist", "State", "Status"})
-_TYPE_NAMES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int64": pa.int64(),
-    "double": pa.float64(),
-    "bool": pa.bool_(),
-    "timestamp[us, tz=UTC]": TIMESTAMP,
-}
 
 
 class LakeError(Exception):
@@ -119,16 +112,8 @@ def history_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def current_schema(schema: pa.Schema) -> pa.Schema:
-    keep = [f for f in schema if f.name not in LINEAGE]
-    return pa.schema(keep)
-
-
-def schema_to_json(schema: pa.Schema) -> dict[str, str]:
-    return {f.name: str(f.type) for f in schema}
-
-
-def schema_from_json(doc: Mapping[str, str]) -> pa.Schema:
-    return pa.schema([pa.field(k, _TYPE_NAMES.get(v, pa.string())) for k, v in doc.items()])
+    """A history schema without its lineage columns: the current view's."""
+    return pa.schema([f for f in schema if f.name not in LINEAGE])
 
 
 def _normalize_timestamp(value: Any) -> Any:
@@ -235,9 +220,6 @@ class Lake:
     # ------------------------------------------------------------------ JSON
     def read_json(self, path: str) -> Any | None:
         return self.json.read(path)
-
-    def read_json_with_etag(self, path: str) -> tuple[Any | None, str | None]:
-        return self.json.read_with_etag(path)
 
     def write_json(self, path: str, obj: Any, *, etag: str | None = None, create_only: bool = False) -> str:
         """Write a JSON blob; with `etag` only if unchanged since read (DocumentConflict otherwise), with

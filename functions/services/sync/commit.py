@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.clock import iso
-from connectors.lake import DELETED, LINEAGE, SYNC_ID, Lake, conform
+from connectors.lake import DELETED, LINEAGE, SYNC_ID, Lake, conform, current_schema
 from functions.services.sync.extract import PARTITION_COLUMN, Extract
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,12 @@ def commit_extract(lake: Lake, extract: Extract) -> dict[str, Any]:
 
 def _create_current(lake: Lake, table: str, extract: Extract, info: Mapping[str, str]) -> dict[str, Any]:
     reader = extract.batches()
-    keep = [f for f in reader.schema if f.name not in LINEAGE]
-    schema = pa.schema(keep)
+    schema = current_schema(reader.schema)
 
     def rows() -> Any:
         for batch in reader:
             live = batch.filter(pc.invert(batch.column(DELETED)))
-            yield live.select([f.name for f in keep])
+            yield live.select(schema.names)
 
     lake.tables.append_stream(
         lake.current_path(table),
@@ -90,11 +89,14 @@ def apply(
         target_filter = partition_filter(target_states)
     rows = _last_per_key(rows, key)
     source = rows.drop_columns([c for c in LINEAGE if c != DELETED and c in rows.column_names])
-    target = lake.tables.schema(lake.current_path(table))
+    target = lake.tables.schema(path)
     if target is not None:  # keep the stored types of existing columns
         fields = [target.field(f.name) if f.name in target.names else f for f in source.schema]
         source = conform(source, pa.schema(fields))
-    return lake.tables.merge(path, source, [key], delete_column=DELETED, metadata=info, target_filter=target_filter)
+    partition = [PARTITION_COLUMN] if PARTITION_COLUMN in source.column_names else None  # if it creates the view
+    return lake.tables.merge(
+        path, source, [key], delete_column=DELETED, metadata=info, target_filter=target_filter, partition_by=partition
+    )
 
 
 def partition_filter(states: set[Any]) -> str:
@@ -133,9 +135,5 @@ def recover(lake: Lake, table: str) -> bool:
         rows.num_rows,
         history["sync_id"],
     )
-    if lake.tables.exists(lake.current_path(table)):
-        apply(lake, table, str(history["key"]), rows, info)
-    else:
-        live = rows.filter(pc.invert(rows.column(DELETED)))
-        lake.tables.append(lake.current_path(table), live.drop_columns(list(LINEAGE)), metadata=info)
+    apply(lake, table, str(history["key"]), rows, info)  # creates the view when the first sync died
     return True

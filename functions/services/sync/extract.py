@@ -141,9 +141,9 @@ class _Known:
         return np.asarray(self.index.get_indexer(list(ids)))
 
     def lookup(self, ids: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-        """Per id: whether the view holds it, and its `_etag` there (None when it does not)."""
+        """Per id: its row in the view (-1 when the view does not hold it) and its `_etag` there (or None)."""
         pos = self.positions(ids)
-        return pos >= 0, [self.tags[p] if p >= 0 else None for p in pos]
+        return pos, [self.tags[p] if p >= 0 else None for p in pos]
 
     def states_at(self, positions: Sequence[int] | np.ndarray) -> set[Any]:
         """The partition values of the rows at these positions (empty when the view has no such column)."""
@@ -330,8 +330,8 @@ def _stage_page(
 ) -> None:
     ids = table.column(key).to_pylist()
     tags = table.column(ETAG_COLUMN).to_pylist()
-    pos = known.positions(ids)
-    held, old_tags = pos >= 0, [known.tags[p] if p >= 0 else None for p in pos]
+    pos, old_tags = known.lookup(ids)
+    held = pos >= 0
     take: list[int] = []
     for i, (rid, tag) in enumerate(zip(ids, tags, strict=True)):
         if rid is None or rid in seen:  # a row given twice in one read: its first version counts

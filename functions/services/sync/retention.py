@@ -118,7 +118,6 @@ def retention(
     if not marker:
         with lake.lease(LEASE_NAME, duration=15, wait=20):
             count = lake.delete_paths([n for n in lake.list("") if not n.startswith(_PURGE_KEEP)])
-            lake.tables.forget()
     doc: dict[str, Any] = {
         "purgedAt": (marker or {}).get("purgedAt") or iso(now), "orgStatus": org_status, "since": result["since"],
         "blobs": count,

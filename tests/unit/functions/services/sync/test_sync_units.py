@@ -44,11 +44,11 @@ def lake(tmp_path: Any) -> Lake:
 
 def test_known_keys_lookup_and_absent() -> None:
     known = _Known(pa.array(["a", "b", "c"]), pa.array(["e1", "e2", None]))
-    held, tags = known.lookup(["c", "x", "a"])
-    assert held.tolist() == [True, False, True] and tags == [None, None, "e1"]
+    pos, tags = known.lookup(["c", "x", "a"])
+    assert (pos >= 0).tolist() == [True, False, True] and tags == [None, None, "e1"]
     assert known.absent({"a", "c"}) == ["b"]
     empty = _Known(pa.array([], pa.string()), pa.array([], pa.string()))
-    assert empty.lookup(["a"])[0].tolist() == [False] and empty.absent({"a"}) == []
+    assert (empty.lookup(["a"])[0] >= 0).tolist() == [False] and empty.absent({"a"}) == []
 
 
 def test_merge_source_keeps_the_last_row_per_key() -> None:
@@ -181,3 +181,27 @@ def test_forget_clears_every_threads_opened_tables_and_ended_threads_are_dropped
     tables._local = threading.local()  # as a new thread would see it
     tables.open("t")
     assert len(tables._caches) == 2  # the ended worker's cache was dropped
+
+
+def test_recover_creates_the_view_a_dead_first_sync_never_wrote(lake: Lake) -> None:
+    from functions.services.sync.commit import recover
+
+    ts = pa.array([dt.datetime(2026, 12, 1, tzinfo=dt.UTC)] * 3, pa.timestamp("us", tz="UTC"))
+    history = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "statecode": pa.array([0, 1, None], pa.int64()),
+            "_etag": ["1", "2", "3"],
+            "_synced_at": ts,
+            "_deleted": [False, False, True],
+            "_sync_id": ["s1"] * 3,
+        }
+    )
+    info = {"sync_id": "s1", "synced_at": "2026-12-01T00:00:00Z", "delta_link": "L", "mode": "full", "rows": "3"}
+    lake.tables.append("history/t", history, metadata={**info, "key": "id", "entity_set": "ts"})
+    assert recover(lake, "t") is True
+    rows = sorted(lake.read_current("t").to_pylist(), key=lambda r: r["id"])
+    assert [(r["id"], r["statecode"]) for r in rows] == [("a", 0), ("b", 1)]  # the deletion row is not a row
+    assert "_deleted" not in rows[0] and lake.tables.partition_columns("tables/t") == ["statecode"]
+    assert lake.tables.last_commit("tables/t", having="sync_id")["sync_id"] == "s1"
+    assert recover(lake, "t") is False  # applied: nothing to do twice
