@@ -22,7 +22,6 @@ Prints one JSON line (docs/CONTRACTS.md "Benchmarks"). Usage: python -m bench.be
 
 from __future__ import annotations
 
-import base64
 import math
 import statistics
 import tempfile
@@ -109,6 +108,7 @@ def drain(ctx: Any, run_id: str, threads: int) -> dict[str, int]:
     from connectors.queues import queue_client
     from functions.services import scoring
     from functions.services.jobs import get_job
+    from local_runner.runner import settle
 
     q = queue_client(ctx.settings.storage_connection, ctx.settings.scoring_queue)
     stats = {"handled": 0, "failed": 0}
@@ -123,18 +123,13 @@ def drain(ctx: Any, run_id: str, threads: int) -> dict[str, int]:
                     done.set()
                 time.sleep(0.2)
                 continue
-            m = msgs[0]
-            body = m.content if isinstance(m.content, bytes) else base64.b64decode(m.content)
-            try:
-                scoring.handle_message(ctx, body)
-                q.delete_message(m)
-                with lock:
-                    stats["handled"] += 1
-            except Exception as exc:  # noqa: BLE001 - retried like the host would
-                log(f"batch failed ({type(exc).__name__}: {exc}); retried")
-                q.update_message(m, visibility_timeout=1)
-                with lock:
-                    stats["failed"] += 1
+            failure = settle(
+                q, q, msgs[0], lambda qm: scoring.handle_message(ctx, qm.get_body()), max_dequeue=10**6, retry_after=1
+            )
+            if failure is not None:
+                log(f"batch failed ({type(failure).__name__}: {failure}); retried")
+            with lock:
+                stats["failed" if failure is not None else "handled"] += 1
 
     pool = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
     for t in pool:

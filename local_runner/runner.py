@@ -44,6 +44,46 @@ from azure.functions.timer import TimerRequest
 log = logging.getLogger("local_runner")
 
 
+def message_body(content: Any) -> bytes:
+    """A queue message's bytes, whether the client decoded the base64 already or not."""
+    if isinstance(content, bytes):
+        return content
+    try:
+        return base64.b64decode(content, validate=True)
+    except (ValueError, TypeError):
+        return str(content).encode()
+
+
+def settle(
+    queue: Any,
+    poison: Any,
+    msg: Any,
+    invoke: Callable[[QueueMessage], Any],
+    *,
+    max_dequeue: int,
+    retry_after: int | None = None,
+) -> BaseException | None:
+    """Deliver one received message as the Functions host does: run `invoke`; on success delete the
+    message; on failure leave it for a retry (visible again after `retry_after` s, or when its
+    visibility lapses) or, once it was dequeued `max_dequeue` times, move it to the poison queue.
+    Returns the failure (None on success). The local runner, tests and benchmarks all drain queues so."""
+    qm = QueueMessage(
+        id=msg.id, body=message_body(msg.content), pop_receipt=msg.pop_receipt, dequeue_count=msg.dequeue_count
+    )
+    try:
+        invoke(qm)
+    except Exception as exc:  # noqa: BLE001 - retried, then poisoned, like the host
+        if msg.dequeue_count >= max_dequeue:
+            poison.send_message(msg.content)
+            queue.delete_message(msg)
+            log.error("message %s moved to the poison queue after %d attempts", msg.id, msg.dequeue_count)
+        elif retry_after is not None:
+            queue.update_message(msg, visibility_timeout=retry_after)
+        return exc
+    queue.delete_message(msg)
+    return None
+
+
 def load_local_settings(path: Path, environ: dict[str, str] | Any = os.environ) -> dict[str, str]:
     """Put the file's Values into the environment without overriding variables already set."""
     if not path.is_file():
@@ -283,39 +323,35 @@ class Host:
         log.info("queue %s: polling %s", name, queue_name)
 
         def handle(msg: Any) -> None:
-            try:
-                body = base64.b64decode(msg.content, validate=True)
-            except (ValueError, TypeError):
-                body = msg.content.encode() if isinstance(msg.content, str) else msg.content
-            qm = QueueMessage(id=msg.id, body=body, pop_receipt=msg.pop_receipt, dequeue_count=msg.dequeue_count)
             started = time.perf_counter()
-            current = [msg]
             finished = threading.Event()
 
             def keep_invisible() -> None:
                 # Like the host: while the function runs, keep extending the message's invisibility so a
-                # long job is not delivered a second time.
+                # long job is not delivered a second time (the receipt is renewed on `msg` itself).
                 while not finished.wait(max(0.5, self.visibility_timeout / 2)):
                     try:
-                        receipt = client.update_message(current[0], visibility_timeout=int(self.visibility_timeout))
-                        current[0].pop_receipt = receipt.pop_receipt
+                        msg.pop_receipt = client.update_message(
+                            msg, visibility_timeout=int(self.visibility_timeout)
+                        ).pop_receipt
                     except Exception as exc:  # noqa: BLE001 - the next attempt may still succeed
                         log.warning("queue %s: could not renew message %s: %s", queue_name, msg.id, exc)
 
             threading.Thread(target=keep_invisible, daemon=True).start()
             try:
-                _call(user_fn, self.loop, **{trigger["name"]: qm})
-            except Exception as exc:  # noqa: BLE001 - retried, then poisoned, like the host
+                failure = settle(
+                    client,
+                    poison,
+                    msg,
+                    lambda qm: _call(user_fn, self.loop, **{trigger["name"]: qm}),
+                    max_dequeue=self.max_dequeue_count,
+                )
+            finally:
                 finished.set()
-                log.warning("Executed 'Functions.%s' (Failed, dequeue %d): %s", name, msg.dequeue_count, exc)
-                if msg.dequeue_count >= self.max_dequeue_count:
-                    poison.send_message(msg.content)
-                    client.delete_message(current[0])
-                    log.error("message %s moved to %s-poison after %d attempts", msg.id, queue_name, msg.dequeue_count)
-                return
-            finished.set()
-            client.delete_message(current[0])
-            log.info("Executed 'Functions.%s' (Succeeded) in %.0f ms", name, (time.perf_counter() - started) * 1000)
+            if failure is not None:
+                log.warning("Executed 'Functions.%s' (Failed, dequeue %d): %s", name, msg.dequeue_count, failure)
+            else:
+                log.info("Executed 'Functions.%s' (Succeeded) in %.0f ms", name, (time.perf_counter() - started) * 1000)
 
         while not self.stop_event.is_set():
             try:

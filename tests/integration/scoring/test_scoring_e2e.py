@@ -28,6 +28,7 @@ from functions.services.jobs import get_job
 from functions.services.scoring import batch, inputs, scores
 from functions.settings import load_settings
 from local_runner import stack
+from local_runner.runner import settle
 from modeling.scoring_rules import TREND_TOLERANCE
 from tests.conftest import mock_call, registry
 
@@ -103,8 +104,9 @@ def _wipe_scoring_state(c: AppContext) -> None:
 
 
 def drain(c: AppContext, *, max_dequeue: int = 5, stop_after: int | None = None) -> int:
-    """Run the queue like the Functions host: each message through `score_worker`, retried on failure
-    and moved to <queue>-poison after max_dequeue attempts. Returns the number of messages handled."""
+    """Run the queue like the Functions host (`local_runner.runner.settle`): each message through
+    `score_worker`, retried on failure and moved to <queue>-poison after max_dequeue attempts. Returns the
+    number of messages handled."""
     q = queue_client(c.settings.storage_connection, c.settings.scoring_queue)
     poison = queue_client(c.settings.storage_connection, c.settings.scoring_queue + "-poison")
     worker = registry()["score_worker"].get_user_function()
@@ -118,19 +120,11 @@ def drain(c: AppContext, *, max_dequeue: int = 5, stop_after: int | None = None)
                 for rest in msgs[k:]:  # received but not handled: visible again at once
                     q.update_message(rest, visibility_timeout=0)
                 return handled
-            body = m.content if isinstance(m.content, bytes) else base64.b64decode(m.content)
-            try:
-                worker(QueueMessage(id=m.id, body=body, dequeue_count=m.dequeue_count))
-            except Exception as exc:  # noqa: BLE001 - the host's behaviour: retry, then poison
-                log.warning("score_worker failed (dequeue %d): %r", m.dequeue_count, exc)
-                if m.dequeue_count >= max_dequeue:
-                    poison.send_message(body)
-                    q.delete_message(m)
-                else:
-                    q.update_message(m, visibility_timeout=0)
-                continue
-            q.delete_message(m)
-            handled += 1
+            failure = settle(q, poison, m, worker, max_dequeue=max_dequeue, retry_after=0)
+            if failure is not None:
+                log.warning("score_worker failed (dequeue %d): %r", m.dequeue_count, failure)
+            else:
+                handled += 1
 
 
 def rows(c: AppContext) -> pd.DataFrame:
