@@ -189,9 +189,13 @@ class DeltaTables:
         table = self.open(path)
         if table is None:
             return {}
-        for commit in table.history(1 if having is None else depth):
-            if having is None or having in commit:
-                return dict(commit)
+        for n in (1, 8, depth):  # reading a commit costs a request: the newest is usually the one
+            commits = table.history(min(n, depth))
+            for commit in commits:
+                if having is None or having in commit:
+                    return dict(commit)
+            if having is None or len(commits) < min(n, depth):
+                break
         return {}
 
     def append(
@@ -207,7 +211,6 @@ class DeltaTables:
 
         return self._write(path, data, "append", metadata, partition_by)
 
-
     def append_stream(
         self,
         path: str,
@@ -216,9 +219,9 @@ class DeltaTables:
         metadata: Mapping[str, str] | None = None,
         partition_by: str | None = None,
     ) -> int:
-        """Append a stream of any size in bounded memory: pyarrow writes the Parquet files (a row group per
-        batch, one open file per partition value, a new file every STREAM_FILE_ROWS rows) straight to the
-        table's storage, and one Delta transaction adds them. Streams whose columns the table lacks go
+        """Append a stream of any size in bounded memory: pyarrow writes the Parquet files (row groups of
+        ROW_GROUP_ROWS, one open file per partition value, a new file every STREAM_FILE_ROWS rows) straight to
+        the table's storage, and one Delta transaction adds them. Streams whose columns the table lacks go
         through `append` (schema evolution). Returns the new version."""
         schema = batches.schema
         current = self.open(path)
@@ -361,9 +364,24 @@ class DeltaTables:
         return -1 if table is None else int(table.version())
 
 
+@dataclass
+class _Part:
+    """One open file of a streamed append: its table path, local file, writer, rows written and the rows
+    waiting to fill the next row group."""
+
+    rel: str
+    local: str
+    writer: pq.ParquetWriter
+    rows: int = 0
+    pending: list[pa.Table] = field(default_factory=list)
+    pending_rows: int = 0
+
+
 class _StreamFiles:
     """The Parquet files of one streamed append, written with pyarrow through delta-rs's own filesystem
-    (so the same code writes to Blob Storage and to a local directory)."""
+    (so the same code writes to Blob Storage and to a local directory). Rows are gathered per partition
+    value into row groups of ROW_GROUP_ROWS: a reader fetches a column in one request per row group, so
+    the pieces a batch splits into by partition must not each become a row group."""
 
     def __init__(self, uri: str, options: Mapping[str, str], schema: pa.Schema, partition_by: str | None):
         if "://" not in uri:  # a local directory (tests): delta-rs's handler wants it to exist
@@ -371,7 +389,7 @@ class _StreamFiles:
         self.fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(options)))
         self.partition_by = partition_by
         self.schema = schema if partition_by is None else schema.remove(schema.get_field_index(partition_by))
-        self.open: dict[Any, tuple[str, str, Any, int]] = {}  # value -> (path, local file, writer, rows)
+        self.open: dict[Any, _Part] = {}  # partition value -> its open file
         self.done: list[AddAction] = []
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -386,37 +404,47 @@ class _StreamFiles:
             self._write(value, pa.Table.from_batches([batch.filter(mask)]).drop_columns([self.partition_by]))
 
     def _write(self, value: Any, table: pa.Table) -> None:
-        if value not in self.open:
+        part = self.open.get(value)
+        if part is None:
             folder = "" if self.partition_by is None else f"{self.partition_by}={_partition_text(value)}/"
-            rel = f"{folder}part-{uuid.uuid4().hex}.snappy.parquet"
             local = tempfile.NamedTemporaryFile(prefix="delta-part-", suffix=".parquet", delete=False)  # noqa: SIM115
             local.close()
-            self.open[value] = (rel, local.name, pq.ParquetWriter(local.name, self.schema, compression="snappy"), 0)
-        rel, local_path, writer, rows = self.open[value]
-        writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
-        self.open[value] = (rel, local_path, writer, rows + table.num_rows)
-        if rows + table.num_rows >= STREAM_FILE_ROWS:
+            writer = pq.ParquetWriter(local.name, self.schema, compression="snappy")
+            part = self.open[value] = _Part(f"{folder}part-{uuid.uuid4().hex}.snappy.parquet", local.name, writer)
+        part.pending.append(table.cast(self.schema) if table.schema != self.schema else table)
+        part.pending_rows += table.num_rows
+        if part.pending_rows >= ROW_GROUP_ROWS:
+            self._flush(part)
+        if part.rows >= STREAM_FILE_ROWS:
             self._finish(value)
+
+    @staticmethod
+    def _flush(part: _Part) -> None:
+        if part.pending_rows:
+            part.writer.write_table(pa.concat_tables(part.pending), row_group_size=max(part.pending_rows, 1))
+            part.rows += part.pending_rows
+            part.pending, part.pending_rows = [], 0
 
     def _finish(self, value: Any) -> None:
         """Close a file and upload it in large chunks (pyarrow writes many small pieces; through the Python
         filesystem adapter each would be a call of its own)."""
-        rel, local_path, writer, rows = self.open.pop(value)
+        part = self.open.pop(value)
         try:
-            writer.close()
-            size = os.path.getsize(local_path)
+            self._flush(part)
+            part.writer.close()
+            size = os.path.getsize(part.local)
             pafs.copy_files(
-                local_path,
-                rel,
+                part.local,
+                part.rel,
                 source_filesystem=pafs.LocalFileSystem(),
                 destination_filesystem=self.fs,
                 chunk_size=UPLOAD_CHUNK_BYTES,
             )
         finally:
-            os.unlink(local_path)
+            os.unlink(part.local)
         parts = {} if self.partition_by is None else {self.partition_by: _partition_text(value)}
-        stats = json.dumps({"numRecords": rows})
-        self.done.append(AddAction(rel, size, parts, int(time.time() * 1000), True, stats))
+        stats = json.dumps({"numRecords": part.rows})
+        self.done.append(AddAction(part.rel, size, parts, int(time.time() * 1000), True, stats))
 
     def close(self) -> list[AddAction]:
         for value in list(self.open):
@@ -425,11 +453,11 @@ class _StreamFiles:
 
     def abort(self) -> None:
         """Drop what is open; files already uploaded are in no version, so `vacuum` removes them later."""
-        for _, local_path, writer, _ in self.open.values():
+        for part in self.open.values():
             with contextlib.suppress(Exception):
-                writer.close()
+                part.writer.close()
             with contextlib.suppress(OSError):
-                os.unlink(local_path)
+                os.unlink(part.local)
         self.open.clear()
 
 

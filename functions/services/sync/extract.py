@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,9 +119,10 @@ class _Known:
         self.states = None if states is None else states.to_pylist()
 
     @classmethod
-    def of(cls, lake: Lake, table: str, key: str, ids: Sequence[Any] | None = None) -> _Known:
-        """The whole view's keys, or with `ids` only the rows of those ids (a filtered scan)."""
-        current = lake.read_current(table, [key, ETAG_COLUMN, PARTITION_COLUMN])
+    def of(cls, view: pa.Table, key: str, ids: Sequence[Any] | None = None) -> _Known:
+        """The keys of `view` (the current view's key, `_etag` and partition columns), or with `ids` only
+        the rows of those ids."""
+        current = view
         if ids is not None and key in current.column_names:  # reading 3 columns and filtering beats a pushdown
             wanted = pa.array([i for i in ids if i is not None], pa.string())
             current = current.filter(pc.is_in(current.column(key).cast(pa.string()), value_set=wanted))
@@ -158,23 +160,25 @@ class _Known:
 
 
 class _Lookup:
-    """The current view's rows for the ids a read brings: a filtered scan per page for the first pages of a
-    delta (usually all of it), the whole view hashed once beyond that and for full reads."""
+    """The current view's rows for the ids a read brings. The view's key, `_etag` and partition columns are
+    read once, when the lookup is made (while the first page is on its way); the first pages of a delta
+    (usually all of it) are looked up in it by a filter, beyond that and for full reads it is hashed once."""
 
     FILTERED_PAGES = 2
 
     def __init__(self, lake: Lake, table: str, key: str, *, whole: bool):
-        self.lake, self.table, self.key = lake, table, key
-        self.whole = _Known.of(lake, table, key) if whole else None
+        self.key = key
+        self.view = lake.read_current(table, [key, ETAG_COLUMN, PARTITION_COLUMN])
+        self.whole = _Known.of(self.view, key) if whole else None
         self.filtered = 0
 
     def known(self, ids: Sequence[Any]) -> _Known:
         if self.whole is None and self.filtered >= self.FILTERED_PAGES:
-            self.whole = _Known.of(self.lake, self.table, self.key)
+            self.whole = _Known.of(self.view, self.key)
         if self.whole is not None:
             return self.whole
         self.filtered += 1
-        return _Known.of(self.lake, self.table, self.key, ids)
+        return _Known.of(self.view, self.key, ids)
 
 
 class _Stage:
@@ -225,10 +229,10 @@ def extract_table(
     """Stage the table's changes since its last sync (or all of it, compared with the current view)."""
     link = lake.synced(spec.logical).get("delta_link")
     incremental = bool(not full and spec.track_changes and link)
-    lookup = _Lookup(lake, spec.logical, meta.key, whole=not incremental)
-    pages = (
+    pages = _first_ahead(
         client.iter_delta(str(link), page_size=page_size) if incremental else _full_pages(client, spec, meta, page_size)
     )
+    lookup = _Lookup(lake, spec.logical, meta.key, whole=not incremental)  # read while the first page comes
     stage = _Stage(meta.schema(), sync_id, synced_at, temp_dir)
     stats = _empty_stats()
     states: set[Any] = set()
@@ -261,6 +265,21 @@ def extract_table(
         stats,
         states,
     )
+
+
+def _first_ahead(pages: Iterator[Page]) -> Iterator[Page]:
+    """`pages`, with the first one requested at once in a thread of its own (the rest as they are read)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-page")
+    first = pool.submit(next, pages, None)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+
+    def chained() -> Iterator[Page]:
+        page = first.result()  # its error, if any, is raised here, where the pages are read
+        if page is not None:
+            yield page
+            yield from pages
+
+    return chained()
 
 
 def _full_pages(client: DataverseClient, spec: TableSpec, meta: TableMeta, page_size: int) -> Iterator[Page]:

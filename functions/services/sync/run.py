@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from connectors.clock import iso, stamp, utcnow
@@ -78,18 +78,18 @@ def read_metadata(
 
 
 # ---------------------------------------------------------------------------------------------- one run
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_threads: dict[str, ThreadPoolExecutor] = {}
+_threads_lock = threading.Lock()
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The sync's long-lived table workers: the lake keeps opened Delta tables per thread, so the next sync
-    in this process brings them up to date instead of reading every table's log again."""
-    size = max(1, workers)
-    with _pools_lock:
-        if size not in _pools:
-            _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sync")
-        return _pools[size]
+def _thread_of(table: str) -> ThreadPoolExecutor:
+    """The long-lived thread that syncs `table`: the lake keeps opened Delta tables per thread, so the next
+    sync in this process brings the table up to date (reading the commits since) instead of opening it
+    again (reading its whole log); one thread per table makes that hold whichever tables finish first."""
+    with _threads_lock:
+        if table not in _threads:
+            _threads[table] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-{table}")
+        return _threads[table]
 
 
 def run_sync(
@@ -150,7 +150,13 @@ def _run_locked(
     synced_at = client.server_now().replace(microsecond=0)
     specs = [s for s in tables if s.logical in meta]
 
+    running = threading.BoundedSemaphore(max(1, workers))  # tables synced at once
+
     def one(spec: TableSpec) -> tuple[str, dict[str, Any]]:
+        with running:
+            return sync_table(spec)
+
+    def sync_table(spec: TableSpec) -> tuple[str, dict[str, Any]]:
         t0 = time.perf_counter()
         recovered = recover(lake, spec.logical)
         extract = extract_table(
@@ -166,7 +172,9 @@ def _run_locked(
             extract.discard()
         return spec.logical, _table_stats(extract, recovered, t0, t_commit)
 
-    results = dict(_pool(workers).map(one, specs))
+    futures = [_thread_of(spec.logical).submit(one, spec) for spec in specs]  # largest first (TABLES)
+    wait(futures)  # every table ends under the lease, even when one fails
+    results = dict(f.result() for f in futures)
     _write_processes(lake, results)
     upkeep = retention.upkeep(lake, [s.logical for s in specs])
     totals = {
