@@ -142,6 +142,14 @@ def train_worker(msg: func.QueueMessage) -> None:
     log.info("train_worker: job=%s model=%s ended %s", job["id"], message["model"], job["status"])
 
 
+@bp.function_name("train_poison")
+@bp.queue_trigger(arg_name="msg", queue_name="%TRAINING_QUEUE%-poison", connection="AzureWebJobsStorage")
+def train_poison(msg: func.QueueMessage) -> None:
+    """The host gave up on a training message (every delivery's worker died): the job and the model end
+    `failed` with code WorkerLost, so the model can be trained again. Never raises."""
+    training.record_poisoned(get_context(), msg.get_body())
+
+
 @bp.function_name("retrain_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%RETRAIN_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def retrain_timer(timer: func.TimerRequest) -> None:

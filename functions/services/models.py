@@ -335,7 +335,7 @@ def start_training(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
     store: ModelStore = ctx.model_store
 
     def start() -> dict[str, Any]:
-        doc = store.get_config(name)
+        doc = training.release_lost(ctx, store.get_config(name))
         if doc.get("status") in ("queued", "training") and doc.get("jobId"):
             job = ctx.jobs.get(str(doc["jobId"]))
             if job["status"] in ("queued", "running"):
