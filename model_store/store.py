@@ -58,6 +58,7 @@ class LoadedVersion:
     version: int
     onnx: bytes
     meta: dict[str, Any]
+    etag: str | None = None  # of model.onnx as read: a changed ETag means the stored bytes changed
 
 
 class ModelStore:
@@ -238,7 +239,7 @@ class ModelStore:
         """The ONNX bytes and meta of a version, after checking the sha256 (IntegrityError on mismatch)."""
         meta = self.get_meta(name, version)
         try:
-            onnx = self.blobs.get_bytes(self._version_prefix(name, version) + "model.onnx")
+            onnx, etag = self.blobs.get_bytes_with_etag(self._version_prefix(name, version) + "model.onnx")
         except BlobMissing as exc:
             raise IntegrityError(
                 f"model {name}@{version} has no model.onnx", model=name, version=version
@@ -252,7 +253,12 @@ class ModelStore:
                 model=name,
                 version=version,
             )
-        return LoadedVersion(name, version, onnx, meta)
+        return LoadedVersion(name, version, onnx, meta, etag)
+
+    def version_etag(self, name: str, version: int) -> str | None:
+        """The current ETag of a version's model.onnx (a cache of a loaded version is valid while it holds:
+        versions are immutable, so a change means the artifact was altered)."""
+        return self.blobs.etag(self._version_prefix(name, version) + "model.onnx")
 
     # ------------------------------------------------------------------ aliases
 
