@@ -122,7 +122,8 @@ def model_insights(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/{name}/audit", methods=["GET"])
 @handle_errors
 def model_audit(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(admin.audit_log(get_context(), _name(req)))
+    page = admin.audit_log(get_context(), _name(req), limit=req.params.get("limit"), before=req.params.get("before"))
+    return json_response(page)
 
 
 @bp.function_name("train_worker")

@@ -465,3 +465,17 @@ def test_a_poisoned_training_message_fails_the_job_and_the_model(ctx, domain):
     assert job["status"] == "failed" and job["error"]["code"] == "WorkerLost"
     doc = ctx.model_store.get_config("M1")
     assert doc["status"] == "failed" and doc["error"]["code"] == "WorkerLost"
+
+
+def test_the_audit_endpoint_pages_newest_first(ctx):
+    trained_model(ctx)
+    for _ in range(3):
+        call("publish_model", "POST", route={"name": "M1"}, headers=ADMIN)
+    status, first, _ = call("model_audit", route={"name": "M1"}, params={"limit": "2"})
+    assert status == 200 and len(first["entries"]) == 2 and first["next"], first
+    status, rest, _ = call("model_audit", route={"name": "M1"}, params={"limit": "50", "before": first["next"]})
+    assert status == 200 and rest["next"] is None
+    assert len(first["entries"]) + len(rest["entries"]) == len(ctx.model_store.audit_log("M1"))
+    for bad in ("0", "abc", "501"):
+        status, body, _ = call("model_audit", route={"name": "M1"}, params={"limit": bad})
+        assert status == 400 and body["error"]["code"] == "InvalidLimit", bad
