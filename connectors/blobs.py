@@ -121,10 +121,22 @@ class JsonBlobs:
         return str(result.get("etag", ""))
 
     def get_bytes(self, path: str) -> bytes:
+        return self.get_bytes_with_etag(path)[0]
+
+    def get_bytes_with_etag(self, path: str) -> tuple[bytes, str]:
+        """The blob's bytes and the ETag of exactly those bytes (one download)."""
         try:
-            return bytes(self.container.download_blob(path).readall())
+            downloader = self.container.download_blob(path)
+            return bytes(downloader.readall()), str(downloader.properties.etag)
         except ResourceNotFoundError as exc:
             raise BlobMissing(f"{path} does not exist") from exc
+
+    def etag(self, path: str) -> str | None:
+        """The blob's current ETag (one HEAD request); None when it does not exist."""
+        try:
+            return str(self.container.get_blob_client(path).get_blob_properties().etag)
+        except ResourceNotFoundError:
+            return None
 
     def list(self, prefix: str) -> list[str]:
         return list(self.container.list_blob_names(name_starts_with=prefix))

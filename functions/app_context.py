@@ -39,7 +39,8 @@ class AppContext:
 
     @functools.cached_property
     def jobs(self) -> JobStore:
-        return JobStore(JsonBlobs(self.lake_container))
+        stale = float(self.settings.job_stale_seconds)  # a worker beats 4 times within it
+        return JobStore(JsonBlobs(self.lake_container), heartbeat_s=stale / 4, stale_after_s=stale)
 
     @functools.cached_property
     def lake(self) -> "Lake":

@@ -11,6 +11,7 @@ import azure.functions as func
 
 from functions.app_context import get_context
 from functions.http import json_response
+from functions.services import scoring
 from functions.settings import SettingsError
 
 bp = func.Blueprint()
@@ -50,6 +51,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         return json_response(body, status=503)
     body["services"]["storage"] = _probe(lambda: {"container": ctx.lake_container.get_container_properties().name})
     body["services"]["dataverse"] = _probe(lambda: {"userId": ctx.dataverse.who_am_i().get("UserId")})
-    if not all(s["reachable"] for s in body["services"].values()):
-        body["status"] = "degraded"
+    models = _probe(lambda: scoring.model_health(ctx))
+    body["models"] = {k: v for k, v in models.items() if k not in ("reachable", "ms")}
+    if not all(s["reachable"] for s in body["services"].values()) or models.get("broken"):
+        body["status"] = "degraded"  # a service does not answer, or a published model cannot be loaded
     return json_response(body)

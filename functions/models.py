@@ -122,7 +122,8 @@ def model_insights(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="models/{name}/audit", methods=["GET"])
 @handle_errors
 def model_audit(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(admin.audit_log(get_context(), _name(req)))
+    page = admin.audit_log(get_context(), _name(req), limit=req.params.get("limit"), before=req.params.get("before"))
+    return json_response(page)
 
 
 @bp.function_name("train_worker")
@@ -140,6 +141,14 @@ def train_worker(msg: func.QueueMessage) -> None:
         return
     job = training.run_training_job(get_context(), message)
     log.info("train_worker: job=%s model=%s ended %s", job["id"], message["model"], job["status"])
+
+
+@bp.function_name("train_poison")
+@bp.queue_trigger(arg_name="msg", queue_name="%TRAINING_QUEUE%-poison", connection="AzureWebJobsStorage")
+def train_poison(msg: func.QueueMessage) -> None:
+    """The host gave up on a training message (every delivery's worker died): the job and the model end
+    `failed` with code WorkerLost, so the model can be trained again. Never raises."""
+    training.record_poisoned(get_context(), msg.get_body())
 
 
 @bp.function_name("retrain_timer")

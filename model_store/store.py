@@ -5,7 +5,8 @@ an audit log. Layout (docs/CONTRACTS.md "Model store"):
     versions/<name>/<NNNN>/model.onnx    immutable; the version number is claimed by this create-only write
     versions/<name>/<NNNN>/meta.json     metrics, spec, insights... + sha256 of model.onnx (create-only)
     aliases/<name>.json                  {"published", "previous", "reverted": [...], "publishedAt"}
-    audit/<yyyy-mm-dd>/<ts>-<uuid>.json  {"at", "actor", "action", "model", "version", "outcome", "detail"}
+    audit/<model>/<ts>-<uuid>.json       {"at", "actor", "action", "model", "version", "outcome", "detail"}
+                                         (refusals counted per hour: model_store/audit.py)
 
 Only ONNX and JSON are stored (never a pickle). Every load recomputes the sha256 of model.onnx and refuses
 a mismatch with `IntegrityError`. A version is visible only once its meta.json exists, so a reader never
@@ -19,7 +20,6 @@ import datetime as dt
 import hashlib
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from azure.storage.blob import ContainerClient
 
 from connectors.blobs import BlobChanged, BlobExists, BlobMissing, JsonBlobs, UpdateConflict
 from connectors.clock import iso, utcnow
+from model_store.audit import AuditLog
 from model_store.errors import (
     ConcurrentUpdate,
     IntegrityError,
@@ -58,6 +59,7 @@ class LoadedVersion:
     version: int
     onnx: bytes
     meta: dict[str, Any]
+    etag: str | None = None  # of model.onnx as read: a changed ETag means the stored bytes changed
 
 
 class ModelStore:
@@ -65,6 +67,7 @@ class ModelStore:
         self.container = container
         self.blobs = JsonBlobs(container)
         self.clock = clock
+        self._audit = AuditLog(self.blobs, lambda: self.clock(), self._config_exists)
 
     # ------------------------------------------------------------------ paths
 
@@ -238,7 +241,7 @@ class ModelStore:
         """The ONNX bytes and meta of a version, after checking the sha256 (IntegrityError on mismatch)."""
         meta = self.get_meta(name, version)
         try:
-            onnx = self.blobs.get_bytes(self._version_prefix(name, version) + "model.onnx")
+            onnx, etag = self.blobs.get_bytes_with_etag(self._version_prefix(name, version) + "model.onnx")
         except BlobMissing as exc:
             raise IntegrityError(
                 f"model {name}@{version} has no model.onnx", model=name, version=version
@@ -252,7 +255,12 @@ class ModelStore:
                 model=name,
                 version=version,
             )
-        return LoadedVersion(name, version, onnx, meta)
+        return LoadedVersion(name, version, onnx, meta, etag)
+
+    def version_etag(self, name: str, version: int) -> str | None:
+        """The current ETag of a version's model.onnx (a cache of a loaded version is valid while it holds:
+        versions are immutable, so a change means the artifact was altered)."""
+        return self.blobs.etag(self._version_prefix(name, version) + "model.onnx")
 
     # ------------------------------------------------------------------ aliases
 
@@ -336,7 +344,7 @@ class ModelStore:
             raise VersionNotFound(f"model {name} has no published version", model=name, code="NotPublished")
         return self.load_version(name, int(alias["published"]))
 
-    # ------------------------------------------------------------------ audit
+    # ------------------------------------------------------------------ audit (model_store.audit)
 
     def audit(
         self,
@@ -348,31 +356,16 @@ class ModelStore:
         outcome: str = "succeeded",
         detail: Any = None,
     ) -> dict[str, Any]:
-        """Append one audit record (never rewritten: create-only, unique name)."""
-        now = self.clock().astimezone(dt.UTC)
-        entry = {
-            "at": iso(now),
-            "actor": actor or "anonymous",
-            "action": action,
-            "model": model,
-            "version": version,
-            "outcome": outcome,
-            "detail": detail,
-        }
-        path = f"audit/{now:%Y-%m-%d}/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:12]}.json"
-        self.blobs.write(path, entry, create_only=True)
-        log.info("audit action=%s model=%s version=%s outcome=%s", action, model, version, outcome)
-        return entry
+        """Append one audit record (create-only); a refusal is counted in its hour's summary instead."""
+        return self._audit.record(action, actor=actor, model=model, version=version, outcome=outcome, detail=detail)
 
     def audit_log(self, model: str | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
-        """Newest first; optionally only one model's records."""
-        paths = sorted(self.blobs.list("audit/"), reverse=True)
-        out: list[dict[str, Any]] = []
-        for path in paths:
-            entry = self.blobs.read(path)
-            if entry is None or (model is not None and entry.get("model") != model):
-                continue
-            out.append(dict(entry))
-            if len(out) >= limit:
-                break
-        return out
+        """Newest first; optionally only one model's records (the first page of `audit_page`)."""
+        return list(self._audit.page(model, limit=limit)["entries"])
+
+    def audit_page(self, model: str | None = None, *, limit: int = 200, before: str | None = None) -> dict[str, Any]:
+        """`{"entries", "next"}`: one page of the log, newest first (`next` is the cursor of the next page)."""
+        return self._audit.page(model, limit=limit, before=before)
+
+    def _config_exists(self, name: str) -> bool:
+        return bool(NAME_RE.match(name)) and self.blobs.read(self._config_path(name)) is not None

@@ -222,9 +222,18 @@ def insights(ctx: AppContext, name: str, version: Any = None) -> dict[str, Any]:
     }
 
 
-def audit_log(ctx: AppContext, name: str, *, limit: int = 200) -> dict[str, Any]:
+def audit_log(ctx: AppContext, name: str, *, limit: Any = None, before: Any = None) -> dict[str, Any]:
+    """One page of the model's audit trail, newest first: `?limit=` (1-500, default 50) and `?before=`
+    (the `next` cursor of the previous page)."""
+    from model_store.audit import MAX_PAGE
+    from modeling.errors import InvalidInput
+
     ctx.model_store.get_config(name)
-    return {"model": name, "entries": ctx.model_store.audit_log(name, limit=limit)}
+    text = "50" if limit is None or limit == "" else str(limit).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}", code="InvalidLimit")
+    page = ctx.model_store.audit_page(name, limit=int(text), before=str(before) if before else None)
+    return {"model": name, **page}
 
 
 # ---------------------------------------------------------------------------------------------- writes
@@ -335,7 +344,7 @@ def start_training(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
     store: ModelStore = ctx.model_store
 
     def start() -> dict[str, Any]:
-        doc = store.get_config(name)
+        doc = training.release_lost(ctx, store.get_config(name))
         if doc.get("status") in ("queued", "training") and doc.get("jobId"):
             job = ctx.jobs.get(str(doc["jobId"]))
             if job["status"] in ("queued", "running"):

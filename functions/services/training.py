@@ -18,8 +18,11 @@ import numpy as np
 import pandas as pd
 
 from connectors.clock import iso, utcnow
+from connectors.jobs import JobNotFound
 from functions.services.jobs import execute
+from functions.services.jobs import record_poisoned as poisoned_job
 from model_store import lifecycle
+from model_store.errors import ModelNotFound
 from model_store.store import ModelStore
 
 if TYPE_CHECKING:
@@ -30,8 +33,6 @@ log = logging.getLogger(__name__)
 LAKE_TABLES = ("opportunity", "account", "systemuser", "opportunitysalesprocess", "processstage", "workflow")
 REASONS = ("create", "manual", "auto-retrain")
 AUTO_ACTOR = "system:auto-retrain"
-# A running job younger than the host's functionTimeout (host.json: 10 min) is owned by a live worker.
-RUNNING_LEASE = dt.timedelta(minutes=10)
 
 
 # ---------------------------------------------------------------------------------------------- lake inputs
@@ -291,27 +292,61 @@ def enqueue_training(ctx: AppContext, name: str, *, reason: str, actor: str) -> 
 def run_training_job(
     ctx: AppContext, message: dict[str, Any], *, trainer: Callable[..., dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The queue worker's body: start the job, train, and end the job succeeded or failed (never silently).
+    """The queue worker's body: claim the job, train, and end the job succeeded or failed (never silently).
 
-    A message for a job already finished (a redelivery) is ignored. Errors are recorded, not re-raised, so
-    the host does not retry a training that failed for a reason a retry would not fix."""
+    A message of a finished job, or of a job another live worker trains, does nothing; one whose worker
+    died takes it over (`functions.services.jobs.execute`). Errors are recorded, not re-raised, so the host
+    does not retry a training that failed for a reason a retry would not fix."""
     trainer = trainer or train
     job_id = str(message.get("jobId") or "")
-    job = ctx.jobs.get(job_id)
-    if job["status"] in ("succeeded", "failed"):
-        log.info("job=%s already %s; message ignored", job_id, job["status"])
-        return job
-    started_at = lifecycle.parse_time(job.get("startedAt"))
-    if job["status"] == "running" and started_at and utcnow() - started_at < RUNNING_LEASE:
-        # a redelivery while another worker trains (queue visibility expired); that worker ends the job
-        log.info("job=%s is running since %s; duplicate message ignored", job_id, job.get("startedAt"))
-        return job
     name = str(message["model"])
     reason = str(message.get("reason") or "manual")
     actor = str(message.get("actor") or "anonymous")
     return execute(
         ctx.jobs, job_id, lambda: trainer(ctx, name, reason=reason, actor=actor, job_id=job_id), what="training"
     )
+
+
+def release_lost(ctx: AppContext, config: dict[str, Any]) -> dict[str, Any]:
+    """A model left `training` by a worker that died: end its job `failed` (WorkerLost) and the model
+    `failed` with the reason, so it can be trained again. Returns the configuration as it now is."""
+    job_id = config.get("jobId")
+    if config.get("status") not in ("queued", "training") or not job_id:
+        return config
+    try:
+        job = ctx.jobs.get(str(job_id))
+    except JobNotFound:
+        job = {"status": "failed", "error": {"code": "JobNotFound", "message": f"job {job_id} does not exist"}}
+    else:
+        if job["status"] not in ("succeeded", "failed"):
+            job = ctx.jobs.abandon(str(job_id), LOST_MESSAGE) or job
+    if job["status"] not in ("succeeded", "failed"):
+        return config
+    return fail_model(ctx, str(config["name"]), str(job_id), job.get("error") or {})
+
+
+LOST_MESSAGE = "the training's worker stopped (killed or timed out) without finishing; train again"
+
+
+def fail_model(ctx: AppContext, name: str, job_id: str, error: dict[str, Any]) -> dict[str, Any]:
+    """Mark `name` failed with `error` if its current job is still `job_id` (a newer training stands)."""
+
+    def apply(doc: dict[str, Any]) -> None:
+        if doc.get("jobId") == job_id and doc.get("status") in ("queued", "training"):
+            doc.update(status="failed", error=error or {"code": "WorkerLost", "message": LOST_MESSAGE})
+
+    try:
+        return ctx.model_store.update_config(name, apply)
+    except ModelNotFound:
+        return {"name": name}
+
+
+def record_poisoned(ctx: AppContext, body: bytes | str) -> dict[str, Any] | None:
+    """The host gave up on a training message: the job and its model end `failed` (WorkerLost)."""
+    job = poisoned_job(ctx, body, what="training")
+    if job is not None and job.get("params", {}).get("model"):
+        fail_model(ctx, str(job["params"]["model"]), str(job["id"]), dict(job.get("error") or {}))
+    return job
 
 
 def retrain_due_models(ctx: AppContext, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -323,6 +358,7 @@ def retrain_due_models(ctx: AppContext, *, now: dt.datetime | None = None) -> li
     configs = store.list_configs()
     for config in configs:
         name = str(config["name"])
+        config = release_lost(ctx, config)
         published = store.get_alias(name)["published"]
         if lifecycle.retrain_due(config, published, now):
             jobs.append(enqueue_training(ctx, name, reason="auto-retrain", actor=AUTO_ACTOR))

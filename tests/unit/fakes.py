@@ -49,7 +49,16 @@ class FakeContainer:
         return self.get_blob_client(name)
 
     def get_blob_client(self, name: str) -> Any:
-        return SimpleNamespace(upload_blob=lambda data, **kw: self._upload(name, data, **kw))
+        return SimpleNamespace(
+            upload_blob=lambda data, **kw: self._upload(name, data, **kw),
+            get_blob_properties=lambda: self._properties(name),
+        )
+
+    def _properties(self, name: str) -> Any:
+        with self._lock:
+            if name not in self.blobs:
+                raise ResourceNotFoundError(f"{name} not found")
+            return SimpleNamespace(etag=self.blobs[name][1], metadata={})
 
     def download_blob(self, name: str) -> Any:
         with self._lock:

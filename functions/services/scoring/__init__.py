@@ -10,6 +10,7 @@
 The pure rules (model priority, trend, what changed, snapshot time) are `modeling.scoring_rules`.
 """
 
+from functions.services.scoring.active import ScoringInProgress
 from functions.services.scoring.batch import execute, handle_message, score_batch
 from functions.services.scoring.common import (
     SYNC_LIMIT,
@@ -21,7 +22,7 @@ from functions.services.scoring.common import (
     parse_message,
     validate_ids,
 )
-from functions.services.scoring.inputs import clear_model_cache
+from functions.services.scoring.inputs import clear_model_cache, model_health
 from functions.services.scoring.plan import plan_run, summary
 from functions.services.scoring.quota import usage as quota_usage
 from functions.services.scoring.run import job_view, record_poisoned, report, resume, scheduled_run
@@ -34,12 +35,14 @@ __all__ = [
     "RunSuperseded",
     "ScoreNotFound",
     "ScoringError",
+    "ScoringInProgress",
     "clear_model_cache",
     "decode_dataverse_row",
     "execute",
     "get_score",
     "handle_message",
     "job_view",
+    "model_health",
     "parse_message",
     "plan_run",
     "quota_usage",

@@ -17,9 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.clock import parse, utcnow
+from connectors.clock import iso, parse, utcnow
 from connectors.lake import Lake
 from functions.services.scoring.common import C_ID, C_NAME
+from model_store.errors import IntegrityError, ModelStoreError
 from modeling.scoring_rules import PublishedModel, model_priority, past_outcome_rows, snapshot_time
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Assignment:
     models: list[dict[str, Any]] = field(default_factory=list)
     ineligible: dict[str, int] = field(default_factory=dict)
     not_scored: list[dict[str, str]] = field(default_factory=list)
+    broken: list[dict[str, Any]] = field(default_factory=list)  # published models that failed to load
 
     @property
     def eligible(self) -> int:
@@ -81,26 +83,49 @@ def published_models(ctx: AppContext) -> list[PublishedModel]:
     return sorted(out, key=model_priority)
 
 
-_models: dict[str, tuple[Scorer, Mapping[str, Any]]] = {}
+_models: dict[str, tuple[Scorer, Mapping[str, Any], str | None]] = {}
 _model_lock = threading.Lock()
+MODEL_HEALTH = "scoring/model-health.json"  # the models the last plan could not load (GET /api/health)
 
 
 def load_model(ctx: AppContext, name: str, version: int) -> tuple[Scorer, Mapping[str, Any]]:
-    """The shared Scorer of name@version and its meta (the training stats the scoring frame needs), built
-    once per process; the ONNX sha256 is checked on load."""
+    """The shared Scorer of name@version and its meta (the training stats the scoring frame needs). Built
+    once per process and reused while the stored model.onnx keeps its ETag (one HEAD request per use);
+    every load from storage checks the sha256, and an artifact onnxruntime cannot load is refused the same
+    way (`IntegrityError`, code ModelIntegrityError), never a bare onnxruntime error."""
     from modeling.scoring import Scorer
 
     key = f"{ctx.settings.model_container}/{name}@{version}"
     with _model_lock:
-        if key in _models:
-            return _models[key]
+        cached = _models.get(key)
+    if cached is not None and (cached[2] is None or ctx.model_store.version_etag(name, version) == cached[2]):
+        return cached[0], cached[1]
     started = time.perf_counter()
     loaded = ctx.model_store.load_version(name, version)
-    model = (Scorer(loaded.onnx, loaded.meta), dict(loaded.meta))
+    try:
+        scorer = Scorer(loaded.onnx, loaded.meta)
+    except Exception as exc:
+        raise IntegrityError(
+            f"model {name}@{version} matches its recorded sha256 but cannot be loaded ({type(exc).__name__}); "
+            "the artifact and its checksum were replaced together: retrain or publish another version",
+            model=name,
+            version=version,
+        ) from exc
     with _model_lock:
-        _models[key] = model
+        _models[key] = (scorer, dict(loaded.meta), loaded.etag)
     log.info("loaded model=%s@%d in %.0f ms", name, version, (time.perf_counter() - started) * 1000)
-    return model
+    return scorer, dict(loaded.meta)
+
+
+def record_broken(ctx: AppContext, run_id: str, broken: Sequence[Mapping[str, Any]]) -> None:
+    """What the health endpoint reports: the published models this run could not load (none: cleared)."""
+    ctx.lake.json.write(MODEL_HEALTH, {"checkedAt": iso(), "runId": run_id, "broken": list(broken)})
+
+
+def model_health(ctx: AppContext) -> dict[str, Any]:
+    """The published models the last planned run could not load (`GET /api/health`)."""
+    doc = ctx.lake.read_json(MODEL_HEALTH) or {}
+    return {"broken": list(doc.get("broken") or []), "checkedAt": doc.get("checkedAt"), "runId": doc.get("runId")}
 
 
 def load_scorer(ctx: AppContext, name: str, version: int) -> Scorer:
@@ -224,12 +249,20 @@ def scoring_frame(
 def assign(
     ctx: AppContext, inputs: LakeInputs, models: Sequence[PublishedModel], ids: Sequence[str] | None
 ) -> Assignment:
-    """Each eligible opportunity goes to the first model (priority order) that accepts it."""
+    """Each eligible opportunity goes to the first model (priority order) that accepts it. A published
+    model that cannot be loaded (integrity check, missing version) is left out and listed in `broken`;
+    the opportunities it would have taken go to the next model that accepts them, if any."""
     out = Assignment()
     names = _names(inputs.tables.get("opportunity", pd.DataFrame()))
     taken: set[str] = set()
     for model in models:
-        frame, skipped = scoring_frame(inputs, model, load_model(ctx, model.name, model.version)[1], ids)
+        try:
+            meta = load_model(ctx, model.name, model.version)[1]
+        except ModelStoreError as exc:  # one broken model must not stop the others: reported, left out
+            log.error("scoring: model=%s left out of the run: %s", model.key, exc)
+            out.broken.append({"model": model.name, "version": model.version, "code": exc.code, "message": str(exc)})
+            continue
+        frame, skipped = scoring_frame(inputs, model, meta, ids)
         frame = frame.assign(**{C_ID: frame[C_ID].astype(str).str.lower()})
         before = len(frame)
         frame = frame[~frame[C_ID].isin(taken)].sort_values(C_ID, kind="stable").reset_index(drop=True)

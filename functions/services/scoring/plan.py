@@ -6,14 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from connectors.clock import iso, utcnow
-from functions.services.scoring import inputs, layout
+from functions.services.scoring import active, inputs, layout
 from functions.services.scoring.common import message, new_run_id, parallel, to_arrow
+from modeling.errors import ConflictError
 from modeling.scoring_rules import TREND_TOLERANCE, PublishedModel
 
 if TYPE_CHECKING:
@@ -30,50 +32,84 @@ def plan_run(
     run_id: str | None = None,
     batch_size: int | None = None,
     now: dt.datetime | None = None,
+    exclusive: bool = True,
 ) -> dict[str, Any]:
     """Plan a run (all eligible open opportunities, or only `opportunity_ids`) and enqueue its batches of
-    `batch_size` ids (default: the SCORING_BATCH_SIZE setting). The run id is also the id of its job.
-    Returns the plan document."""
-    started = time.perf_counter()
+    `batch_size` ids (default: the SCORING_BATCH_SIZE setting). The run id is also the id of its job, which
+    beats while the run plans. `exclusive`: refused (ScoringInProgress) while another run is unfinished
+    (the timer passes False: it superseded them). Returns the plan document."""
     run_id = run_id or new_run_id()
-    ctx.jobs.create("scoring", {"actor": actor, "ids": len(opportunity_ids or [])}, job_id=run_id)
-    ctx.jobs.start(run_id)
-    lake_inputs, chosen = _assign(ctx, run_id, opportunity_ids)
-    batches = _cut(chosen.frames, batch_size or ctx.settings.scoring_batch_size)
-    parallel(
-        lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])), list(enumerate(batches))
-    )
-    clock = now or utcnow()
-    doc = {
-        "runId": run_id,
-        "actor": actor,
-        "createdAt": iso(clock),
-        "asOf": iso(lake_inputs.as_of),
-        "scoredOn": clock.date().isoformat(),
-        "month": clock.strftime("%Y-%m"),
-        "models": chosen.models,
-        "eligible": chosen.eligible,
-        "batches": len(batches),
-        "batchModels": [model.key for model, _ in batches],
-        "ineligible": chosen.ineligible,
-        "notScored": chosen.not_scored,
-        "requestedIds": None if opportunity_ids is None else len(opportunity_ids),
-        "quota": ctx.settings.monthly_quota,
-        "trendTolerance": TREND_TOLERANCE,
-        "plannedIn": round(time.perf_counter() - started, 3),
-    }
-    ctx.lake.json.write(layout.plan_path(run_id), doc)
+    active.claim(ctx, run_id, force=not exclusive)
+    ids = None if opportunity_ids is None else list(opportunity_ids)
+    ctx.jobs.create("scoring", {"actor": actor, "ids": len(ids or []), "opportunityIds": ids}, job_id=run_id)
+    return _plan(ctx, run_id, ids, actor=actor, batch_size=batch_size, now=now)
+
+
+def replan(ctx: AppContext, run_id: str, job: dict[str, Any]) -> dict[str, Any]:
+    """Plan again a run whose planning died (its job stopped beating) or failed, with the same id and
+    request: `POST /api/score {"resume": id}` of a run without a plan."""
+    if job["status"] == "running" and not ctx.jobs.is_stale(job):
+        raise ConflictError(f"scoring run {run_id} is still planning", code="PlanningInProgress", runId=run_id)
+    active.claim(ctx, run_id)
+    ctx.jobs.update(run_id, status="queued", error=None)
+    params = job.get("params") or {}
+    return _plan(ctx, run_id, params.get("opportunityIds"), actor=str(params.get("actor") or "resume"))
+
+
+def _plan(
+    ctx: AppContext,
+    run_id: str,
+    opportunity_ids: Sequence[str] | None,
+    *,
+    actor: str,
+    batch_size: int | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    owner = uuid.uuid4().hex
+    if ctx.jobs.claim(run_id, owner) is None:
+        raise ConflictError(f"scoring run {run_id} is planned by another worker", code="PlanningInProgress")
+    with ctx.jobs.heartbeat(run_id, owner):
+        lake_inputs, chosen = _assign(ctx, run_id, opportunity_ids)
+        batches = _cut(chosen.frames, batch_size or ctx.settings.scoring_batch_size)
+        parallel(
+            lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])),
+            list(enumerate(batches)),
+        )
+        clock = now or utcnow()
+        doc = {
+            "runId": run_id,
+            "actor": actor,
+            "createdAt": iso(clock),
+            "asOf": iso(lake_inputs.as_of),
+            "scoredOn": clock.date().isoformat(),
+            "month": clock.strftime("%Y-%m"),
+            "models": chosen.models,
+            "brokenModels": chosen.broken,
+            "eligible": chosen.eligible,
+            "batches": len(batches),
+            "batchModels": [model.key for model, _ in batches],
+            "ineligible": chosen.ineligible,
+            "notScored": chosen.not_scored,
+            "requestedIds": None if opportunity_ids is None else len(opportunity_ids),
+            "quota": ctx.settings.monthly_quota,
+            "trendTolerance": TREND_TOLERANCE,
+            "plannedIn": round(time.perf_counter() - started, 3),
+        }
+        ctx.lake.json.write(layout.plan_path(run_id), doc)
+        inputs.record_broken(ctx, run_id, chosen.broken)
     sender = ctx.queue(ctx.settings.scoring_queue)
     for index in range(len(batches)):
         sender.send(message(run_id, index))
     if not chosen.models:
         log.warning("scoring run=%s: no published model; nothing to score", run_id)
     log.info(
-        "scoring run=%s planned: eligible=%d batches=%d models=%s in %.2f s",
+        "scoring run=%s planned: eligible=%d batches=%d models=%s broken=%d in %.2f s",
         run_id,
         doc["eligible"],
         len(batches),
         ",".join(m["key"] for m in chosen.models) or "-",
+        len(chosen.broken),
         doc["plannedIn"],
     )
     return doc

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.clock import iso, utcnow
 from connectors.jobs import JobNotFound
-from functions.services.scoring import layout, scores
+from functions.services.scoring import active, layout, scores
 from functions.services.scoring.common import (
     RUN_RETENTION_DAYS,
     RunNotFound,
@@ -22,7 +22,7 @@ from functions.services.scoring.common import (
     parse_message,
     validate_run_id,
 )
-from functions.services.scoring.plan import plan_run
+from functions.services.scoring.plan import plan_run, replan
 from functions.services.scoring.report import job_fields, summarize
 
 if TYPE_CHECKING:
@@ -41,6 +41,13 @@ def job_view(ctx: AppContext, job: dict[str, Any]) -> dict[str, Any]:
     and report of the run. A run still planning, or deleted after RUN_RETENTION_DAYS, is its record."""
     docs = layout.load(ctx.lake, str(job["id"]))
     if docs.plan is None and docs.superseded is None:
+        if ctx.jobs.is_stale(job):  # its planner died: the run can only be resumed (planned again)
+            error = {
+                "code": "PlanningInterrupted",
+                "message": f"the worker planning this run stopped; POST /api/score {{\"resume\": \"{job['id']}\"}} "
+                "plans it again",
+            }
+            return {**job, "status": "failed", "error": error}
         return job
     return {**job, **job_fields(summarize(docs))}
 
@@ -49,11 +56,18 @@ def resume(ctx: AppContext, run_id: Any) -> dict[str, Any]:
     """Send again every batch of the run without a result (poisoned ones included: their markers go)."""
     run_id = validate_run_id(run_id)
     docs = layout.load(ctx.lake, run_id)
-    if docs.plan is None:
-        raise RunNotFound(f"no scoring run {run_id}")
     if docs.superseded is not None:
         raise RunSuperseded(f"scoring run {run_id} was superseded; start a new run")
+    if docs.plan is None:
+        try:
+            job = ctx.jobs.get(run_id)
+        except JobNotFound as exc:
+            raise RunNotFound(f"no scoring run {run_id}") from exc
+        planned = replan(ctx, run_id, job)
+        return {"runId": run_id, "reenqueued": list(range(int(planned["batches"]))), "state": "replanned"}
     pending = docs.pending()
+    if pending:
+        active.claim(ctx, run_id)
     stale = [layout.poison_path(run_id, i) for i in pending] + [layout.error_path(run_id, i) for i in pending]
     ctx.lake.delete_paths([p for p in stale if p in docs.names])
     sender = ctx.queue(ctx.settings.scoring_queue)
@@ -112,7 +126,7 @@ def scheduled_run(ctx: AppContext, *, actor: str = "timer", now: dt.datetime | N
         scores.maintain(ctx.lake)
     except Exception:  # noqa: BLE001 - maintenance must never stop the day's run
         log.exception("scoring: maintenance of the score tables failed; retried tomorrow")
-    plan = plan_run(ctx, actor=actor, run_id=run_id, now=now)
+    plan = plan_run(ctx, actor=actor, run_id=run_id, now=now, exclusive=False)
     return {**plan, "superseded": stale, "pruned": pruned}
 
 

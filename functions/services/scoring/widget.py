@@ -65,6 +65,8 @@ def score_now(ctx: AppContext, ids: Sequence[str], *, actor: str = "anonymous") 
         "notScored": chosen.not_scored,
         "quotaStopped": stopped,
     }
+    if chosen.broken:
+        body["brokenModels"] = chosen.broken
     if stopped:
         body["message"] = f"monthly quota of {ctx.settings.monthly_quota} scored records reached: {stopped} not scored"
     return 200, body

@@ -41,6 +41,13 @@ class SyncMessageError(TypedError):
     code = "BadSyncMessage"
 
 
+class SyncSkipped(TypedError):
+    """A sync job that synced nothing (another sync held the lease, or the org is not active): the job
+    ends `failed` with this code and the skip report in `error.details`."""
+
+    code = "SyncSkipped"
+
+
 # ---------------------------------------------------------------------------------------------- metadata
 def read_metadata(
     client: DataverseClient, lake: Lake, specs: Sequence[TableSpec], *, refresh: bool, workers: int
@@ -262,9 +269,15 @@ def run_job(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
         log.error("sync job %s does not exist; message dropped", job_id)
         return None
     full = bool(message.get("full"))
-    job = execute(
-        ctx.jobs, job_id, lambda: run_checked(ctx, full=full, job_id=job_id, lease_wait=JOB_LEASE_WAIT), what="sync"
-    )
+
+    def work() -> dict[str, Any]:
+        report = run_checked(ctx, full=full, job_id=job_id, lease_wait=JOB_LEASE_WAIT)
+        if report.get("skipped"):  # nothing was synced: the job must not read as succeeded
+            code = "OrgNotActive" if "retention" in report else LeaseBusy.code
+            raise SyncSkipped(f"nothing synced: {report.get('reason')}", code=code, report=report)
+        return report
+
+    job = execute(ctx.jobs, job_id, work, what="sync")
     return job.get("result") if job["status"] == "succeeded" else None
 
 

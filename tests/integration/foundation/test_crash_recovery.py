@@ -1,17 +1,19 @@
-"""`kill -9` of the Functions worker in the middle of a sync, then a restart: the redelivered queue
-message finishes the job (the dead holder's 15 s lease expires, `recover` completes a half-committed
-table) and the lake equals the mock's org, with no row version twice in history."""
+"""`kill -9` of the Functions worker in the middle of a sync, a scoring run, a training and a run's planning,
+then a restart: the redelivered queue message takes the job over once its heartbeat is stale (the dead
+sync's 15 s lease expires, `recover` completes a half-committed table; the training starts again), a run
+whose planner died reads failed and is resumed; every job ends succeeded or failed with a reason."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any
 
 import pytest
 
-from connectors.blobs import container_client
+from connectors.blobs import JsonBlobs, container_client
 from connectors.lake import Lake
 from local_runner import stack
 from tests.conftest import mock_call
@@ -19,6 +21,7 @@ from tests.integration.foundation.test_pipeline_http import call
 from tests.integration.sync.test_sync_mock import SYNCED, assert_history_clean, assert_lake_equals_mock
 
 pytestmark = pytest.mark.integration
+STALE = 10  # JOB_STALE_SECONDS of these runners (20 by default): a dead worker's job is taken over sooner
 
 
 def _wait_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
@@ -34,7 +37,7 @@ def _wait_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
 
 def test_kill_9_mid_sync_then_restart_equals_a_clean_sync(azurite, mock_info, mock_server, tmp_path) -> None:
     mock_call(mock_info, "POST", "/_mock/reset")
-    settings = stack.unique_settings(azurite, mock_info, tag="k")
+    settings = stack.unique_settings(azurite, mock_info, tag="k", JOB_STALE_SECONDS=str(STALE))
     lake = Lake(container_client(azurite.connection_string, settings["LAKE_CONTAINER"]))
     log = str(tmp_path / "runner.log")
     # slow every request down so the kill lands while tables are half done
@@ -61,6 +64,7 @@ def test_kill_9_mid_sync_then_restart_equals_a_clean_sync(azurite, mock_info, mo
     finally:
         second.stop()
     assert job["status"] == "succeeded" and not job["result"]["skipped"], job
+    assert job["attempts"] == 2 and job["takenOverAt"], job  # the redelivery took the dead worker's job over
     assert_lake_equals_mock(lake, mock_server)
     assert_history_clean(lake)
 
@@ -119,3 +123,88 @@ def test_kill_9_mid_scoring_run_then_restart_writes_every_score_once(azurite, mo
         assert rerun["status"] == "succeeded" and rerun["result"]["written"] == 0, rerun
     finally:
         second.stop()
+
+
+def _kill(runner: stack.Runner) -> float:
+    os.kill(runner.process.pid, signal.SIGKILL)
+    runner.process.wait(10)
+    runner.stop()
+    return time.monotonic()
+
+
+def test_kill_9_mid_training_and_mid_planning_then_restart_ends_every_job(azurite, mock_info, tmp_path) -> None:
+    """A training whose worker is killed is taken over by the redelivered message (the model trains and is
+    usable again); a scoring run whose planner is killed reads `failed` (PlanningInterrupted) once its
+    heartbeat is stale, holds the org no longer, and `resume` plans and finishes it."""
+    from connectors.jobs import JobStore
+
+    mock_call(mock_info, "POST", "/_mock/reset")
+    settings = stack.unique_settings(azurite, mock_info, tag="t", JOB_STALE_SECONDS=str(STALE))
+    container = container_client(azurite.connection_string, settings["LAKE_CONTAINER"])
+    jobs, lake = JobStore(JsonBlobs(container), stale_after_s=STALE), Lake(container)
+    log = str(tmp_path / "runner.log")
+    first = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
+    try:
+        status, accepted = call(first.url, "POST", "/api/sync", {"full": True})
+        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 120)["status"] == "succeeded"
+        status, accepted = call(first.url, "POST", "/api/models", {"name": "Crash"})
+        assert status == 202, accepted
+        job_id = accepted["job"]["id"]
+        _wait_for(lambda: jobs.get(job_id)["status"] == "running", 60, "the training to start")
+        time.sleep(1.0)
+        killed = _kill(first)  # the worker dies mid-training
+    finally:
+        first.stop()
+    assert jobs.get(job_id)["status"] == "running", "the kill came too late to test anything"
+    second = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
+    try:
+        _wait_for(lambda: jobs.get(job_id).get("takenOverAt"), 60, "a takeover of the training")
+        took_over = time.monotonic() - killed
+        job = _wait_job(second.url, job_id, 300)
+        ended = time.monotonic() - killed
+        assert job["status"] == "succeeded" and job["attempts"] == 2, job
+        print(f"\ntraining: taken over {took_over:.1f} s after the kill, succeeded after {ended:.1f} s")
+        assert took_over <= STALE + 15, took_over  # <= 12 s to redelivery, the heartbeat stale at <= STALE
+        status, model = call(second.url, "GET", "/api/models/Crash")
+        assert status == 200 and model["status"] == "ready" and model["latestVersion"] == 1, model
+        assert call(second.url, "POST", "/api/models/Crash/publish", {})[0] == 200
+        planning = threading.Thread(target=lambda: _quietly(call, second.url, "POST", "/api/score", {}), daemon=True)
+        planning.start()
+        _wait_for(lambda: _scoring_job(jobs, lake), 60, "a scoring job")
+        run_id = _scoring_job(jobs, lake)
+        killed = _kill(second)  # the worker dies while the run plans
+    finally:
+        second.stop()
+    assert lake.read_json(f"scoring/runs/{run_id}/plan.json") is None, "the kill came after the plan"
+    third = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
+    try:
+        if (jobs.heartbeat_age(jobs.get(run_id)) or 0) < STALE - 4:  # the dead run still holds
+            status, busy = call(third.url, "POST", "/api/score", {})
+            assert status == 409 and busy["error"]["code"] == "ScoringInProgress", busy
+        _wait_for(lambda: call(third.url, "GET", f"/api/jobs/{run_id}")[1]["status"] == "failed", 60, "a failed run")
+        print(f"planning: reads failed {time.monotonic() - killed:.1f} s after the kill")
+        job = call(third.url, "GET", f"/api/jobs/{run_id}")[1]
+        assert job["error"]["code"] == "PlanningInterrupted", job
+        status, resumed = call(third.url, "POST", "/api/score", {"resume": run_id})
+        assert status == 202 and resumed["resume"]["state"] == "replanned", resumed
+        status, busy = call(third.url, "POST", "/api/score", {})
+        assert status in (202, 409), busy  # 409 while the resumed run is unfinished; 202 if it already finished
+        done = _wait_job(third.url, run_id, 240)
+        assert done["status"] == "succeeded" and done["result"]["written"] == done["result"]["eligible"] > 0, done
+    finally:
+        third.stop()
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - the request dies with the worker
+        pass
+
+
+def _scoring_job(jobs: Any, lake: Lake) -> str | None:
+    for name in lake.list("jobs/"):
+        job_id = name[len("jobs/") : -len(".json")]
+        if jobs.get(job_id).get("kind") == "scoring":
+            return job_id
+    return None

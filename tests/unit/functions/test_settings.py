@@ -76,3 +76,13 @@ def test_example_settings_file_lists_every_setting_read():
     read = set(re.findall(r'(?:get|schedule|number|flag)\("([A-Za-z_]+)"', source))
     example = json.loads((root / "local.settings.example.json").read_text())["Values"]
     assert read - set(example) == set()
+
+
+
+def test_job_stale_seconds_is_bounded() -> None:
+    from tests.unit.fakes import UNIT_ENV
+
+    assert load_settings(UNIT_ENV).job_stale_seconds == 20
+    assert load_settings({**UNIT_ENV, "JOB_STALE_SECONDS": "40"}).job_stale_seconds == 40
+    with pytest.raises(SettingsError, match="JOB_STALE_SECONDS"):
+        load_settings({**UNIT_ENV, "JOB_STALE_SECONDS": "5"})

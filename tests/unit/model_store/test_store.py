@@ -180,6 +180,7 @@ def test_revert_before_first_publish_keeps_the_first_training(store):
 
 
 def test_audit_log_records_and_filters(store):
+    _model(store)
     times = iter(dt.datetime(2025, 1, 1, 12, 0, s, tzinfo=dt.UTC) for s in range(10))
     store.clock = lambda: next(times)
     store.audit("create", actor="alice", model="M1", detail={"force": False})
@@ -205,3 +206,36 @@ def test_delete_model_removes_everything_but_the_audit(store):
     assert store.audit_log("M1")
     with pytest.raises(ModelNotFound):
         store.delete_model("M1")
+
+
+def test_refusals_are_counted_per_hour_not_appended_per_request(store):
+    _model(store)
+    times = iter(dt.datetime(2025, 1, 1, 12, m, 0, tzinfo=dt.UTC) for m in range(59))
+    store.clock = lambda: next(times)
+    for i in range(40):  # a client repeating a bad request
+        store.audit("delete", actor=f"a{i % 12}", model="M1", outcome="refused", detail={"code": "AutoRetrainOn"})
+    for i in range(5):  # refusals naming models that do not exist never create their own prefixes
+        store.audit("edit", actor="x", model=f"Nope{i}", outcome="refused", detail={"code": "ModelNotFound"})
+    names = [n for n in store.blobs.list("audit/")]
+    assert len(names) == 2, names  # was: 45 records, one per request
+    [summary] = store.audit_log("M1")
+    assert summary["count"] == 40 and summary["outcome"] == "refused" and len(summary["actors"]) == 10
+    assert summary["at"] == "2025-01-01T12:00:00Z" and summary["lastAt"] == "2025-01-01T12:39:00Z"
+    unknown = store.audit_log()[0]
+    assert unknown["model"] is None and unknown["count"] == 5 and len(unknown["requestedModels"]) == 5
+
+
+def test_the_audit_log_is_paged_and_reads_only_the_page(store):
+    _model(store)
+    times = iter(dt.datetime(2025, 1, 1, 12, 0, s, tzinfo=dt.UTC) for s in range(30))
+    store.clock = lambda: next(times)
+    for i in range(25):
+        store.audit("publish", actor="a", model="M1", version=i)
+    reads = []
+    real = store.blobs.read
+    store.blobs.read = lambda path: reads.append(path) or real(path)  # type: ignore[method-assign]
+    first = store.audit_page("M1", limit=10)
+    assert [e["version"] for e in first["entries"]] == list(range(24, 14, -1)) and len(reads) == 10
+    second = store.audit_page("M1", limit=10, before=first["next"])
+    third = store.audit_page("M1", limit=10, before=second["next"])
+    assert [e["version"] for e in third["entries"]] == [4, 3, 2, 1, 0] and third["next"] is None

@@ -371,3 +371,111 @@ def test_auto_retrain_with_a_tampered_current_version_does_not_publish_blindly(c
     [job] = work(ctx)
     assert job["result"]["autoPublish"]["publish"] is False
     assert "could not be compared" in job["result"]["autoPublish"]["reason"]
+
+
+# ---------------------------------------------------------------------------------------------- dead workers
+
+
+def _die_mid_training(ctx, *, beat_seconds_ago: float) -> dict:
+    """A training whose worker died: its job `running` with the last heartbeat `beat_seconds_ago`, the
+    model `training` (what a kill -9 leaves), and the message redelivered by the host."""
+    from connectors.clock import iso, utcnow
+
+    status, body, _ = create({"name": "M1"})
+    assert status == 202, body
+    message = ctx.sent.pop(0)
+    then = iso(utcnow() - dt.timedelta(seconds=beat_seconds_ago))
+    ctx.jobs.update(message["jobId"], status="running", startedAt=then, heartbeatAt=then, owner="dead")
+    return message
+
+
+def _deliver(message: dict) -> None:
+    import json
+
+    import azure.functions as func
+
+    registry()["train_worker"].get_user_function()(func.QueueMessage(body=json.dumps(message).encode()))
+
+
+def test_a_redelivered_message_takes_over_a_training_whose_worker_died(ctx, domain):
+    ctx.jobs.stale_after_s, ctx.jobs.heartbeat_s = 1.0, 0.2
+    message = _die_mid_training(ctx, beat_seconds_ago=0.5)  # not yet stale when redelivered: waits, then takes over
+    _deliver(message)
+    job = ctx.jobs.get(message["jobId"])
+    assert job["status"] == "succeeded" and job["attempts"] == 1 and job["takenOverAt"], job
+    assert domain.trained == 1 and ctx.model_store.get_config("M1")["status"] == "ready"
+    assert call("train_model", "POST", route={"name": "M1"})[0] == 202  # usable again
+
+
+def test_a_redelivered_message_leaves_a_live_workers_training_alone(ctx, domain):
+    ctx.jobs.stale_after_s, ctx.jobs.heartbeat_s = 2.0, 0.1
+    message = _die_mid_training(ctx, beat_seconds_ago=0.0)
+    stop = threading.Event()
+
+    def alive() -> None:  # the first worker keeps beating
+        while not stop.wait(0.1):
+            ctx.jobs.beat(message["jobId"], "dead")
+
+    beating = threading.Thread(target=alive)
+    beating.start()
+    try:
+        _deliver(message)
+    finally:
+        stop.set()
+        beating.join()
+    assert domain.trained == 0 and ctx.jobs.get(message["jobId"])["status"] == "running"
+
+
+def test_train_and_the_retrain_timer_release_a_model_whose_worker_died(ctx, domain):
+    ctx.jobs.stale_after_s = 1.0
+    message = _die_mid_training(ctx, beat_seconds_ago=5)
+    status, body, _ = call("train_model", "POST", route={"name": "M1"})
+    assert status == 202, body  # not 409 TrainingInProgress for ever
+    lost = ctx.jobs.get(message["jobId"])
+    assert lost["status"] == "failed" and lost["error"]["code"] == "WorkerLost", lost
+    [job] = work(ctx)
+    assert job["status"] == "succeeded" and ctx.model_store.get_config("M1")["status"] == "ready"
+    # the timer too: a published model stuck `training` by a dead worker is due again
+    assert call("publish_model", "POST", route={"name": "M1"})[0] == 200
+    stuck = _die_mid_training_of(ctx, "M1", beat_seconds_ago=5)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=16)
+    [queued] = training.retrain_due_models(ctx, now=later)
+    assert ctx.jobs.get(stuck)["error"]["code"] == "WorkerLost" and queued["id"] != stuck
+
+
+def _die_mid_training_of(ctx, name: str, *, beat_seconds_ago: float) -> str:
+    from connectors.clock import iso, utcnow
+
+    job = training.enqueue_training(ctx, name, reason="manual", actor="a")
+    ctx.sent.clear()
+    then = iso(utcnow() - dt.timedelta(seconds=beat_seconds_ago))
+    ctx.jobs.update(job["id"], status="running", startedAt=then, heartbeatAt=then, owner="dead")
+    return str(job["id"])
+
+
+def test_a_poisoned_training_message_fails_the_job_and_the_model(ctx, domain):
+    import json
+
+    import azure.functions as func
+
+    message = _die_mid_training(ctx, beat_seconds_ago=0)
+    registry()["train_poison"].get_user_function()(func.QueueMessage(body=json.dumps(message).encode()))
+    registry()["train_poison"].get_user_function()(func.QueueMessage(body=b"not ours"))
+    job = ctx.jobs.get(message["jobId"])
+    assert job["status"] == "failed" and job["error"]["code"] == "WorkerLost"
+    doc = ctx.model_store.get_config("M1")
+    assert doc["status"] == "failed" and doc["error"]["code"] == "WorkerLost"
+
+
+def test_the_audit_endpoint_pages_newest_first(ctx):
+    trained_model(ctx)
+    for _ in range(3):
+        call("publish_model", "POST", route={"name": "M1"}, headers=ADMIN)
+    status, first, _ = call("model_audit", route={"name": "M1"}, params={"limit": "2"})
+    assert status == 200 and len(first["entries"]) == 2 and first["next"], first
+    status, rest, _ = call("model_audit", route={"name": "M1"}, params={"limit": "50", "before": first["next"]})
+    assert status == 200 and rest["next"] is None
+    assert len(first["entries"]) + len(rest["entries"]) == len(ctx.model_store.audit_log("M1"))
+    for bad in ("0", "abc", "501"):
+        status, body, _ = call("model_audit", route={"name": "M1"}, params={"limit": bad})
+        assert status == 400 and body["error"]["code"] == "InvalidLimit", bad

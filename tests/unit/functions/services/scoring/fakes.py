@@ -64,7 +64,10 @@ class FakeStore:
     def load_version(self, name: str, version: int) -> Any:
         self.loads += 1
         onnx, meta = self.artifacts.get(f"{name}@{version}", (b"onnx", {"name": name, "version": version}))
-        return SimpleNamespace(name=name, version=version, onnx=onnx, meta=meta)
+        return SimpleNamespace(name=name, version=version, onnx=onnx, meta=meta, etag=None)
+
+    def version_etag(self, name: str, version: int) -> str | None:
+        return None
 
 
 @dataclass

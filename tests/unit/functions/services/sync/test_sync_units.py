@@ -205,3 +205,31 @@ def test_recover_creates_the_view_a_dead_first_sync_never_wrote(lake: Lake) -> N
     assert "_deleted" not in rows[0] and lake.tables.partition_columns("tables/t") == ["statecode"]
     assert lake.tables.last_commit("tables/t", having="sync_id")["sync_id"] == "s1"
     assert recover(lake, "t") is False  # applied: nothing to do twice
+
+
+class _BusyLake:
+    """A lake whose sync lease another (live) sync holds."""
+
+    @contextlib.contextmanager
+    def lease(self, name: str, **_: Any) -> Any:
+        from connectors.lake import LeaseBusy
+
+        raise LeaseBusy(f"locks/{name}.lock is leased by another run")
+        yield
+
+
+def test_a_sync_job_that_finds_another_sync_running_does_not_read_as_succeeded() -> None:
+    from connectors.blobs import JsonBlobs
+    from connectors.jobs import JobStore
+    from functions.app_context import AppContext
+    from functions.services.sync import run as sync_run
+    from tests.unit.fakes import unit_settings
+
+    ctx = AppContext(unit_settings())
+    ctx.__dict__["jobs"] = JobStore(JsonBlobs(FakeContainer()))  # type: ignore[arg-type]
+    ctx.__dict__["lake"] = _BusyLake()
+    job = ctx.jobs.create("sync", {"full": False})
+    assert sync_run.run_job(ctx, {"jobId": job["id"], "full": False, "lake": "lake"}) is None
+    ended = ctx.jobs.get(job["id"])
+    assert ended["status"] == "failed" and ended["error"]["code"] == "SyncInProgress", ended
+    assert "another sync is running" in ended["error"]["message"]
