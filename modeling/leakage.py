@@ -47,12 +47,18 @@ def _filled(values: np.ndarray, kind: str) -> np.ndarray:
     return ~np.isnan(v.astype(float))
 
 
+def _texts(values: np.ndarray) -> np.ndarray:
+    """Category inputs as Python strings (an object array: numpy's `astype(str)` would make a fixed-width
+    copy as wide as the longest value for every row)."""
+    return pd.Series(values, dtype=object).astype(str).to_numpy(dtype=object)
+
+
 def _single_auc(values: np.ndarray, kind: str, y: np.ndarray) -> float:
     v = values.ravel()
     if kind == "category":
-        s = pd.Series(v.astype(str))
-        rate = pd.Series(y).groupby(s).mean()
-        score = s.map(rate).to_numpy(dtype=float)
+        codes, _ = pd.factorize(_texts(v), use_na_sentinel=False)  # the won rate of each value
+        won = np.bincount(codes, weights=np.asarray(y, dtype=float))
+        score = (won / np.bincount(codes))[codes]
     else:
         score = v.astype(float)
         filled = ~np.isnan(score)
@@ -71,12 +77,13 @@ def leakage_report(
 ) -> dict[str, dict[str, Any]]:
     """Per feature: fill rates, single-feature AUC, `excluded` and the `reasons`."""
     y = np.asarray(labels).astype(int)
-    feed_c = prepare(closed, spec)
-    feed_o = prepare(open_rows, spec) if len(open_rows) else None
     report: dict[str, dict[str, Any]] = {}
     for item in spec["features"]:
+        # one feature's model inputs at a time: memory holds one column, not every feature of every row
+        one = {**spec, "features": [item]}
+        vc = prepare(closed, one)[item["input"]]
+        feed_o = prepare(open_rows, one) if len(open_rows) else None
         name, kind, label = item["name"], item["kind"], item["label"]
-        vc = feed_c[item["input"]]
         fc = _filled(vc, kind)
         fill_won = float(fc[y == 1].mean()) if (y == 1).any() else 0.0
         fill_lost = float(fc[y == 0].mean()) if (y == 0).any() else 0.0
@@ -100,8 +107,8 @@ def leakage_report(
                     "deals: it is set when a deal closes"
                 )
             elif kind == "category" and not item.get("presence"):
-                pc = pd.Series(vc.ravel().astype(str)).value_counts(normalize=True)
-                po = pd.Series(vo.ravel().astype(str)).value_counts(normalize=True)
+                pc = pd.Series(_texts(vc.ravel())).value_counts(normalize=True)
+                po = pd.Series(_texts(vo.ravel())).value_counts(normalize=True)
                 tvd = float(0.5 * pc.sub(po, fill_value=0.0).abs().sum())
                 if tvd >= OPEN_TVD:
                     reasons.append(

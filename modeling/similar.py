@@ -59,13 +59,13 @@ def _joint_codes(rows: pd.Series | None, events: pd.Series | None, n_rows: int, 
         for s, n in ((rows, n_rows), (events, n_events))
     ]
     codes, _ = pd.factorize(np.concatenate(parts))
-    return codes.astype(np.int64)
+    return codes.astype(np.int32)  # fewer distinct keys than rows: half the memory of int64
 
 
 def _combine(prefix: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Codes of the pair (prefix key, attribute key): equal pairs, equal codes."""
-    joined, _ = pd.factorize(prefix * (int(codes.max(initial=0)) + 1) + codes)
-    return joined.astype(np.int64)
+    joined, _ = pd.factorize(prefix.astype(np.int64) * (int(codes.max(initial=0)) + 1) + codes)
+    return joined.astype(np.int32)
 
 
 def level_keys(frame: pd.DataFrame, attributes: Sequence[str]) -> list[np.ndarray]:
@@ -144,32 +144,32 @@ def choose_attributes(
     }
     chosen: list[str] = []
     levels: list[tuple[np.ndarray, np.ndarray]] = []
-    prefix = np.zeros(nq + ne, dtype=np.int64)
+    prefix = np.zeros(nq + ne, dtype=np.int32)
     best_auc = 0.5
     trace: list[dict[str, Any]] = []
     pool = list(candidates)
     while len(chosen) < MAX_ATTRIBUTES and pool:
-        scores: dict[str, tuple[float, tuple[np.ndarray, np.ndarray], np.ndarray]] = {}
+        aucs: dict[str, float] = {}
+        leader: tuple[str, tuple[np.ndarray, np.ndarray], np.ndarray] | None = None  # only its arrays are kept
         for a in pool:
             joint = _combine(prefix, single[a])
             counts = past_counts(joint[nq:], ev_time, ev_y, joint[:nq], row_time)
             rate = shrink(levels + [counts], prior)
-            auc = float(roc_auc_score(y, rate)) if len(np.unique(rate)) > 1 else 0.5
-            scores[a] = (auc, counts, joint)
-        ranked = sorted(scores, key=lambda a: -scores[a][0])
-        a = ranked[0]
-        auc = scores[a][0]
+            aucs[a] = float(roc_auc_score(y, rate)) if len(np.unique(rate)) > 1 else 0.5
+            if leader is None or aucs[a] > aucs[leader[0]]:  # the first of equals leads, as in `ranked`
+                leader = (a, counts, joint)
+        ranked = sorted(aucs, key=lambda a: -aucs[a])
+        assert leader is not None and leader[0] == ranked[0]
+        a, auc = ranked[0], aucs[ranked[0]]
         trace.append({"attribute": a, "auc": round(auc, 4), "gain": round(auc - best_auc, 4)})
         if auc < best_auc + MIN_GAIN:
             break
         chosen.append(a)
-        levels.append(scores[a][1])
-        prefix = scores[a][2]
+        levels.append(leader[1])
+        prefix = leader[2]
         best_auc = auc
-        if len(chosen) == 1:
-            pool = ranked[1 : 1 + MAX_CANDIDATES_AFTER_FIRST]
-        else:
-            pool = [p for p in pool if p != a]
+        pool = ranked[1 : 1 + MAX_CANDIDATES_AFTER_FIRST] if len(chosen) == 1 else [p for p in pool if p != a]
+        single = {p: single[p] for p in pool}  # the codes of candidates out of the running are dropped
     return chosen, trace
 
 

@@ -55,7 +55,10 @@ def load_tables(
 ) -> dict[str, pd.DataFrame]:
     """The lake's current tables as pandas frames, plus `opportunity_history` (point-in-time values; only
     `history_columns` when given)."""
-    tables = {name: lake.read_current(name).to_pandas() for name in LAKE_TABLES}
+    from modeling.dataset import BPF_COLUMNS
+
+    columns: dict[str, Sequence[str]] = {"opportunitysalesprocess": BPF_COLUMNS}
+    tables = {name: lake.read_current(name, columns.get(name)).to_pandas() for name in LAKE_TABLES}
     if history:
         tables["opportunity_history"] = lake.read_history("opportunity", history_columns).to_pandas()
     return tables
