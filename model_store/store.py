@@ -37,10 +37,10 @@ from model_store.errors import (
     NothingToRevert,
     VersionNotFound,
 )
+from modeling.values import MODEL_NAME, matches
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _VERSION_DIR = re.compile(r"^versions/[^/]+/(\d{4,})/meta\.json$")
 _MAX_CLAIM_ATTEMPTS = 50
 _EMPTY_ALIAS: dict[str, Any] = {"published": None, "previous": None, "publishedAt": None, "reverted": []}
@@ -71,7 +71,7 @@ class ModelStore:
     @staticmethod
     def _name(name: str) -> str:
         """Names are letters, digits and '_' (the Dynamics rule), which also keeps blob paths safe."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not matches(MODEL_NAME, name):
             raise ModelNotFound(
                 f"no model named {name!r} (names are letters, digits and '_')", model=str(name)
             )
@@ -361,7 +361,7 @@ class ModelStore:
         }
         path = f"audit/{now:%Y-%m-%d}/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:12]}.json"
         self.blobs.write(path, entry, create_only=True)
-        log.info("audit action=%s model=%s version=%s outcome=%s", action, model, version, outcome)
+        log.info("audit action=%s model=%r version=%s outcome=%s", action, model, version, outcome)
         return entry
 
     def audit_log(self, model: str | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
