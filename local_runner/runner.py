@@ -483,7 +483,7 @@ def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
         def _read_body(self) -> bytes:
             if self.headers.get("Transfer-Encoding"):
                 if self.headers["Transfer-Encoding"].strip().lower() != "chunked":
-                    raise _Refused(501, "the only transfer coding accepted is chunked", close=True)
+                    raise _Refused(400, "the only transfer coding accepted is chunked (as Kestrel)", close=True)
                 return self._read_chunked()
             values = self.headers.get_all("Content-Length") or []
             if not values:
