@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -24,6 +25,9 @@ STATUSES = ("queued", "running", "succeeded", "failed")
 FINISHED = ("succeeded", "failed")
 HEARTBEAT_SECONDS = 5.0  # a running job's worker refreshes `heartbeatAt` this often
 STALE_AFTER_SECONDS = 20.0  # a heartbeat older than this: the worker is gone (4 missed beats)
+# Job ids are 32 hex digits (uuid4) or a scoring run id (`YYYYMMDDTHHMMSSZ` + 10 hex); anything outside this
+# full-match rule is no job (and never reaches the blob service: a 20,000-character name is its 431).
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class JobNotFound(Exception):
@@ -70,8 +74,9 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> dict[str, Any]:
-        if not job_id or not all(c.isalnum() or c in "-_" for c in job_id):
-            raise JobNotFound(f"no job with id {job_id!r}")
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+            shown = str(job_id)
+            raise JobNotFound(f"no job with id {shown[:80]!r}" + (" (truncated)" if len(shown) > 80 else ""))
         job = self.blobs.read(self._path(job_id))
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -41,10 +43,22 @@ log = logging.getLogger(__name__)
 BadRequest = InvalidInput
 NotFound = NotFoundError
 
+MAX_JSON_DEPTH = 32  # levels of arrays/objects in a request body (ours need 3)
+_TOO_DEEP = f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects)"
+_MEDIA_SUBTYPE = re.compile(r"json|[a-z0-9][a-z0-9!#$&^_.-]{0,100}\+json")
+_STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]{1,200}"')
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A body sent with a Content-Type the route does not read (415)."""
+
+    code = "UnsupportedMediaType"
+
 # The one table from error types to HTTP statuses: the most specific type in an error's MRO wins.
 # Errors of HTTP peers (`DataverseError`, `AuthError`) carry the status their peer gave and keep it.
 STATUS_BY_TYPE: dict[type[BaseException], int] = {
     InvalidInput: 400,
+    UnsupportedMediaType: 415,
     InvalidVersion: 400,
     ModelingError: 400,
     ODataValueError: 400,
@@ -140,20 +154,94 @@ def handle_errors(fn: Callable[..., func.HttpResponse]) -> Callable[..., func.Ht
     return wrapper
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json` or `application/<x>+json`, any case, whose charset (if given) is UTF-8."""
+    media, _, params = (content_type or "").partition(";")
+    kind, _, subtype = media.strip().lower().partition("/")
+    if kind != "application" or not _MEDIA_SUBTYPE.fullmatch(subtype):
+        return False
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON of a request: UTF-8, no NaN/Infinity, numbers that are finite, nesting of at most
+    `MAX_JSON_DEPTH` levels, strings that are valid Unicode. Raises BadRequest `MalformedJson` otherwise."""
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP, code="MalformedJson") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="MalformedJson") from None
+    _check_tree(value)
+    return value
+
+
 def json_body(req: func.HttpRequest, *, required: bool = False) -> dict[str, Any]:
-    """The request's JSON object; {} for an empty body unless required. Raises BadRequest otherwise."""
+    """The request's JSON object; {} for an empty body unless required (an empty body needs no
+    Content-Type). A body must be sent as JSON (`is_json_media_type`, else 415: a browser's cross-site form
+    post cannot send that without a CORS preflight) and parse with `parse_json`. Raises BadRequest."""
     raw = req.get_body() or b""
     if not raw.strip():
         if required:
             raise BadRequest("a JSON object body is required", code="MissingBody")
         return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="MalformedJson") from exc
+    content_type = req.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        shown = "no Content-Type" if not content_type else f"Content-Type {content_type[:100]!r}"
+        raise UnsupportedMediaType(f"send the body as application/json (UTF-8); got {shown}")
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(value).__name__}", code="MalformedJson")
     return value
+
+
+def if_match(req: func.HttpRequest) -> str | None:
+    """The If-Match header: None when absent, empty or `*` (any current version); one strong ETag as
+    `GET` returned it; else BadRequest `InvalidHeader` (lists, weak or unquoted ETags)."""
+    value = (req.headers.get("if-match") or "").strip()
+    if value in ("", "*"):
+        return None
+    if _STRONG_ETAG.fullmatch(value):
+        return value
+    raise BadRequest(
+        f"If-Match must be * or one quoted ETag as GET returned it in its ETag header, got {value[:100]!r}",
+        code="InvalidHeader",
+        field="If-Match",
+    )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_tree(value: Any) -> None:
+    """Depth, finite numbers and encodable strings, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequest(_TOO_DEEP, code="MalformedJson")
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                if isinstance(key, str):
+                    _check_text(key)
+                stack.append((child, depth + 1))
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise BadRequest(f"the body has a number out of range ({node})", code="MalformedJson")
+        elif isinstance(node, str):
+            _check_text(node)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the body has a string with an unpaired surrogate", code="MalformedJson") from None
 
 
 def caller_identity(req: func.HttpRequest) -> str:

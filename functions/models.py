@@ -11,7 +11,7 @@ import logging
 import azure.functions as func
 
 from functions.app_context import get_context
-from functions.http import BadRequest, accepted, caller_identity, handle_errors, json_body, json_response
+from functions.http import BadRequest, accepted, caller_identity, handle_errors, if_match, json_body, json_response
 from functions.services import models as admin
 from functions.services import training
 
@@ -59,7 +59,7 @@ def edit_model(req: func.HttpRequest) -> func.HttpResponse:
         _name(req),
         json_body(req, required=True),
         actor=caller_identity(req),
-        etag=req.headers.get("if-match") or None,
+        etag=if_match(req),
     )
     return json_response(view)
 

@@ -42,6 +42,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 log = logging.getLogger("local_runner")
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 
 def message_body(content: Any) -> bytes:
@@ -149,6 +150,40 @@ def _call(fn: Callable[..., Any], loop: asyncio.AbstractEventLoop, **kwargs: Any
     return result
 
 
+# The Functions host's HTTP limits (learn.microsoft.com "Azure Functions HTTP trigger", Limits): request bodies
+# up to 100 MB, URLs up to 4 KB. The socket timeout stands in for Kestrel's request timeouts.
+MAX_BODY_BYTES = 104_857_600
+MAX_URL_LENGTH = 4096
+REQUEST_TIMEOUT_S = 30.0
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+_ERROR_CODES = {
+    400: "BadRequest",
+    405: "MethodNotAllowed",
+    408: "RequestTimeout",
+    411: "LengthRequired",
+    413: "PayloadTooLarge",
+    414: "UriTooLong",
+    431: "RequestHeaderFieldsTooLarge",
+    501: "NotImplemented",
+    505: "HttpVersionNotSupported",
+}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters (newlines, NUL, ...) written as escapes, so it stays one log line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Each record's message on one line: a newline or NUL a caller sent in a value cannot forge a log line
+    (tracebacks, added after the message, keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 @dataclass
 class Host:
     app: Any
@@ -157,6 +192,9 @@ class Host:
     visibility_timeout: float = 30.0
     batch_size: int = 4
     poll_interval: float = 1.0
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_url_length: int = MAX_URL_LENGTH
+    request_timeout: float = REQUEST_TIMEOUT_S
     functions: dict[str, Any] = field(default_factory=dict)
     bindings: dict[str, dict[str, Any]] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
@@ -184,14 +222,16 @@ class Host:
         parsed = urllib.parse.urlsplit(raw_path)
         path = urllib.parse.unquote(parsed.path)
         params = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
-        method_mismatch = False
+        allowed: set[str] = set()
         for route in self.routes:
-            m = route.pattern.match(path)
+            m = route.pattern.fullmatch(path)
             if not m:
                 continue
             if route.methods and method not in route.methods:
-                method_mismatch = True
+                allowed |= route.methods
                 continue
+            if allowed and route.specificity[0] < 0:
+                break  # a route serves this path with other methods: 405, not the catch-all
             route_params = {k: v for k, v in m.groupdict().items() if v is not None}
             req = func.HttpRequest(
                 method, base + raw_path, headers=headers, params=params, route_params=route_params, body=body
@@ -208,7 +248,7 @@ class Host:
                     mimetype="application/json",
                 )
             log.info(
-                "Executed 'Functions.%s' (%s) %s %s in %.0f ms",
+                "Executed 'Functions.%s' (%s) %s %r in %.0f ms",
                 name,
                 getattr(resp, "status_code", "?"),
                 method,
@@ -220,17 +260,16 @@ class Host:
                     status_code=204 if resp is None else 200, body=b"" if resp is None else str(resp)
                 )
             return resp
-        status = 405 if method_mismatch else 404
+        if allowed:
+            return func.HttpResponse(
+                _error_json("MethodNotAllowed", f"{path} takes {', '.join(sorted(allowed))}, not {method}"),
+                status_code=405,
+                mimetype="application/json",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         return func.HttpResponse(
-            json.dumps(
-                {
-                    "error": {
-                        "code": "RouteNotFound" if status == 404 else "MethodNotAllowed",
-                        "message": f"no function serves {method} {path}",
-                    }
-                }
-            ),
-            status_code=status,
+            _error_json("RouteNotFound", f"no function serves {method} {path}"),
+            status_code=404,
             mimetype="application/json",
         )
 
@@ -373,9 +412,23 @@ class Host:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+class _Refused(Exception):
+    """A request the runner answers itself (status, code, message), as the host's HTTP layer would."""
+
+    def __init__(self, status: int, message: str, *, close: bool = False):
+        super().__init__(message)
+        self.status, self.message, self.close = status, message, close
+
+
+def _error_json(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
 def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = host.request_timeout  # socket timeout: a stalled request line, header or body ends
+        # (stdlib limits: request line 64 KiB -> 414, header line 64 KiB or 100 headers -> 431)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             log.debug(format, *args)
@@ -383,16 +436,108 @@ def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
             self.send_response(status)
             for k, v in headers.items():
-                if k.lower() not in ("content-length", "transfer-encoding"):
+                if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
 
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """The stdlib's own refusals (bad request line, header limits), as JSON errors."""
+            self.close_connection = True
+            if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+                self.request_version = self.protocol_version  # answer with a status line even then
+            phrase = self.responses.get(code, ("Error", ""))[0]
+            text = message if message and message != phrase else (explain or phrase)
+            self._send(code, _error_json(_ERROR_CODES.get(code, "Error"), text).encode(), _JSON)
+
+        def handle_one_request(self) -> None:
+            """Any method token goes to the routes (405 with Allow where a route takes other methods)."""
+            try:
+                self.raw_requestline = self.rfile.readline(65537)
+                if len(self.raw_requestline) > 65536:
+                    self.requestline = self.request_version = self.command = ""
+                    self.send_error(414, f"the URL is longer than the host's limit of {host.max_url_length}")
+                    return
+                if not self.raw_requestline:
+                    self.close_connection = True
+                    return
+                if not self.parse_request():
+                    return  # parse_request answered (send_error)
+                try:
+                    self._handle()
+                except _Refused as refused:
+                    self.close_connection = self.close_connection or refused.close
+                    body = _error_json(_ERROR_CODES.get(refused.status, "Error"), refused.message).encode()
+                    self._send(refused.status, body, _JSON)
+                self.wfile.flush()
+            except TimeoutError:
+                # The request line or headers stalled (a body that stalls is answered 408 in _read_body).
+                self.close_connection = True
+            except (ConnectionError, BrokenPipeError):
+                self.close_connection = True
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding"):
+                if self.headers["Transfer-Encoding"].strip().lower() != "chunked":
+                    raise _Refused(400, "the only transfer coding accepted is chunked (as Kestrel)", close=True)
+                return self._read_chunked()
+            values = self.headers.get_all("Content-Length") or []
+            if not values:
+                return b""
+            if len({v.strip() for v in values}) > 1 or not re.fullmatch(r"[0-9]{1,19}", values[0].strip()):
+                shown = values[0][:40]
+                raise _Refused(400, f"Content-Length must be one non-negative integer, got {shown!r}", close=True)
+            length = int(values[0])
+            if length > host.max_body_bytes:
+                raise _Refused(
+                    413, f"the body is {length:,} bytes; the host's limit is {host.max_body_bytes:,}", close=True
+                )
+            return self._read_exactly(length)
+
+        def _read_exactly(self, length: int) -> bytes:
+            try:
+                body = self.rfile.read(length) if length else b""
+            except TimeoutError:
+                message = f"the body did not arrive within {host.request_timeout:g} s (Content-Length {length})"
+                raise _Refused(408, message, close=True) from None
+            if len(body) < length:
+                raise _Refused(400, f"the body ended after {len(body)} of {length} bytes", close=True)
+            return body
+
+        def _read_chunked(self) -> bytes:
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                try:
+                    line = self.rfile.readline(1026)
+                except TimeoutError:
+                    raise _Refused(408, "the chunked body stalled", close=True) from None
+                size_text = line.split(b";", 1)[0].strip()
+                if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
+                    raise _Refused(400, "malformed chunk size in a chunked body", close=True)
+                size = int(size_text, 16)
+                if size == 0:
+                    while self.rfile.readline(65537).strip():  # trailers
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > host.max_body_bytes:
+                    message = f"the body is over the host's limit of {host.max_body_bytes:,} bytes"
+                    raise _Refused(413, message, close=True)
+                chunks.append(self._read_exactly(size))
+                self._read_exactly(2)  # the CRLF after each chunk
+
         def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            if not _METHOD_TOKEN.fullmatch(self.command):
+                raise _Refused(400, "the request method is not an HTTP token", close=True)
+            if len(self.path) > host.max_url_length:
+                message = f"the URL is {len(self.path):,} characters; the host's limit is {host.max_url_length:,}"
+                raise _Refused(414, message, close=True)
+            body = self._read_body()
             path = urllib.parse.urlsplit(self.path).path
             m = re.fullmatch(r"/admin/functions/([A-Za-z0-9_]+)", path)
             if m and self.command == "POST":
@@ -424,7 +569,7 @@ def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
                 )
             try:
                 payload = json.loads(body or b"{}").get("input")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 return self._send(
                     400,
                     b'{"error":{"code":"BadRequest","message":"body must be {\\"input\\": ...}"}}',
@@ -441,8 +586,6 @@ def make_handler(host: Host) -> type[BaseHTTPRequestHandler]:
             threading.Thread(target=lambda: _swallow(host.invoke, name, payload), daemon=True).start()
             self._send(202, b"", {})
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
-
     return Handler
 
 
@@ -454,7 +597,15 @@ def _swallow(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def serve(
-    app: Any, *, port: int = 7071, timers: bool = True, queues: bool = True, host_json: Path | None = None
+    app: Any,
+    *,
+    port: int = 7071,
+    timers: bool = True,
+    queues: bool = True,
+    host_json: Path | None = None,
+    request_timeout: float = REQUEST_TIMEOUT_S,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_url_length: int = MAX_URL_LENGTH,
 ) -> tuple[ThreadingHTTPServer, Host]:
     cfg = json.loads(host_json.read_text()) if host_json and host_json.is_file() else {}
     ext = cfg.get("extensions", {})
@@ -473,6 +624,9 @@ def serve(
         visibility_timeout=max(1.0, seconds(qcfg.get("visibilityTimeout"), 30.0)),
         batch_size=int(qcfg.get("batchSize", 4)),
         poll_interval=min(2.0, seconds(qcfg.get("maxPollingInterval"), 1.0)),
+        max_body_bytes=max_body_bytes,
+        max_url_length=max_url_length,
+        request_timeout=request_timeout,
     )
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(host))
     server.daemon_threads = True
@@ -491,15 +645,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="local.settings.json")
     parser.add_argument("--no-timers", action="store_true", help="do not run timer schedules")
     parser.add_argument("--no-queues", action="store_true", help="do not poll queues")
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_S,
+        help="seconds a request line, header or body may stall before the connection ends (408 for a body)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("azure").setLevel(logging.WARNING)  # as host.json's Azure.Core/Azure.Storage levels
     app_dir = Path(args.app_dir).resolve()
     load_local_settings(app_dir / args.settings)
     sys.path.insert(0, str(app_dir))
     app = importlib.import_module("function_app").app
     server, host = serve(
-        app, port=args.port, timers=not args.no_timers, queues=not args.no_queues, host_json=app_dir / "host.json"
+        app,
+        port=args.port,
+        timers=not args.no_timers,
+        queues=not args.no_queues,
+        host_json=app_dir / "host.json",
+        request_timeout=args.request_timeout,
     )
     url = f"http://127.0.0.1:{server.server_address[1]}"
     print(json.dumps({"url": url, "functions": sorted(host.functions)}), flush=True)

@@ -213,7 +213,7 @@ class FilterCompiler:
                 return raw == "1"
             raise mismatch()
         if kind in _GUID_TYPES:
-            if isinstance(node, oast.GUID) or (isinstance(node, oast.String) and _GUID_RE.match(raw or "")):
+            if isinstance(node, oast.GUID) or (isinstance(node, oast.String) and _GUID_RE.fullmatch(raw or "")):
                 return raw.lower()
             raise mismatch()
         if kind == "DateTime":

@@ -84,7 +84,7 @@ def coerce(attr: Attribute, value: Any, logical: str) -> Any:
         except ValueError:
             raise _convert_error(value, attr) from None
     if t == "Uniqueidentifier":
-        if not isinstance(value, str) or not GUID_RE.match(value):
+        if not isinstance(value, str) or not GUID_RE.fullmatch(value):
             raise _convert_error(value, attr)
         return value.lower()
     raise payload_error(f"The property '{attr.web}' cannot be set directly; use a navigation property.")
@@ -106,7 +106,7 @@ def _range(attr: Attribute, value: float, logical: str) -> None:
 def parse_key(org: Org, table: Table, text: str) -> dict[str, Any]:
     """`guid`, `pk=guid` or `k1='v',k2=2` -> {column: value}."""
     text = unquote(text).strip()
-    if GUID_RE.match(text):
+    if GUID_RE.fullmatch(text):
         return {table.pk: text.lower()}
     out: dict[str, Any] = {}
     parts = re.findall(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^']|'')*'|[^,]+)\s*(?:,|$)", text)
@@ -115,7 +115,7 @@ def parse_key(org: Org, table: Table, text: str) -> dict[str, Any]:
     for name, raw in parts:
         if raw.startswith("'"):
             val: Any = raw[1:-1].replace("''", "'")
-        elif GUID_RE.match(raw):
+        elif GUID_RE.fullmatch(raw):
             val = raw.lower()
         else:
             try:

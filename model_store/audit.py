@@ -66,7 +66,7 @@ class AuditLog:
             return self._refused(entry, now)
         path = f"{PREFIX}{model or REGISTRY}/{now:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:12]}.json"
         self.blobs.write(path, entry, create_only=True)
-        log.info("audit action=%s model=%s version=%s outcome=%s", action, model, version, outcome)
+        log.info("audit action=%s model=%r version=%s outcome=%s", action, model, version, outcome)
         return entry
 
     def _refused(self, entry: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -87,7 +87,7 @@ class AuditLog:
             return summary
 
         summary = dict(self.blobs.update(path, count))
-        log.info("audit action=%s model=%s outcome=refused count=%d", entry["action"], model, summary["count"])
+        log.info("audit action=%s model=%r outcome=refused count=%d", entry["action"], model, summary["count"])
         return summary
 
     def page(self, model: str | None = None, *, limit: int = 200, before: str | None = None) -> dict[str, Any]:

@@ -38,10 +38,10 @@ from model_store.errors import (
     NothingToRevert,
     VersionNotFound,
 )
+from modeling.values import MODEL_NAME, matches
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 _VERSION_DIR = re.compile(r"^versions/[^/]+/(\d{4,})/meta\.json$")
 _MAX_CLAIM_ATTEMPTS = 50
 _EMPTY_ALIAS: dict[str, Any] = {"published": None, "previous": None, "publishedAt": None, "reverted": []}
@@ -74,7 +74,7 @@ class ModelStore:
     @staticmethod
     def _name(name: str) -> str:
         """Names are letters, digits and '_' (the Dynamics rule), which also keeps blob paths safe."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not matches(MODEL_NAME, name):
             raise ModelNotFound(
                 f"no model named {name!r} (names are letters, digits and '_')", model=str(name)
             )
@@ -368,4 +368,4 @@ class ModelStore:
         return self._audit.page(model, limit=limit, before=before)
 
     def _config_exists(self, name: str) -> bool:
-        return bool(NAME_RE.match(name)) and self.blobs.read(self._config_path(name)) is not None
+        return matches(MODEL_NAME, name) and self.blobs.read(self._config_path(name)) is not None

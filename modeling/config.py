@@ -11,7 +11,6 @@ choose and document here and in docs/MODELING.md:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 from modeling.errors import ConfigError, ConflictError
 from modeling.features import boolean_options
+from modeling.values import MODEL_NAME, is_finite_number, matches
 
 MAX_MODELS = 10
 TRAINING_PERIODS: dict[str, int] = {"3m": 3, "6m": 6, "1y": 12, "2y": 24}  # months
@@ -31,7 +31,6 @@ STATECODE_OPTIONS: dict[str, str] = {"0": "Open", "1": "Won", "2": "Lost"}
 # probabilities, so "A" reads as "at least 75% of such deals are won".
 DEFAULT_GRADE_MINIMA: tuple[int, int, int] = (75, 50, 25)
 GRADES = ("A", "B", "C", "D")
-NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 
 # Fields the admin may change after creation (Dynamics: attributes, grade ranges, auto-retrain).
 EDITABLE_FIELDS = frozenset({"attributes", "stageAttributes", "gradeRanges", "autoRetrain"})
@@ -176,7 +175,7 @@ def grade_for(score: int, minima: Sequence[int]) -> int:
 
 
 def _int_in(value: Any, fld: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if not is_finite_number(value) or int(value) != value:
         raise ConfigError(fld, "grade bounds must be integers between 0 and 100")
     if not 0 <= int(value) <= 100:
         raise ConfigError(fld, "grade bounds must be integers between 0 and 100")
@@ -234,7 +233,7 @@ def validate_config(
     name = payload.get("name")
     if name is None:
         name = default_name(now)
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not matches(MODEL_NAME, name):
         raise ConfigError("name", "only letters, digits and '_' (1 to 100 characters)")
 
     bpf = _resolve_bpf(payload.get("businessProcessFlow"), processes)
@@ -275,7 +274,7 @@ def validate_config(
         raise ConfigError("filterValues", "needs filterColumn")
 
     period = payload.get("trainingPeriod", DEFAULT_TRAINING_PERIOD)
-    if period not in TRAINING_PERIODS:
+    if not isinstance(period, str) or period not in TRAINING_PERIODS:
         raise ConfigError("trainingPeriod", "one of " + ", ".join(TRAINING_PERIODS))
 
     attrs = _validate_attributes(payload.get("attributes"), opp_attrs, acc_attrs, state_set)

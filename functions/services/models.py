@@ -16,6 +16,7 @@ from functions.services import training
 from model_store import lifecycle
 from model_store.errors import InvalidVersion, VersionNotFound
 from model_store.store import ModelStore
+from modeling.values import MAX_INT_DIGITS, MODEL_NAME, bounded_int, matches
 
 if TYPE_CHECKING:
     from functions.app_context import AppContext
@@ -57,7 +58,7 @@ def _audited(
                 },
             )
         except Exception:  # noqa: BLE001 - the caller's error matters more than the audit write
-            log.warning("could not audit a %s of model=%s", action, model)
+            log.warning("could not audit a %s of model=%r", action, model)
         raise
     return result
 
@@ -162,10 +163,13 @@ def _resolve_version(store: ModelStore, name: str, version: Any) -> int:
             store.get_config(name)
             raise VersionNotFound(f"model {name} has no trained version yet", model=name)
         return int(chosen)
-    text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
-        raise InvalidVersion(f"version must be a positive integer, got {version!r}", field="version")
-    number = int(text)
+    number = bounded_int(version, minimum=1)
+    if number is None:
+        shown = repr(version)
+        shown = shown[:40] + "..." if len(shown) > 40 else shown
+        raise InvalidVersion(
+            f"version must be a positive integer of at most {MAX_INT_DIGITS} digits, got {shown}", field="version"
+        )
     return number
 
 
@@ -250,7 +254,8 @@ def create_model(
 
     store: ModelStore = ctx.model_store
     now = now or utcnow()
-    name_hint = payload.get("name") if isinstance(payload.get("name"), str) else None
+    # Audit records and log lines name the model only when the name is one (a refused name stays out).
+    name_hint = payload.get("name") if matches(MODEL_NAME, payload.get("name")) else None
 
     def create() -> dict[str, Any]:
         metadata = training.load_metadata(ctx.lake)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,9 @@ import pandas as pd
 import pyarrow as pa
 
 from connectors.clock import iso, stamp
+from connectors.jobs import JOB_ID
 from modeling.errors import ConflictError, InvalidInput, NotFoundError, Unavailable
+from modeling.values import GUID, matches
 
 ENTITY_TYPE = "opportunity"
 ENTITY_SET = "msdyn_predictivescores"
@@ -23,8 +24,7 @@ WRITE_REQUEST_OPS = 1000  # operations per $batch request (Dataverse's limit; th
 SYNC_LIMIT = 20  # POST /api/score with at most this many ids is answered synchronously
 RUN_RETENTION_DAYS = 14  # scoring/runs/<run>/ older than this is deleted by the scheduled run
 IO_THREADS = 8  # parallel small blob reads and writes
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RUN_ID_RE = JOB_ID  # a run id is its job id
 # Columns the plan adds to a batch input (prefixed so they never collide with attributes).
 C_ID = "opportunityid"
 C_NAME = "__sc_name"
@@ -98,15 +98,15 @@ def validate_ids(values: Any) -> list[str]:
     """A list of opportunity GUIDs (lower-cased, de-duplicated, order kept), or 400 naming the bad ones."""
     if not isinstance(values, list) or not values:
         raise ScoringError("opportunityIds must be a non-empty list of GUIDs", code="InvalidOpportunityIds")
-    bad = [v for v in values if not isinstance(v, str) or not GUID_RE.match(v.strip())]
+    bad = [v for v in values if not matches(GUID, v)]
     if bad:
         shown = ", ".join(json.dumps(v) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
         raise ScoringError(f"these opportunityIds are not GUIDs: {shown}", code="InvalidOpportunityIds")
-    return list(dict.fromkeys(v.strip().lower() for v in values))
+    return list(dict.fromkeys(v.lower() for v in values))
 
 
 def validate_id(value: Any) -> str:
-    if not isinstance(value, str) or not GUID_RE.match(value):
+    if not matches(GUID, value):
         raise ScoringError(f"opportunity id {value!r} is not a GUID", code="InvalidOpportunityId")
     return value.lower()
 

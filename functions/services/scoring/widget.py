@@ -36,7 +36,7 @@ SELECT = "msdyn_score,msdyn_grade,msdyn_scoretrend,msdyn_scoredon,msdyn_scorerea
 
 def score_now(ctx: AppContext, ids: Sequence[str], *, actor: str = "anonymous") -> tuple[int, dict[str, Any]]:
     """At most SYNC_LIMIT ids: scored and written now -> (200, scores). More: a queued run -> (202, job)."""
-    wanted = validate_ids(list(ids))
+    wanted = validate_ids(ids)
     if len(wanted) > SYNC_LIMIT:
         planned = plan.plan_run(ctx, opportunity_ids=wanted, actor=actor)
         return 202, {"job": run.job_view(ctx, ctx.jobs.get(planned["runId"])), "run": plan.summary(planned)}

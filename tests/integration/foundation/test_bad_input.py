@@ -11,12 +11,17 @@ from tests.conftest import registry
 pytestmark = pytest.mark.integration
 
 HOSTILE = ["x' or 1 eq 1 or name eq 'y", "../../etc", "00000000-0000-0000-0000-00000000000Z", "%00", "a" * 300]
+# Values no URL limit stops when a function is called directly (issue 12): Unicode digits, 5,000 digits,
+# a 20,000-character id, a trailing newline, NUL.
+EXTREME = ["\u00b2", "1" * 5000, "x" * 20_000, "Zed\n", "3f2504e0-4f89-11d3-9a0c-0305e82c3301\n", "a\x00b"]
 BODIES = [
     b"{not json",
     b"[1,2,3]",
     b'"a string"',
     b'{"name": 12, "opportunityIds": "nope", "full": "yes"}',
     b"\xff\xfe",
+    b"[" * 100_000,
+    b'{"gradeRanges": [NaN, 50, 25], "version": "\u00b2", "opportunityIds": 1, "trainingPeriod": []}',
 ]
 
 
@@ -37,6 +42,11 @@ CASES = [
     for method in (b.get("methods") or ["GET", "POST"])
     for body in BODIES[:3]
     for value in HOSTILE[:3]
+] + [
+    (name, method, body, value)
+    for name, f, b in _http_functions()
+    for method in (b.get("methods") or ["GET", "POST"])
+    for body, value in zip(BODIES[5:] * len(EXTREME), EXTREME, strict=False)
 ]
 
 
@@ -48,6 +58,7 @@ def test_bad_input_is_never_a_500(app_context, name, method, body, value):
     req = func.HttpRequest(
         method,
         f"http://localhost/api/{binding.get('route')}",
+        headers={"Content-Type": "application/json", "If-Match": '*, "a"'},
         route_params=params,
         params={"version": value},
         body=body,

@@ -48,7 +48,7 @@ def call(
     req = func.HttpRequest(
         method,
         "http://localhost/api/models",
-        headers={"x-ms-client-principal-name": "ops"},
+        headers={"x-ms-client-principal-name": "ops", "Content-Type": "application/json"},
         params=params or {},
         route_params=route or {},
         body=b"" if body is None else json.dumps(body).encode(),

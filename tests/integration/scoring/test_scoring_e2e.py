@@ -348,7 +348,7 @@ def test_http_score_and_widget_row(ctx: AppContext) -> None:
     req = func.HttpRequest(
         "POST",
         "http://localhost/api/score",
-        headers={},
+        headers={"Content-Type": "application/json"},
         params={},
         route_params={},
         body=json.dumps({"opportunityIds": open_ids}).encode(),

@@ -25,6 +25,8 @@ from tests.conftest import mock_call, registry
 
 pytestmark = pytest.mark.integration
 
+JSON = {"Content-Type": "application/json"}
+
 SYNCED = [t.logical for t in TABLES]
 
 
@@ -268,9 +270,9 @@ def test_http_queue_and_timer_triggers(mock: dict, mock_server: Any, settings_va
     ctx = _ctx(settings_values)
     try:
         start = registry()["start_sync"].get_user_function()
-        bad = start(func.HttpRequest("POST", "http://localhost/api/sync", body=b'{"full": "yes"}'))
+        bad = start(func.HttpRequest("POST", "http://localhost/api/sync", headers=JSON, body=b'{"full": "yes"}'))
         assert bad.status_code == 400
-        resp = start(func.HttpRequest("POST", "http://localhost/api/sync", body=b'{"full": true}'))
+        resp = start(func.HttpRequest("POST", "http://localhost/api/sync", headers=JSON, body=b'{"full": true}'))
         assert resp.status_code == 202
         job = json.loads(resp.get_body())["job"]
         assert job["status"] == "queued" and job["params"]["full"] is True

@@ -178,10 +178,11 @@ def call(
 ) -> tuple[int, Any, func.HttpResponse]:
     """Call a function of function_app by name with a real HttpRequest; returns (status, json, response)."""
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    sent = {"Content-Type": "application/json", **(headers or {})} if data else dict(headers or {})
     req = func.HttpRequest(
         method,
         "http://localhost/api/models",
-        headers=headers or {},
+        headers=sent,
         params=params or {},
         route_params=route or {},
         body=data,

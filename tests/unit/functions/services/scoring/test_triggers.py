@@ -30,7 +30,8 @@ def ctx(patched: Any, tmp_path: Path) -> Iterator[FakeContext]:
 
 
 def _post(body: bytes) -> func.HttpResponse:
-    req = func.HttpRequest("POST", "http://localhost/api/score", headers={}, params={}, route_params={}, body=body)
+    headers = {"Content-Type": "application/json"}
+    req = func.HttpRequest("POST", "http://localhost/api/score", headers=headers, params={}, route_params={}, body=body)
     return registry()["start_scoring"].get_user_function()(req)
 
 
