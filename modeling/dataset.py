@@ -870,7 +870,8 @@ def _similar(
     n_train = len(order) - max(int(np.ceil(len(order) * TEST_SHARE)), 1)
     part = np.sort(order[:n_train])
     test_from = row_close[order[n_train]] if n_train < len(order) else np.datetime64("2262-01-01", "ns")
-    train_rows = rows.iloc[part].reset_index(drop=True)
+    names = [f["name"] for f in feats if not f.get("derived") and f["name"] in rows.columns]
+    train_rows = rows[names].iloc[part].reset_index(drop=True)  # the attributes only: not a copy of every column
     y_train = rows["_y"].to_numpy(dtype=int)[part]
     candidates = []
     for f in feats:
@@ -889,7 +890,7 @@ def _similar(
         train_rows,
         rows["_t"].to_numpy(dtype="datetime64[ns]")[part],
         y_train,
-        deals[ev_mask].reset_index(drop=True),
+        deals.loc[ev_mask, [c for c in names if c in deals.columns]].reset_index(drop=True),
         deal_close[ev_mask],
         deal_y[ev_mask],
         prior,
