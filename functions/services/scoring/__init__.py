@@ -23,8 +23,9 @@ from functions.services.scoring.common import (
     validate_ids,
 )
 from functions.services.scoring.inputs import clear_model_cache, model_health
-from functions.services.scoring.plan import plan_run, summary
+from functions.services.scoring.plan import plan_run
 from functions.services.scoring.quota import usage as quota_usage
+from functions.services.scoring.report import summary
 from functions.services.scoring.run import job_view, record_poisoned, report, resume, scheduled_run
 from functions.services.scoring.widget import decode_dataverse_row, get_score, score_now
 

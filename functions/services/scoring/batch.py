@@ -72,27 +72,17 @@ def execute(ctx: AppContext, spec: BatchSpec, frame: pd.DataFrame) -> tuple[dict
     allowed = set(quota.claim(ctx, spec.month, ids, spec.quota))
     frame = frame[frame[C_ID].isin(allowed)].reset_index(drop=True)
     if len(allowed) < len(ids):
-        log.warning(
-            "scoring run=%s batch=%d: monthly quota of %s reached; %d records not scored",
-            spec.run_id,
-            spec.batch,
-            spec.quota,
-            len(ids) - len(allowed),
-        )
+        missed = len(ids) - len(allowed)
+        log.warning("scoring run=%s batch=%d: monthly quota reached; %d not scored", spec.run_id, spec.batch, missed)
     scored = inputs.load_scorer(ctx, spec.model, spec.version).score(frame) if len(frame) else pd.DataFrame()
     decided = pd.DataFrame(columns=list(DECIDED_COLUMNS))
     if len(scored):
         previous = scores.previous(ctx.lake, scored[C_ID].astype(str).tolist())
         names = dict(zip(frame[C_ID], frame[C_NAME], strict=True)) if C_NAME in frame.columns else {}
         decided = decide_rows(
-            scored,
-            previous,
-            names=names,
-            model=spec.model,
-            version=spec.version,
-            grade_ranges=spec.grade_ranges,
-            scored_on=spec.scored_on,
-        )
+            scored, previous, names=names, model=spec.model, version=spec.version,
+            grade_ranges=spec.grade_ranges, scored_on=spec.scored_on,
+        )  # fmt: skip
     written, requests = _write(ctx, spec, decided)
     result = batch_result(spec, scored, decided, written, rows=len(frame), requested=len(ids), requests=requests)
     result["seconds"] = round(time.perf_counter() - started, 3)

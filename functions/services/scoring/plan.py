@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from connectors.clock import iso, utcnow
+from connectors.clock import utcnow
 from functions.services.scoring import active, inputs, layout
 from functions.services.scoring.common import message, new_run_id, parallel, to_arrow
+from functions.services.scoring.report import plan_document
 from modeling.errors import ConflictError
-from modeling.scoring_rules import TREND_TOLERANCE, PublishedModel
+from modeling.scoring_rules import PublishedModel
 
 if TYPE_CHECKING:
     from functions.app_context import AppContext
@@ -76,26 +77,11 @@ def _plan(
             lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])),
             list(enumerate(batches)),
         )
-        clock = now or utcnow()
-        doc = {
-            "runId": run_id,
-            "actor": actor,
-            "createdAt": iso(clock),
-            "asOf": iso(lake_inputs.as_of),
-            "scoredOn": clock.date().isoformat(),
-            "month": clock.strftime("%Y-%m"),
-            "models": chosen.models,
-            "brokenModels": chosen.broken,
-            "eligible": chosen.eligible,
-            "batches": len(batches),
-            "batchModels": [model.key for model, _ in batches],
-            "ineligible": chosen.ineligible,
-            "notScored": chosen.not_scored,
-            "requestedIds": None if opportunity_ids is None else len(opportunity_ids),
-            "quota": ctx.settings.monthly_quota,
-            "trendTolerance": TREND_TOLERANCE,
-            "plannedIn": round(time.perf_counter() - started, 3),
-        }
+        doc = plan_document(
+            run_id, actor, now or utcnow(), lake_inputs.as_of, chosen, [model.key for model, _ in batches],
+            requested=None if opportunity_ids is None else len(opportunity_ids), quota=ctx.settings.monthly_quota,
+            seconds=time.perf_counter() - started,
+        )  # fmt: skip
         ctx.lake.json.write(layout.plan_path(run_id), doc)
         inputs.record_broken(ctx, run_id, chosen.broken)
     sender = ctx.queue(ctx.settings.scoring_queue)
@@ -134,7 +120,3 @@ def _cut(frames: Sequence[tuple[PublishedModel, pd.DataFrame]], size: int) -> li
         for model, frame in frames
         for start in range(0, len(frame), size)
     ]
-
-
-def summary(plan: dict[str, Any]) -> dict[str, Any]:
-    return {k: plan.get(k) for k in ("runId", "eligible", "batches", "models", "notScored", "asOf")}

@@ -6,12 +6,63 @@ marker and at least one has no result, `superseded` when a later scheduled run r
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from connectors.clock import iso, parse
 from functions.services.scoring.layout import RunDocs
+from modeling.scoring_rules import TREND_TOLERANCE
+
+if TYPE_CHECKING:
+    from functions.services.scoring.inputs import Assignment
 
 COUNTS = ("scored", "changed", "written", "unchanged", "skipped", "quotaStopped", "writeRequests")
+
+
+def plan_document(
+    run_id: str,
+    actor: str,
+    clock: dt.datetime,
+    as_of: dt.datetime,
+    chosen: Assignment,
+    batch_models: Sequence[str],
+    *,
+    requested: int | None,
+    quota: int | None,
+    seconds: float,
+) -> dict[str, Any]:
+    """`plan.json`: what the run scores (each batch's model), as of when, and what it leaves out."""
+    return {
+        "runId": run_id,
+        "actor": actor,
+        "createdAt": iso(clock),
+        "asOf": iso(as_of),
+        "scoredOn": clock.date().isoformat(),
+        "month": clock.strftime("%Y-%m"),
+        "models": chosen.models,
+        "brokenModels": chosen.broken,
+        "eligible": chosen.eligible,
+        "batches": len(batch_models),
+        "batchModels": list(batch_models),
+        "ineligible": chosen.ineligible,
+        "notScored": chosen.not_scored,
+        "requestedIds": requested,
+        "quota": quota,
+        "trendTolerance": TREND_TOLERANCE,
+        "plannedIn": round(seconds, 3),
+    }
+
+
+def summary(plan: dict[str, Any]) -> dict[str, Any]:
+    """What `POST /api/score` answers of a plan."""
+    return {k: plan.get(k) for k in ("runId", "eligible", "batches", "models", "notScored", "asOf")}
+
+
+def interrupted(job: dict[str, Any]) -> dict[str, Any]:
+    """The job of a run whose planner died (its heartbeat went stale before the plan was written)."""
+    message = f'the worker planning this run stopped; POST /api/score {{"resume": "{job["id"]}"}} plans it again'
+    return {**job, "status": "failed", "error": {"code": "PlanningInterrupted", "message": message}}
 
 
 def summarize(docs: RunDocs) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from functions.services.scoring.common import (
     validate_run_id,
 )
 from functions.services.scoring.plan import plan_run, replan
-from functions.services.scoring.report import job_fields, summarize
+from functions.services.scoring.report import interrupted, job_fields, summarize
 
 if TYPE_CHECKING:
     from functions.app_context import AppContext
@@ -41,14 +41,7 @@ def job_view(ctx: AppContext, job: dict[str, Any]) -> dict[str, Any]:
     and report of the run. A run still planning, or deleted after RUN_RETENTION_DAYS, is its record."""
     docs = layout.load(ctx.lake, str(job["id"]))
     if docs.plan is None and docs.superseded is None:
-        if ctx.jobs.is_stale(job):  # its planner died: the run can only be resumed (planned again)
-            error = {
-                "code": "PlanningInterrupted",
-                "message": f"the worker planning this run stopped; POST /api/score {{\"resume\": \"{job['id']}\"}} "
-                "plans it again",
-            }
-            return {**job, "status": "failed", "error": error}
-        return job
+        return interrupted(job) if ctx.jobs.is_stale(job) else job  # a dead planner: resume plans it again
     return {**job, **job_fields(summarize(docs))}
 
 

@@ -26,6 +26,7 @@ from functions.services.scoring.common import (
     validate_id,
     validate_ids,
 )
+from functions.services.scoring.report import summary
 from modeling.scoring_rules import GRADE_LABELS, TREND_LABELS
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def score_now(ctx: AppContext, ids: Sequence[str], *, actor: str = "anonymous") 
     wanted = validate_ids(ids)
     if len(wanted) > SYNC_LIMIT:
         planned = plan.plan_run(ctx, opportunity_ids=wanted, actor=actor)
-        return 202, {"job": run.job_view(ctx, ctx.jobs.get(planned["runId"])), "run": plan.summary(planned)}
+        return 202, {"job": run.job_view(ctx, ctx.jobs.get(planned["runId"])), "run": summary(planned)}
     run_id, clock = new_run_id(), utcnow()
     models = inputs.published_models(ctx)
     chosen = inputs.assign(ctx, inputs.read_listed(ctx, wanted, models), models, wanted)
