@@ -12,8 +12,11 @@ Goals (issue 4): full sync of 100,000 opportunities <= 60 s and <= 500 MB; incre
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +31,31 @@ from tests.conftest import mock_call
 
 QUICK_SIZES = [10_000]
 FULL_SIZES = [100_000]
+
+
+# A fresh interpreter's resident memory after importing what the sync imports, then after delta-rs's first
+# write and MERGE of a 1,000-row local table: the library's fixed cost (its runtime, its code pages), paid
+# once per process whatever the org's size.
+_FIXED_COST = """
+import json, sys, tempfile
+import pyarrow as pa
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS"))
+import functions.services.sync
+from deltalake import DeltaTable, write_deltalake
+imported = rss()
+path = tempfile.mkdtemp() + "/t"
+rows = pa.table({"id": [str(i) for i in range(1000)], "v": list(range(1000))})
+write_deltalake(path, rows)
+DeltaTable(path).merge(rows, "t.id = s.id", source_alias="s", target_alias="t").when_matched_update_all().execute()
+print(json.dumps({"imported": imported, "after": rss()}))
+"""
+
+
+def _delta_fixed_cost() -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _FIXED_COST], capture_output=True, text=True, check=True, timeout=120)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
@@ -92,6 +120,7 @@ def main() -> None:
                 per_table = {t: (s["fetchS"], s["commitS"]) for t, s in inc["tables"].items()}
                 log(f"  incremental per table (fetch s, commit s): {per_table}")
             rss_all = peak_rss_mib()
+            fixed = _delta_fixed_cost()
             full_m, full_sp = _stat(fulls)
             inc_m, inc_sp = _stat(incs)
             ratio_m, ratio_sp = _stat(ratios)
@@ -111,6 +140,13 @@ def main() -> None:
                     rss_first,
                     "MiB",
                     note=f"whole process during the first full sync; {rss0:.0f} MiB before it",
+                ),
+                result(
+                    "delta_fixed_cost_mib",
+                    fixed["after"] - fixed["imported"],
+                    "MiB",
+                    note=f"a fresh process's first Delta write + MERGE of 1,000 rows (after imports: "
+                    f"{fixed['imported']:.0f} MiB); paid once per process, whatever the org's size",
                 ),
                 result(
                     "peak_rss_all_reps_mib",
