@@ -68,6 +68,8 @@ class ModelStore:
         self.blobs = JsonBlobs(container)
         self.clock = clock
         self._audit = AuditLog(self.blobs, lambda: self.clock(), self._config_exists)
+        # Append one audit record (create-only); a refusal is counted in its hour's summary instead.
+        self.audit = self._audit.record
 
     # ------------------------------------------------------------------ paths
 
@@ -346,18 +348,6 @@ class ModelStore:
 
     # ------------------------------------------------------------------ audit (model_store.audit)
 
-    def audit(
-        self,
-        action: str,
-        *,
-        actor: str,
-        model: str | None,
-        version: int | None = None,
-        outcome: str = "succeeded",
-        detail: Any = None,
-    ) -> dict[str, Any]:
-        """Append one audit record (create-only); a refusal is counted in its hour's summary instead."""
-        return self._audit.record(action, actor=actor, model=model, version=version, outcome=outcome, detail=detail)
 
     def audit_log(self, model: str | None = None, *, limit: int = 200) -> list[dict[str, Any]]:
         """Newest first; optionally only one model's records (the first page of `audit_page`)."""

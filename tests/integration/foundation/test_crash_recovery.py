@@ -18,21 +18,11 @@ from connectors.lake import Lake
 from local_runner import stack
 from tests.conftest import mock_call
 from tests.integration.foundation.test_pipeline_http import call
+from tests.integration.foundation.test_pipeline_http import wait_job as _wait_job
 from tests.integration.sync.test_sync_mock import SYNCED, assert_history_clean, assert_lake_equals_mock
 
 pytestmark = pytest.mark.integration
 STALE = 10  # JOB_STALE_SECONDS of these runners (20 by default): a dead worker's job is taken over sooner
-
-
-def _wait_job(base: str, job_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, job = call(base, "GET", f"/api/jobs/{job_id}")
-        if status == 200 and job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s")
 
 
 def test_kill_9_mid_sync_then_restart_equals_a_clean_sync(azurite, mock_info, mock_server, tmp_path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from local_runner import stack
+from tests.integration.foundation.test_pipeline_http import wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +26,7 @@ class Api:
 
     def __init__(self, url: str, log: Path):
         parts = urllib.parse.urlsplit(url)
+        self.url = url
         self.host, self.port, self.log = parts.hostname or "127.0.0.1", int(parts.port or 80), log
 
     def raw(
@@ -46,14 +48,7 @@ class Api:
         return status, json.loads(raw) if raw else None
 
     def wait(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, job = self.call("GET", f"/api/jobs/{job_id}")
-            assert status == 200, job
-            if job["status"] in ("succeeded", "failed"):
-                return job
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} did not end in {timeout} s")
+        return wait_job(self.url, job_id, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,20 @@ def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]
         return err.code, json.loads(raw) if raw else None
 
 
-def wait(base: str, accepted: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    job_id = accepted["job"]["id"]
+def wait_job(base: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    """The job once it has ended (`succeeded` or `failed`), polled over HTTP."""
     deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status, job = call(base, "GET", f"/api/jobs/{job_id}")
-        assert status == 200, job
-        if job["status"] in ("succeeded", "failed"):
+        if status == 200 and job["status"] in ("succeeded", "failed"):
             return job
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+    raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s")
+
+
+def wait(base: str, accepted: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    return wait_job(base, accepted["job"]["id"], timeout)
 
 
 @pytest.fixture(scope="module")
