@@ -43,6 +43,7 @@ def test_kill_9_mid_sync_then_restart_equals_a_clean_sync(azurite, mock_info, mo
             time.sleep(0.05)
         os.kill(first.process.pid, signal.SIGKILL)  # the worker dies mid-sync
         first.process.wait(10)
+        killed = time.monotonic()
     finally:
         first.stop()
     done = [t for t in SYNCED if lake.synced(t)]
@@ -51,6 +52,7 @@ def test_kill_9_mid_sync_then_restart_equals_a_clean_sync(azurite, mock_info, mo
     second = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
     try:
         job = _wait_job(second.url, job_id, timeout=180)  # redelivered after the message's visibility timeout
+        print(f"\nsync: succeeded {time.monotonic() - killed:.1f} s after the kill (restart included)")
     finally:
         second.stop()
     assert job["status"] == "succeeded" and not job["result"]["skipped"], job
@@ -87,6 +89,7 @@ def test_kill_9_mid_scoring_run_then_restart_writes_every_score_once(azurite, mo
         _wait_for(lambda: lake.list(f"scoring/runs/{run_id}/results/"), 180, "a first batch result")
         os.kill(first.process.pid, signal.SIGKILL)  # the worker dies mid-run
         first.process.wait(10)
+        killed = time.monotonic()
     finally:
         first.stop()
     done = len(lake.list(f"scoring/runs/{run_id}/results/"))
@@ -95,6 +98,7 @@ def test_kill_9_mid_scoring_run_then_restart_writes_every_score_once(azurite, mo
     second = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
     try:
         job = _wait_job(second.url, run_id, timeout=240)  # its messages are redelivered to the new worker
+        print(f"\nscoring: succeeded {time.monotonic() - killed:.1f} s after the kill (restart included)")
         assert job["status"] == "succeeded", job
         report = job["result"]
         rows = [r for r in mock_server.org.rows("msdyn_predictivescore") if r.get("msdyn_entitytype") == "opportunity"]
