@@ -44,12 +44,28 @@ def start_sync(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("sync_worker")
 @bp.queue_trigger(arg_name="msg", queue_name="%SYNC_QUEUE%", connection="AzureWebJobsStorage")
 def sync_worker(msg: func.QueueMessage) -> None:
+    message = _message(msg, "sync_worker")
+    if message is not None:
+        sync_jobs.run_job(get_context(), message)
+
+
+@bp.function_name("sync_poison")
+@bp.queue_trigger(arg_name="msg", queue_name="%SYNC_QUEUE%-poison", connection="AzureWebJobsStorage")
+def sync_poison(msg: func.QueueMessage) -> None:
+    """The host gave up on a sync message: its job ends `failed` (WorkerLost) instead of staying `running`."""
+    message = _message(msg, "sync_poison")
+    if message is not None:
+        sync_jobs.record_poisoned(get_context(), message)
+
+
+def _message(msg: func.QueueMessage, trigger: str) -> dict[str, object] | None:
+    """The message's JSON object, or None (logged) when it is not one."""
     try:
         message = json.loads(msg.get_body())
     except (ValueError, UnicodeDecodeError):
-        log.error("sync_worker: message %s is not JSON; dropped", msg.id)
-        return
+        log.error("%s: message %s is not JSON; dropped", trigger, msg.id)
+        return None
     if not isinstance(message, dict):
-        log.error("sync_worker: message %s is not a JSON object; dropped", msg.id)
-        return
-    sync_jobs.run_job(get_context(), message)
+        log.error("%s: message %s is not a JSON object; dropped", trigger, msg.id)
+        return None
+    return message

@@ -16,6 +16,7 @@ from connectors.dataverse import DataverseClient, DataverseNotFound, processes_f
 from connectors.jobs import JobNotFound
 from connectors.lake import Lake, LeaseBusy
 from functions.services.jobs import execute
+from functions.services.jobs import record_poisoned as poisoned_job
 from functions.services.sync import retention
 from functions.services.sync.commit import commit_extract, recover
 from functions.services.sync.extract import TABLES, Extract, TableMeta, TableSpec, extract_table
@@ -259,10 +260,7 @@ def run_checked(ctx: AppContext, *, full: bool, job_id: str | None = None, lease
 def run_job(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
     """The queue worker: run the job's sync and record its result or error on the job. A message for
     another lake raises (retried, then kept in the poison queue), so it is never silently dropped."""
-    job_id = str(message.get("jobId") or message.get("job_id") or "")
-    lake_name = message.get("lake")
-    if lake_name and lake_name != ctx.settings.lake_container:
-        raise SyncMessageError(f"sync job {job_id} belongs to lake {lake_name}, not {ctx.settings.lake_container}")
+    job_id = _own(ctx, message)
     try:
         ctx.jobs.get(job_id)
     except JobNotFound:
@@ -279,6 +277,22 @@ def run_job(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
 
     job = execute(ctx.jobs, job_id, work, what="sync")
     return job.get("result") if job["status"] == "succeeded" else None
+
+
+def record_poisoned(ctx: AppContext, message: dict[str, Any]) -> dict[str, Any] | None:
+    """The host gave up on a sync message (every delivery's worker died): its job ends `failed`, code
+    WorkerLost. A message of another lake raises, so the host keeps it (in `<queue>-poison-poison`)."""
+    _own(ctx, message)
+    return poisoned_job(ctx, message, what="sync")
+
+
+def _own(ctx: AppContext, message: dict[str, Any]) -> str:
+    """The job id of a message of this lake; SyncMessageError for another lake's."""
+    job_id = str(message.get("jobId") or message.get("job_id") or "")
+    lake_name = message.get("lake")
+    if lake_name and lake_name != ctx.settings.lake_container:
+        raise SyncMessageError(f"sync job {job_id} belongs to lake {lake_name}, not {ctx.settings.lake_container}")
+    return job_id
 
 
 def run_scheduled(ctx: AppContext) -> dict[str, Any]:

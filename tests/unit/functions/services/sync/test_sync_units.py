@@ -233,3 +233,32 @@ def test_a_sync_job_that_finds_another_sync_running_does_not_read_as_succeeded()
     ended = ctx.jobs.get(job["id"])
     assert ended["status"] == "failed" and ended["error"]["code"] == "SyncInProgress", ended
     assert "another sync is running" in ended["error"]["message"]
+
+
+def test_a_poisoned_sync_message_fails_its_job_and_another_lakes_is_kept(monkeypatch: Any) -> None:
+    """A sync whose every delivery died used to stay `running` for ever; now the poison trigger ends it
+    `failed` (WorkerLost). A message of another lake raises there too, so the host keeps it."""
+    import json
+
+    import azure.functions as func
+
+    from connectors.blobs import JsonBlobs
+    from connectors.jobs import JobStore
+    from functions.app_context import AppContext
+    from functions.services.sync.run import SyncMessageError
+    from tests.conftest import registry
+    from tests.unit.fakes import unit_settings
+
+    ctx = AppContext(unit_settings())
+    ctx.__dict__["jobs"] = JobStore(JsonBlobs(FakeContainer()))  # type: ignore[arg-type]
+    job = ctx.jobs.create("sync", {"full": False})
+    ctx.jobs.start(job["id"])
+    poison = registry()["sync_poison"].get_user_function()
+    monkeypatch.setattr("functions.sync.get_context", lambda: ctx)
+    with pytest.raises(SyncMessageError):
+        poison(func.QueueMessage(body=json.dumps({"jobId": job["id"], "lake": "another"}).encode()))
+    assert ctx.jobs.get(job["id"])["status"] == "running"
+    poison(func.QueueMessage(body=json.dumps({"jobId": job["id"], "lake": ctx.settings.lake_container}).encode()))
+    poison(func.QueueMessage(body=b"not ours"))  # logged and dropped
+    ended = ctx.jobs.get(job["id"])
+    assert ended["status"] == "failed" and ended["error"]["code"] == "WorkerLost", ended
