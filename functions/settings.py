@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeling.values import bounded_int
+
 _NCRONTAB = re.compile(r"^\S+( \S+){5}$")
 _TIERS = ("premium", "enterprise")
 _ORG_STATUSES = ("active", "expired", "deleted")
@@ -69,8 +71,8 @@ class Settings:
 def _bounded(get: Any, problems: list[str], name: str, default: int, low: int, high: int) -> int:
     """A whole-number setting within [low, high]; the default (and a problem) when it is not."""
     raw = get(name, str(default)) or str(default)
-    value = int(raw) if raw.isdigit() else 0
-    if not low <= value <= high:
+    value = bounded_int(raw, minimum=low, maximum=high)
+    if value is None:
         problems.append(f"{name} must be a whole number from {low:,} to {high:,}, got {raw!r}")
         return default
     return value
@@ -145,10 +147,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     quota_raw = get("MONTHLY_SCORING_QUOTA")
     quota: int | None = 1500 if tier == "enterprise" else None
     if quota_raw is not None:
-        if not quota_raw.isdigit():
+        quota = bounded_int(quota_raw, minimum=0)
+        if quota is None:
             problems.append(f"MONTHLY_SCORING_QUOTA must be a whole number, got {quota_raw!r}")
-        else:
-            quota = int(quota_raw)
     threads = _bounded(get, problems, "TRAINING_THREADS", 1, 1, 64)
     batch_size = _bounded(get, problems, "SCORING_BATCH_SIZE", 5000, 10, 50_000)
     stale = _bounded(get, problems, "JOB_STALE_SECONDS", 20, 8, 600)

@@ -41,6 +41,9 @@ def test_missing_setting_is_named(missing):
         ("DATAVERSE_USE_MANAGED_IDENTITY", "maybe"),
         ("TRAINING_THREADS", "0"),
         ("TRAINING_THREADS", "many"),
+        ("SCORING_BATCH_SIZE", "\u00b2"),  # isdigit() took it, int() did not
+        ("MONTHLY_SCORING_QUOTA", "\u00b2"),
+        ("JOB_STALE_SECONDS", "9" * 5000),
     ],
 )
 def test_malformed_setting_is_named(name, value):
