@@ -135,7 +135,7 @@ def error_from_exception(exc: BaseException) -> func.HttpResponse:
             if value not in (None, {}, []) and key not in extra:
                 extra[key] = value
         if status >= 500:
-            log.error("request failed: %s (%s)", code, exc)
+            log.error("request failed: %s (%r)", code, str(exc))  # quoted: a message may carry input
         return error_response(status, code, str(exc) or code, **extra)
     log.exception("unexpected error: %s", type(exc).__name__)
     return error_response(500, "InternalError", f"unexpected {type(exc).__name__}; see the function logs")
