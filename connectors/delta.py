@@ -9,15 +9,11 @@ that wrote it), read back with `last_commit`.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +21,12 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
-from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+from connectors.delta_stream import ROW_GROUP_ROWS, StreamFiles
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +35,6 @@ COMMIT_RETRIES = 8
 # memory whatever the table's size (measured: a partitioned write of 1,000,000 wide rows peaks ~330 MiB
 # above the process's start with these, and grows with the rows written with delta-rs's defaults).
 TARGET_FILE_BYTES = 16 * 1024 * 1024
-ROW_GROUP_ROWS = 16_384
-STREAM_FILE_ROWS = 250_000  # rows per file of a streamed append (`append_stream`)
-UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 # Kept by `vacuum`: files a reader or a time-travel query may still need (docs/LAKE.md "Retention").
 DEFAULT_RETENTION_HOURS = 7 * 24
 
@@ -227,7 +219,7 @@ class DeltaTables:
         current = self.open(path)
         if current is not None and not set(schema.names) <= set(current.to_pyarrow_dataset().schema.names):
             return self.append(path, batches, metadata=metadata, partition_by=[partition_by] if partition_by else None)
-        files = _StreamFiles(self.uri(path), self.location.storage_options, schema, partition_by)
+        files = StreamFiles(self.uri(path), self.location.storage_options, schema, partition_by)
         try:
             for batch in batches:
                 files.write(batch)
@@ -362,107 +354,6 @@ class DeltaTables:
     def _version(self, path: str) -> int:
         table = self.open(path)
         return -1 if table is None else int(table.version())
-
-
-@dataclass
-class _Part:
-    """One open file of a streamed append: its table path, local file, writer, rows written and the rows
-    waiting to fill the next row group."""
-
-    rel: str
-    local: str
-    writer: pq.ParquetWriter
-    rows: int = 0
-    pending: list[pa.Table] = field(default_factory=list)
-    pending_rows: int = 0
-
-
-class _StreamFiles:
-    """The Parquet files of one streamed append, written with pyarrow through delta-rs's own filesystem
-    (so the same code writes to Blob Storage and to a local directory). Rows are gathered per partition
-    value into row groups of ROW_GROUP_ROWS: a reader fetches a column in one request per row group, so
-    the pieces a batch splits into by partition must not each become a row group."""
-
-    def __init__(self, uri: str, options: Mapping[str, str], schema: pa.Schema, partition_by: str | None):
-        if "://" not in uri:  # a local directory (tests): delta-rs's handler wants it to exist
-            os.makedirs(uri, exist_ok=True)
-        self.fs = pafs.PyFileSystem(DeltaStorageHandler(uri, dict(options)))
-        self.partition_by = partition_by
-        self.schema = schema if partition_by is None else schema.remove(schema.get_field_index(partition_by))
-        self.open: dict[Any, _Part] = {}  # partition value -> its open file
-        self.done: list[AddAction] = []
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if not batch.num_rows:
-            return
-        if self.partition_by is None:
-            self._write(None, pa.Table.from_batches([batch]))
-            return
-        column = batch.column(self.partition_by)
-        for value in pc.unique(column).to_pylist():
-            mask = pc.is_null(column) if value is None else pc.fill_null(pc.equal(column, value), False)
-            self._write(value, pa.Table.from_batches([batch.filter(mask)]).drop_columns([self.partition_by]))
-
-    def _write(self, value: Any, table: pa.Table) -> None:
-        part = self.open.get(value)
-        if part is None:
-            folder = "" if self.partition_by is None else f"{self.partition_by}={_partition_text(value)}/"
-            local = tempfile.NamedTemporaryFile(prefix="delta-part-", suffix=".parquet", delete=False)  # noqa: SIM115
-            local.close()
-            writer = pq.ParquetWriter(local.name, self.schema, compression="snappy")
-            part = self.open[value] = _Part(f"{folder}part-{uuid.uuid4().hex}.snappy.parquet", local.name, writer)
-        part.pending.append(table.cast(self.schema) if table.schema != self.schema else table)
-        part.pending_rows += table.num_rows
-        if part.pending_rows >= ROW_GROUP_ROWS:
-            self._flush(part)
-        if part.rows >= STREAM_FILE_ROWS:
-            self._finish(value)
-
-    @staticmethod
-    def _flush(part: _Part) -> None:
-        if part.pending_rows:
-            part.writer.write_table(pa.concat_tables(part.pending), row_group_size=max(part.pending_rows, 1))
-            part.rows += part.pending_rows
-            part.pending, part.pending_rows = [], 0
-
-    def _finish(self, value: Any) -> None:
-        """Close a file and upload it in large chunks (pyarrow writes many small pieces; through the Python
-        filesystem adapter each would be a call of its own)."""
-        part = self.open.pop(value)
-        try:
-            self._flush(part)
-            part.writer.close()
-            size = os.path.getsize(part.local)
-            pafs.copy_files(
-                part.local,
-                part.rel,
-                source_filesystem=pafs.LocalFileSystem(),
-                destination_filesystem=self.fs,
-                chunk_size=UPLOAD_CHUNK_BYTES,
-            )
-        finally:
-            os.unlink(part.local)
-        parts = {} if self.partition_by is None else {self.partition_by: _partition_text(value)}
-        stats = json.dumps({"numRecords": part.rows})
-        self.done.append(AddAction(part.rel, size, parts, int(time.time() * 1000), True, stats))
-
-    def close(self) -> list[AddAction]:
-        for value in list(self.open):
-            self._finish(value)
-        return self.done
-
-    def abort(self) -> None:
-        """Drop what is open; files already uploaded are in no version, so `vacuum` removes them later."""
-        for part in self.open.values():
-            with contextlib.suppress(Exception):
-                part.writer.close()
-            with contextlib.suppress(OSError):
-                os.unlink(part.local)
-        self.open.clear()
-
-
-def _partition_text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:

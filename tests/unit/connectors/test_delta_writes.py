@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors import delta
+from connectors import delta_stream
 from connectors.delta import DeltaLocation, DeltaTables
 
 
@@ -19,7 +19,7 @@ def _stream(rows: int, batch: int) -> pa.RecordBatchReader:
 
 
 def test_a_partitioned_stream_writes_whole_row_groups(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(delta, "ROW_GROUP_ROWS", 1000)
+    monkeypatch.setattr(delta_stream, "ROW_GROUP_ROWS", 1000)
     tables = DeltaTables(DeltaLocation(str(tmp_path)))
     tables.append_stream("t", _stream(9000, batch=600), partition_by="state")  # 200 rows a partition a batch
     files = tables.open("t").file_uris()  # type: ignore[union-attr]
