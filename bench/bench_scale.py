@@ -23,7 +23,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import emit, log, result
+from bench.common import emit, local_org, log, result
 from local_runner import stack
 
 QUICK_SIZES = [2000]
@@ -108,34 +108,22 @@ def main() -> None:
             json.dump(output, fh, default=str)
         return
     results, notes = [], []
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        azurite = stack.start_azurite(tmp)
-        mock = None
-        try:
-            t0 = time.perf_counter()
-            mock = stack.start_mock(
-                ["--seed", str(args.seed), "--opportunities", str(args.size)],
-                log_path=f"{tmp}/mock.log",
-                timeout=3600,
-            )
-            mock_s = time.perf_counter() - t0
-            log(f"mock with {args.size} opportunities up in {mock_s:.0f} s")
-            settings_file = f"{tmp}/settings.json"
-            with open(settings_file, "w") as fh:
-                json.dump(stack.app_settings(azurite, mock.info, SCORING_QUEUE="scale-scoring"), fh)
-            for name in args.phases:
-                seconds, peak, out = _run_phase(name, settings_file, f"{tmp}/{name}.json")
-                log(f"{name}: {seconds:.1f} s, peak {peak:.0f} MiB, {out}")
-                results += [
-                    result(f"{name}_s", seconds, "s", note=json.dumps(out, default=str)),
-                    result(f"{name}_peak_rss_mib", peak, "MiB", note="the phase's own process"),
-                ]
-            mock_rss = _rss_mib(mock.process.pid)
-            notes.append(f"mock start-up {mock_s:.0f} s, mock RSS after the run {mock_rss:.0f} MiB")
-        finally:
-            if mock is not None:
-                mock.stop()
-            azurite.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp,
+        local_org(tmp, args.size, args.seed, timeout=3600) as (azurite, mock, mock_s),
+    ):
+        settings_file = f"{tmp}/settings.json"
+        with open(settings_file, "w") as fh:
+            json.dump(stack.app_settings(azurite, mock.info, SCORING_QUEUE="scale-scoring"), fh)
+        for name in args.phases:
+            seconds, peak, out = _run_phase(name, settings_file, f"{tmp}/{name}.json")
+            log(f"{name}: {seconds:.1f} s, peak {peak:.0f} MiB, {out}")
+            results += [
+                result(f"{name}_s", seconds, "s", note=json.dumps(out, default=str)),
+                result(f"{name}_peak_rss_mib", peak, "MiB", note="the phase's own process"),
+            ]
+        mock_rss = _rss_mib(mock.process.pid)
+        notes.append(f"mock start-up {mock_s:.0f} s, mock RSS after the run {mock_rss:.0f} MiB")
     emit("scale", {"size": args.size, "workers": WORKERS}, results, [], notes=notes)
 
 

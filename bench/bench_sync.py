@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import comparison, emit, log, peak_rss_mib, result, size_arg_parser
+from bench.common import comparison, emit, local_org, log, peak_rss_mib, result, size_arg_parser
 from connectors.blobs import container_client
 from connectors.lake import Lake
 from functions.services.sync import run_sync
@@ -71,120 +71,109 @@ def main() -> None:
     reps = max(1, args.reps)
     results: list[dict[str, Any]] = []
     comparisons, notes = [], []
-    with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
-        az = stack.start_azurite(tmp)
-        mock = None
-        try:
-            t0 = time.perf_counter()
-            mock = stack.start_mock(
-                ["--seed", str(args.seed or 7), "--opportunities", str(args.size)],
-                log_path=f"{tmp}/mock.log",
-                timeout=300,
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp,
+        local_org(tmp, args.size, args.seed or 7) as (az, mock, _),
+    ):
+        info = mock.info
+        client = stack.dataverse_client(info)
+        rss0 = peak_rss_mib()
+        fulls: list[float] = []
+        incs: list[float] = []
+        ratios: list[float] = []
+        shares: list[float] = []
+        rows = pages = 0
+        rss_first = 0.0
+        inc: dict[str, Any] = {}
+        for rep in range(reps):
+            lake = Lake(container_client(az.connection_string, f"bench-{uuid.uuid4().hex[:8]}"))
+            t = time.perf_counter()
+            full = run_sync(lake, client, workers=args.workers, temp_dir=tmp)
+            full_s = time.perf_counter() - t
+            if rep == 0:
+                rss_first = peak_rss_mib()  # the first full sync's peak (later reps only add to it)
+            rows = sum(s["fetched"] for s in full["tables"].values())
+            pages = full["totals"]["pages"]
+            # a new seed per repetition: the mock's generator would repeat ids for a repeated seed
+            mock_call(info, "POST", "/_mock/simulate", {"days": args.days, "seed": 1000 + rep})
+            t = time.perf_counter()
+            inc = run_sync(lake, client, workers=args.workers, temp_dir=tmp)
+            inc_s = time.perf_counter() - t
+            opp = inc["tables"]["opportunity"]
+            touched = opp["new"] + opp["changed"] + opp["deleted"]
+            share = touched / max(1, full["tables"]["opportunity"]["fetched"])
+            fulls.append(full_s)
+            incs.append(inc_s)
+            ratios.append(full_s / inc_s)
+            shares.append(share)
+            log(
+                f"rep {rep + 1}/{reps}: full {full_s:.2f} s ({rows} rows), incremental {inc_s:.3f} s "
+                f"({touched} opportunities touched, {share:.2%}), full/incremental {full_s / inc_s:.1f}"
             )
-            log(f"mock with {args.size} opportunities up in {time.perf_counter() - t0:.1f} s")
-            info = mock.info
-            client = stack.dataverse_client(info)
-            rss0 = peak_rss_mib()
-            fulls: list[float] = []
-            incs: list[float] = []
-            ratios: list[float] = []
-            shares: list[float] = []
-            rows = pages = 0
-            rss_first = 0.0
-            inc: dict[str, Any] = {}
-            for rep in range(reps):
-                lake = Lake(container_client(az.connection_string, f"bench-{uuid.uuid4().hex[:8]}"))
-                t = time.perf_counter()
-                full = run_sync(lake, client, workers=args.workers, temp_dir=tmp)
-                full_s = time.perf_counter() - t
-                if rep == 0:
-                    rss_first = peak_rss_mib()  # the first full sync's peak (later reps only add to it)
-                rows = sum(s["fetched"] for s in full["tables"].values())
-                pages = full["totals"]["pages"]
-                # a new seed per repetition: the mock's generator would repeat ids for a repeated seed
-                mock_call(info, "POST", "/_mock/simulate", {"days": args.days, "seed": 1000 + rep})
-                t = time.perf_counter()
-                inc = run_sync(lake, client, workers=args.workers, temp_dir=tmp)
-                inc_s = time.perf_counter() - t
-                opp = inc["tables"]["opportunity"]
-                touched = opp["new"] + opp["changed"] + opp["deleted"]
-                share = touched / max(1, full["tables"]["opportunity"]["fetched"])
-                fulls.append(full_s)
-                incs.append(inc_s)
-                ratios.append(full_s / inc_s)
-                shares.append(share)
-                log(
-                    f"rep {rep + 1}/{reps}: full {full_s:.2f} s ({rows} rows), incremental {inc_s:.3f} s "
-                    f"({touched} opportunities touched, {share:.2%}), full/incremental {full_s / inc_s:.1f}"
-                )
-                per_table = {t: (s["fetchS"], s["commitS"]) for t, s in inc["tables"].items()}
-                log(f"  incremental per table (fetch s, commit s): {per_table}")
-            rss_all = peak_rss_mib()
-            fixed = _delta_fixed_cost()
-            full_m, full_sp = _stat(fulls)
-            inc_m, inc_sp = _stat(incs)
-            ratio_m, ratio_sp = _stat(ratios)
-            share_m = statistics.median(shares)
-            results += [
-                result(
-                    "full_sync_s",
-                    full_m,
-                    "s",
-                    reps=reps,
-                    spread=full_sp,
-                    note=f"{rows} rows in 6 tables, {pages} pages",
-                ),
-                result("full_sync_rows_per_s", rows / full_m, "rows/s", reps=reps),
-                result(
-                    "peak_rss_mib",
-                    rss_first,
-                    "MiB",
-                    note=f"whole process during the first full sync; {rss0:.0f} MiB before it",
-                ),
-                result(
-                    "delta_fixed_cost_mib",
-                    fixed["after"] - fixed["imported"],
-                    "MiB",
-                    note=f"a fresh process's first Delta write + MERGE of 1,000 rows (after imports: "
-                    f"{fixed['imported']:.0f} MiB); paid once per process, whatever the org's size",
-                ),
-                result(
-                    "peak_rss_all_reps_mib",
-                    rss_all,
-                    "MiB",
-                    note=f"whole process after {reps} full + incremental syncs (allocator pools grow)",
-                ),
-                result(
-                    "incremental_sync_s",
-                    inc_m,
-                    "s",
-                    reps=reps,
-                    spread=inc_sp,
-                    note=f"after {args.days} simulated day(s): {share_m:.2%} of opportunities "
-                    f"new/changed/deleted (median); last run's totals {inc['totals']}",
-                ),
-                result(
-                    "full_over_incremental",
-                    ratio_m,
-                    "x",
-                    reps=reps,
-                    spread=ratio_sp,
-                    note="per repetition, full and incremental from the same run; goal >= 10",
-                ),
-                result("incremental_changed_share", share_m * 100, "%", reps=reps),
-            ]
-            comparisons.append(
-                comparison("incremental vs full sync time", inc_m, full_m, "s", higher_is_better=False)
-            )
-            notes.append(
-                f"goals: full <= 60 s ({full_m:.1f}), peak <= 500 MiB ({rss_first:.0f}), "
-                f"incremental <= full/10 (median {inc_m:.2f} s vs {full_m / 10:.2f} s; per-rep ratios "
-                f"{', '.join(f'{r:.1f}' for r in ratios)})"
-            )
-        finally:
-            if mock is not None:
-                mock.stop()
-            az.stop()
+            per_table = {t: (s["fetchS"], s["commitS"]) for t, s in inc["tables"].items()}
+            log(f"  incremental per table (fetch s, commit s): {per_table}")
+        rss_all = peak_rss_mib()
+        fixed = _delta_fixed_cost()
+        full_m, full_sp = _stat(fulls)
+        inc_m, inc_sp = _stat(incs)
+        ratio_m, ratio_sp = _stat(ratios)
+        share_m = statistics.median(shares)
+        results += [
+            result(
+                "full_sync_s",
+                full_m,
+                "s",
+                reps=reps,
+                spread=full_sp,
+                note=f"{rows} rows in 6 tables, {pages} pages",
+            ),
+            result("full_sync_rows_per_s", rows / full_m, "rows/s", reps=reps),
+            result(
+                "peak_rss_mib",
+                rss_first,
+                "MiB",
+                note=f"whole process during the first full sync; {rss0:.0f} MiB before it",
+            ),
+            result(
+                "delta_fixed_cost_mib",
+                fixed["after"] - fixed["imported"],
+                "MiB",
+                note=f"a fresh process's first Delta write + MERGE of 1,000 rows (after imports: "
+                f"{fixed['imported']:.0f} MiB); paid once per process, whatever the org's size",
+            ),
+            result(
+                "peak_rss_all_reps_mib",
+                rss_all,
+                "MiB",
+                note=f"whole process after {reps} full + incremental syncs (allocator pools grow)",
+            ),
+            result(
+                "incremental_sync_s",
+                inc_m,
+                "s",
+                reps=reps,
+                spread=inc_sp,
+                note=f"after {args.days} simulated day(s): {share_m:.2%} of opportunities "
+                f"new/changed/deleted (median); last run's totals {inc['totals']}",
+            ),
+            result(
+                "full_over_incremental",
+                ratio_m,
+                "x",
+                reps=reps,
+                spread=ratio_sp,
+                note="per repetition, full and incremental from the same run; goal >= 10",
+            ),
+            result("incremental_changed_share", share_m * 100, "%", reps=reps),
+        ]
+        comparisons.append(
+            comparison("incremental vs full sync time", inc_m, full_m, "s", higher_is_better=False)
+        )
+        notes.append(
+            f"goals: full <= 60 s ({full_m:.1f}), peak <= 500 MiB ({rss_first:.0f}), "
+            f"incremental <= full/10 (median {inc_m:.2f} s vs {full_m / 10:.2f} s; per-rep ratios "
+            f"{', '.join(f'{r:.1f}' for r in ratios)})"
+        )
     emit(
         "sync",
         {"size": args.size, "days": args.days, "workers": args.workers, "reps": reps},

@@ -11,6 +11,7 @@ below (10 equal-width bins over [0, 1], weighted by the share of records in each
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -319,3 +320,25 @@ def ratio_to_best(ours: float, peers: Sequence[float], metric: str) -> tuple[flo
     if hib:
         return (ours / best if best else None), index
     return (best / ours if ours else None), index
+
+
+@contextlib.contextmanager
+def local_org(tmp: str, size: int, seed: int, *, timeout: float = 300.0) -> Iterator[tuple[Any, Any, float]]:
+    """Azurite and the mock (`size` opportunities, `seed`) as child processes for one benchmark, stopped by
+    PID however it ends. Yields (azurite, mock, the mock's start-up seconds)."""
+    from local_runner import stack
+
+    azurite = stack.start_azurite(tmp)
+    mock = None
+    try:
+        t0 = time.perf_counter()
+        mock = stack.start_mock(
+            ["--seed", str(seed), "--opportunities", str(size)], log_path=f"{tmp}/mock.log", timeout=timeout
+        )
+        started = time.perf_counter() - t0
+        log(f"mock with {size} opportunities up in {started:.1f} s")
+        yield azurite, mock, started
+    finally:
+        if mock is not None:
+            mock.stop()
+        azurite.stop()
