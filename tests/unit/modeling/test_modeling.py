@@ -276,7 +276,7 @@ def test_training_metrics_export_and_insights(trained):
         > rates["global_rate"]
         > rates["values"]["No Committed Budget"]["rate"]
     )
-    assert "were won (all: " in rates["values"]["Will Buy"]["text"]
+    assert "were won; overall " in rates["values"]["Will Buy"]["text"]
 
 
 def test_threshold_is_chosen_before_the_test_set_is_seen(trained):
@@ -331,15 +331,11 @@ def test_scorer_scores_grades_and_reasons(tables, trained):
     assert sum(bool(r["positive"] or r["negative"]) for r in out["reasons"]) >= 0.8 * len(out)
     r = next(r for r in out["reasons"] if r["positive"] and r["negative"])
     assert len(r["positive"]) <= 5 and len(r["negative"]) <= 5
-    assert all(x["impact"] > 0 for x in r["positive"]) and all(x["impact"] < 0 for x in r["negative"])
-    doc = json.loads(reasons_json(cfg.name, 3, r))
-    assert doc["version"] == 3 and set(doc["positive"][0]) == {
-        "attribute",
-        "label",
-        "value",
-        "impact",
-        "text",
-    }
+    assert all(x["points"] >= 1 for x in r["positive"]) and all(x["points"] <= -1 for x in r["negative"])
+    doc = json.loads(reasons_json(cfg.name, 3, r, history=[{"date": "2026-11-30", "score": 40, "grade": "C"}]))
+    assert doc["format"] == 2 and doc["version"] == 3 and doc["history"][0]["score"] == 40
+    assert doc["score"] == r["score"] and isinstance(doc["baseline"], float)
+    assert set(doc["positive"][0]) == {"attribute", "label", "value", "points", "logOdds", "headline", "insight"}
     # bad data in a record is scored with the value treated as missing
     broken = sd.frame.copy()
     broken.loc[0, "budgetstatus"] = 12345
@@ -380,8 +376,9 @@ def test_trend_and_grades():
 
 
 def test_reasons_json_is_bounded():
-    long = {"attribute": "x", "label": "L" * 5000, "value": "v" * 5000, "impact": 1.0, "text": "t" * 5000}
-    s = reasons_json("M", 1, {"positive": [long] * 5, "negative": [long] * 5})
+    long = {"attribute": "x", "label": "L" * 5000, "value": "v" * 5000, "points": 1.0, "headline": "h" * 5000}
+    history = [{"date": f"2026-{m:02d}-01", "score": m, "grade": "D"} for m in range(1, 13)] * 50
+    s = reasons_json("M", 1, {"positive": [long] * 5, "negative": [long] * 5}, history=history)
     assert len(s) <= 10_000
     doc = json.loads(s)
-    assert doc["model"] == "M" and len(doc["positive"]) == 5
+    assert doc["model"] == "M" and len(doc["positive"]) == 5 and len(doc["history"]) == 12
