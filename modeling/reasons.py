@@ -143,10 +143,11 @@ class Phrasing:
             shown = phrases.display_value(key) if number is None or key == MISSING else None
             if shown is None:
                 shown = phrases.spoken(number, unit, self.currency)  # type: ignore[arg-type]
-            ck = ("value", name, key, shown, number is not None and round(number) < 0)
+            ck = ("value", name, key, shown, number is not None and number < -0.5)
             hit = cache.get(ck)
             if hit is None:
-                head = None if number is None else phrases.derived_headline(name, number, shown)
+                finite = number is not None and math.isfinite(number) and key != MISSING
+                head = phrases.derived_headline(name, number, shown) if finite else None  # type: ignore[arg-type]
                 head = head or phrases.value_headline(item, key, shown)
                 insight, d = phrases.value_insight(item, key, rates)
                 hit = cache[ck] = (shown, head, insight, d)

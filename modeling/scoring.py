@@ -158,12 +158,12 @@ class Facts:
         self.items, self.points, self.values = items, points, values
 
     def as_dict(self) -> dict[str, list[Any]]:
-        """{attribute: [points (0.1), value as spoken]} of the facts that move the score."""
+        """{attribute: [points (0.1), value as spoken, label]} of the facts that move the score."""
         out: dict[str, list[Any]] = {}
-        for (name, _label, unit), q, v in zip(self.items, self.points.tolist(), self.values.tolist(), strict=True):
+        for (name, label, unit), q, v in zip(self.items, self.points.tolist(), self.values.tolist(), strict=True):
             if abs(q) >= 0.05:
                 shown = phrases.display_value(v) if isinstance(v, str) else phrases.spoken(float(v), unit)
-                out[name] = [round(q, 1), shown]
+                out[name] = [round(q, 1), shown, label]
         return out
 
     def to_json(self) -> str:
@@ -192,13 +192,13 @@ def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) ->
         nodes = list(m.graph.node)
         at = [i for i, n in enumerate(nodes) if n.op_type in MODEL_OPS]
         if len(at) != 1:
-            return None
+            raise _NotSplit("not one linear or tree model node")
         x_name = nodes[at[0]].input[0]
         pre, post = nodes[: at[0]], nodes[at[0] :]
         inits = {t.name for t in m.graph.initializer}
         made_after = {o for n in post for o in n.output}
         if {x for n in post for x in n.input} - made_after - inits != {x_name}:
-            return None
+            raise _NotSplit("the model node needs more than the feature matrix")
         x_info = helper.make_tensor_value_info(x_name, TensorProto.FLOAT, [None, None])
 
         def part(part_nodes: list[Any], inputs: list[Any], outputs: list[Any]) -> ort.InferenceSession:
@@ -222,23 +222,27 @@ def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) ->
                 col[j + 1, 0] = other
             else:
                 col = np.full((len(feats) + 1, 1), f["baseline"], dtype=np.float32)
-                col[j + 1, 0] = np.float32(f["baseline"] + 1.0)
+                col[j + 1, 0] = np.float32(f["baseline"] + max(1.0, abs(f["baseline"]) * 0.5))  # float32 moves
             probe[f["input"]] = col
         x = features.run([x_name], probe)[0]
         if x.shape[1] != len(layout):
-            return None
+            raise _NotSplit(f"{x.shape[1]} model columns, {len(layout)} expected")
         columns = [np.flatnonzero(layout == f["input"]) for f in feats]
         for j, cols in enumerate(columns):
             changed = np.flatnonzero(x[j + 1] != x[0])
             if len(changed) == 0 or not set(changed) <= set(cols):
-                return None
+                raise _NotSplit(f"columns of {feats[j]['name']} do not follow the layout")
         part_of = read_model(nodes[at[0]])
         if part_of is None:
-            return None
+            raise _NotSplit("an unsupported model node")
         return _Split(features, model_part, x_name, columns, x[0].astype(np.float32), part_of)
-    except Exception as exc:  # noqa: BLE001 - any unexpected graph: the plain path still scores
-        log.warning("no reasons: the ONNX graph could not be split (%s)", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - any unexpected graph still scores, without reasons
+        log.warning("no reasons: the ONNX graph could not be split (%s: %s)", type(exc).__name__, exc)
         return None
+
+
+class _NotSplit(Exception):
+    """The graph has another shape than the ones split_model knows."""
 
 
 class Scorer:

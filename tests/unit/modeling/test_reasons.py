@@ -213,3 +213,38 @@ def test_spoken_numbers():
 def test_combination_clause():
     assert phrases.combination(4.2) == "; together with this deal's other values it raises the score by 4 points"
     assert phrases.combination(-1.2) == "; together with this deal's other values it lowers the score by 1 point"
+
+
+def test_empty_numbers_and_odd_values_are_explained_without_error(scored):
+    _, frame, scorer, _ = scored
+    odd = frame.iloc[:50].copy()
+    for name in ("estimatedvalue", "d_close_slip_days", "d_days_in_stage", "d_stage_time_vs_won", "d_owner_closed"):
+        if name in odd.columns:
+            odd[name] = np.nan
+    out = scorer.score(odd)
+    assert len(out) == 50
+    for rs in out["reasons"]:
+        for r in _all(rs):
+            assert r["headline"] and r["insight"] and "nan" not in (r["headline"] + r["insight"]).lower()
+
+
+def test_what_moved_names_old_and_new_values():
+    from modeling.changes import what_moved
+
+    old = {
+        "score": 40,
+        "model": "M@1",
+        "facts": '{"budget":[-3.0,"Need Budget","Budget"],"d_days_open":[1.0,"9 days","Days open"]}',
+    }
+    new = {
+        "score": 52,
+        "model": "M@1",
+        "facts": '{"budget":[5.2,"Can Buy","Budget"],"d_days_open":[0.5,"19 days","Days open"]}',
+    }
+    change = what_moved(old, new)
+    assert change["from"] == 40 and change["to"] == 52 and "modelChanged" not in change
+    assert change["facts"] == [
+        {"attribute": "budget", "label": "Budget", "from": "Need Budget", "to": "Can Buy", "points": 8.2,
+         "text": "Budget changed from Need Budget to Can Buy: +8 points"}
+    ]  # fmt: skip
+    assert what_moved({"facts": "not json", "model": "M@1"}, {"facts": None, "model": "M@2"})["modelChanged"]
