@@ -18,16 +18,13 @@ apply g in that row's stage: its contribution is 0). Pure numpy, no I/O.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit, prange
 from onnx import helper
-
-CHUNK_ROWS = 8192  # rows walked at once (bounds the entry arrays at CHUNK_ROWS x trees x a few)
-_FACT = np.array([math.factorial(k) for k in range(171)], dtype=float)
 
 
 @dataclass(frozen=True)
@@ -123,10 +120,7 @@ def contributions(
     n = len(x)
     phi = np.zeros((n, n_groups))
     mx, mr = np.full(n, part.base), np.full(n, part.base)
-    for start in range(0, n, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, n)
-        sub_same = None if same is None else same[start:stop]
-        _trees(part, x[start:stop], reference, groups, sub_same, phi[start:stop], mx[start:stop], mr[start:stop])
+    _trees(part, x, reference, groups, same, phi, mx, mr)
     return phi, mx, mr
 
 
@@ -144,8 +138,72 @@ def _linear(
     return phi, mx, mx - phi.sum(axis=1)
 
 
-def _goes_true(value: np.ndarray, node: np.ndarray, t: Trees) -> np.ndarray:
-    return np.where(np.isnan(value), t.missing_true[node], value <= t.threshold[node])
+@njit(cache=True, parallel=True)
+def _walk(  # pragma: no cover - compiled by numba; tested through contributions()
+    feature, threshold, true_next, false_next, missing_true, value, node_group, ref_true, roots,
+    x, same, has_same, phi, mx, mr,
+):  # fmt: skip
+    """Every row down every tree (module docstring): a depth-first walk that splits where x and r part
+    ways on an undecided fact; at a leaf, its value goes to the facts of A and B by the Shapley weights."""
+    n, n_groups = phi.shape
+    fact = np.ones(64)
+    for k in range(1, 64):
+        fact[k] = fact[k - 1] * k
+    for i in prange(n):
+        state = np.zeros(n_groups, dtype=np.int8)  # 0 undecided, 1 in A (x's value), 2 in B (r's value)
+        assigned = np.empty(64, dtype=np.int64)
+        s_node = np.empty(128, dtype=np.int64)
+        s_na = np.empty(128, dtype=np.int64)
+        s_nb = np.empty(128, dtype=np.int64)
+        s_len = np.empty(128, dtype=np.int64)
+        s_group = np.empty(128, dtype=np.int64)
+        s_state = np.empty(128, dtype=np.int8)
+        for root in roots:
+            sp = 0
+            s_node[0], s_na[0], s_nb[0], s_len[0], s_group[0], s_state[0] = root, 0, 0, 0, -1, 0
+            length = 0
+            while sp >= 0:
+                node, na, nb, base_len = s_node[sp], s_na[sp], s_nb[sp], s_len[sp]
+                g_new, g_state = s_group[sp], s_state[sp]
+                sp -= 1
+                for k in range(base_len, length):
+                    state[assigned[k]] = 0
+                length = base_len
+                if g_new >= 0:
+                    state[g_new] = g_state
+                    assigned[length] = g_new
+                    length += 1
+                while feature[node] >= 0:
+                    g = node_group[node]
+                    v = x[i, feature[node]]
+                    xd = missing_true[node] if np.isnan(v) else v <= threshold[node]
+                    rd = xd if has_same and same[i, g] else ref_true[node]
+                    if state[g] == 1 or (state[g] == 0 and xd == rd):
+                        node = true_next[node] if xd else false_next[node]
+                    elif state[g] == 2:
+                        node = true_next[node] if rd else false_next[node]
+                    else:  # x and r part ways: r's side waits on the stack, x's side goes on
+                        sp += 1
+                        s_node[sp] = true_next[node] if rd else false_next[node]
+                        s_na[sp], s_nb[sp], s_len[sp], s_group[sp], s_state[sp] = na, nb + 1, length, g, 2
+                        state[g] = 1
+                        assigned[length] = g
+                        length += 1
+                        na += 1
+                        node = true_next[node] if xd else false_next[node]
+                leaf = value[node]
+                if nb == 0:
+                    mx[i] += leaf
+                if na == 0:
+                    mr[i] += leaf
+                if na + nb > 0:
+                    w_a = leaf * fact[max(na - 1, 0)] * fact[nb] / fact[na + nb]
+                    w_b = -leaf * fact[na] * fact[max(nb - 1, 0)] / fact[na + nb]
+                    for k in range(length):
+                        g = assigned[k]
+                        phi[i, g] += w_a if state[g] == 1 else w_b
+            for k in range(length):
+                state[assigned[k]] = 0
 
 
 def _trees(
@@ -158,68 +216,12 @@ def _trees(
     mx: np.ndarray,
     mr: np.ndarray,
 ) -> None:
-    """Walks the rows of one chunk down every tree (see the module docstring); adds into phi, mx, mr."""
-    n, n_groups = phi.shape
-    node_group = np.where(t.feature >= 0, groups[np.maximum(t.feature, 0)], -1)
-    words = max((n_groups + 63) // 64, 1)
-    word = np.maximum(node_group, 0) // 64
-    bit = np.left_shift(np.uint64(1), (np.maximum(node_group, 0) % 64).astype(np.uint64))
-    ref_true = _goes_true(reference[np.maximum(t.feature, 0)].astype(np.float32), np.arange(len(t.feature)), t)
-    rows = np.repeat(np.arange(n, dtype=np.int64), len(t.roots))
-    node = np.tile(t.roots, n)
-    a = np.zeros((len(rows), words), dtype=np.uint64)
-    b = np.zeros((len(rows), words), dtype=np.uint64)
-    done: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    while len(rows):
-        leaf = t.feature[node] < 0
-        if leaf.any():
-            done.append((rows[leaf], node[leaf], a[leaf], b[leaf]))
-            keep = ~leaf
-            rows, node, a, b = rows[keep], node[keep], a[keep], b[keep]
-            if not len(rows):
-                break
-        xd = _goes_true(x[rows, t.feature[node]], node, t)
-        rd = ref_true[node]
-        if same is not None:
-            rd = np.where(same[rows, node_group[node]], xd, rd)
-        e = np.arange(len(rows))
-        w, m = word[node], bit[node]
-        in_a, in_b = (a[e, w] & m) != 0, (b[e, w] & m) != 0
-        split = np.flatnonzero((xd != rd) & ~in_a & ~in_b)
-        go = np.where(in_b, rd, xd)
-        if len(split):  # x's side keeps the entry (its fact joins A); r's side is a new entry (joins B)
-            ws, ms = w[split], m[split]
-            new_a, new_b = a[split], b[split]  # copies (fancy indexing)
-            new_b[np.arange(len(split)), ws] |= ms
-            a[split, ws] |= ms
-            rows = np.concatenate([rows, rows[split]])
-            node = np.concatenate([node, node[split]])
-            go = np.concatenate([go, rd[split]])
-            a, b = np.concatenate([a, new_a]), np.concatenate([b, new_b])
-        node = np.where(go, t.true_next[node], t.false_next[node])
-    if done:
-        rows_d, node_d, a_d, b_d = (np.concatenate(c) for c in zip(*done, strict=True))
-        _leaves(t, rows_d, node_d, a_d, b_d, phi, mx, mr)
-
-
-def _leaves(
-    t: Trees, rows: np.ndarray, node: np.ndarray, a: np.ndarray, b: np.ndarray,
-    phi: np.ndarray, mx: np.ndarray, mr: np.ndarray,
-) -> None:  # fmt: skip
-    n, n_groups = phi.shape
-    v = t.value[node]
-    na = np.bitwise_count(a).sum(axis=1).astype(np.int64)
-    nb = np.bitwise_count(b).sum(axis=1).astype(np.int64)
-    mx += np.bincount(rows[nb == 0], weights=v[nb == 0], minlength=n)  # x's own path: no fact from r
-    mr += np.bincount(rows[na == 0], weights=v[na == 0], minlength=n)
-    mixed = (na + nb) > 0
-    rows, v, na, nb, a, b = rows[mixed], v[mixed], na[mixed], nb[mixed], a[mixed], b[mixed]
-    total = _FACT[na + nb]
-    w_a = v * _FACT[np.maximum(na - 1, 0)] * _FACT[nb] / total
-    w_b = -v * _FACT[na] * _FACT[np.maximum(nb - 1, 0)] / total
-    flat = np.zeros(n * n_groups)
-    for bits, weight in ((a, w_a), (b, w_b)):
-        member = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, :n_groups]
-        e, g = np.nonzero(member)
-        flat += np.bincount(rows[e] * n_groups + g, weights=weight[e], minlength=n * n_groups)
-    phi += flat.reshape(n, n_groups)
+    node_group = np.where(t.feature >= 0, groups[np.maximum(t.feature, 0)], -1).astype(np.int64)
+    ref = reference[np.maximum(t.feature, 0)].astype(np.float32)
+    ref_true = np.where(np.isnan(ref), t.missing_true, ref <= t.threshold)
+    has_same = same is not None
+    mask = same if same is not None else np.zeros((1, 1), dtype=bool)
+    _walk(
+        t.feature, t.threshold, t.true_next, t.false_next, t.missing_true, t.value, node_group, ref_true,
+        t.roots, np.ascontiguousarray(x, dtype=np.float32), mask, has_same, phi, mx, mr,
+    )  # fmt: skip

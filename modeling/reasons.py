@@ -60,19 +60,22 @@ class Phrasing:
             strong = sign * np.take_along_axis(points, order, axis=1) >= MIN_POINTS
             rows, slot = np.nonzero(strong)  # row-major: each record's reasons strongest first
             facts = order[rows, slot]
-            pts, lo = points[rows, facts], log_odds[rows, facts]
+            pts = points[rows, facts]
+            q_l, pts_l = pts.tolist(), np.round(pts, 1).tolist()
+            lo_l = np.round(log_odds[rows, facts], 3).tolist()
+            rows_l = rows.tolist()
             made: list[dict[str, Any]] = [{}] * len(rows)
             for g in np.unique(facts).tolist():
                 item = self.primary[g]
+                attribute, label, texter = item["name"], item["label"], texts[g]
                 for j in np.flatnonzero(facts == g).tolist():
-                    q = float(pts[j])
-                    value, headline, insight = texts[g](int(rows[j]), q)
+                    value, headline, insight = texter(rows_l[j], q_l[j])
                     made[j] = {
-                        "attribute": item["name"],
-                        "label": item["label"],
+                        "attribute": attribute,
+                        "label": label,
                         "value": value,
-                        "points": round(q, 1),
-                        "logOdds": round(float(lo[j]), 3),
+                        "points": pts_l[j],
+                        "logOdds": lo_l[j],
                         "headline": headline,
                         "insight": insight,
                     }
@@ -89,12 +92,14 @@ class Phrasing:
         rates = self.rates.get(name, {})
         cache = self._cache
         if name in phrases.COUNT_FACTS and column(phrases.COUNT_FACTS[name][1]) is not None:
-            won_c, closed_c = column(phrases.COUNT_FACTS[name][0]), column(phrases.COUNT_FACTS[name][1])
+            won_l = _listed(column(phrases.COUNT_FACTS[name][0]), len(keys))
+            closed_l = _listed(column(phrases.COUNT_FACTS[name][1]), len(keys))
             rate_c, overall = column(name), self._global(name)
+            rate_l = None if rate_c is None else rate_c.tolist()
 
             def count(i: int, q: float) -> Texts:
-                won, closed = float(won_c[i]), float(closed_c[i])  # type: ignore[index]
-                smoothed = None if rate_c is None else float(rate_c[i])
+                won, closed = won_l[i], closed_l[i]
+                smoothed = None if rate_l is None else rate_l[i]
                 ck = ("count", name, won, closed, smoothed if not (closed >= 1) else None)
                 hit = cache.get(ck)
                 if hit is None:
@@ -119,12 +124,14 @@ class Phrasing:
             return same_value
         if name in ("d_stage_time_vs_won", "d_days_in_stage"):
             days_c, ratio_c, stage_c = column("d_days_in_stage"), column("d_stage_time_vs_won"), column(STAGE_COLUMN)
+            days_l = _listed(None if days_c is None else np.round(days_c), len(keys))
+            ratio_l = _listed(None if ratio_c is None else np.round(ratio_c, 1), len(keys))
+            stage_l = [None] * len(keys) if stage_c is None else stage_c.tolist()
             d_of = self._value_direction(item, rates)
 
             def stage(i: int, q: float) -> Texts:
-                days = float("nan") if days_c is None else float(np.round(days_c[i]))
-                ratio = float("nan") if ratio_c is None else round(float(ratio_c[i]), 1)
-                where = "" if stage_c is None or stage_c[i] is None else str(stage_c[i])
+                days, ratio = days_l[i], ratio_l[i]
+                where = "" if stage_l[i] is None else str(stage_l[i])
                 key = str(keys[i])
                 ck = ("stage", days, ratio, where, key)
                 hit = cache.get(ck)
@@ -134,15 +141,16 @@ class Phrasing:
                 return _plain(hit, q)
 
             return stage
-        d_of = self._value_direction(item, rates)
         unit = self.units[g]
+        numbers = None if raw is None else raw.tolist()
+        spoken: dict[float, str] = {}
 
         def value(i: int, q: float) -> Texts:
             key = str(keys[i])
-            number = None if raw is None else float(raw[i])
-            shown = phrases.display_value(key) if number is None or key == MISSING else None
+            number = None if numbers is None else numbers[i]
+            shown = phrases.display_value(key) if number is None or key == MISSING else spoken.get(number)
             if shown is None:
-                shown = phrases.spoken(number, unit, self.currency)  # type: ignore[arg-type]
+                shown = spoken[number] = phrases.spoken(number, unit, self.currency)  # type: ignore[arg-type,index]
             ck = ("value", name, key, shown, number is not None and number < -0.5)
             hit = cache.get(ck)
             if hit is None:
@@ -162,17 +170,34 @@ class Phrasing:
         return d_of
 
 
+_CLAUSES: dict[int, str] = {}
+
+
+def _clause(q: float) -> str:
+    """phrases.combination, cached by whole points."""
+    n = int(q + 0.5) if q > 0 else -int(-q + 0.5)
+    hit = _CLAUSES.get(n)
+    if hit is None:
+        hit = _CLAUSES[n] = phrases.combination(float(n) if n else q)
+    return hit
+
+
 def _signed(hit: tuple[Any, ...], q: float) -> Texts:
     """A past-win-rate fact: its headline for the sign; the combination clause when the rate disagrees."""
     value, up, down, insight, d = hit
     agrees = d != 0 and (d > 0) == (q > 0)
-    return value, up if q > 0 else down, insight if agrees else insight + phrases.combination(q)
+    return value, up if q > 0 else down, insight if agrees else insight + _clause(q)
 
 
 def _plain(hit: tuple[Any, ...], q: float) -> Texts:
     value, head, insight, d = hit
     agrees = d != 0 and (d > 0) == (q > 0)
-    return value, head, insight if agrees else insight + phrases.combination(q)
+    return value, head, insight if agrees else insight + _clause(q)
+
+
+def _listed(values: np.ndarray | None, n: int) -> list[float]:
+    """A float column as a list (NaN when absent), read once per batch instead of per reason."""
+    return [math.nan] * n if values is None else values.astype(float).tolist()
 
 
 def _columns(frame: pd.DataFrame | None) -> Callable[[str], np.ndarray | None]:

@@ -149,18 +149,23 @@ def _dumps(doc: Mapping[str, Any]) -> str:
 
 
 class Facts:
-    """One record's contribution of every fact (points) and its value, kept for the score history; built
-    per row cheaply (views into the batch's arrays) and serialised only for rows that are written."""
+    """One record's contribution of every fact (points) and its value, kept for the score history: a
+    pointer into its batch's arrays, serialised only for rows that are written."""
 
-    __slots__ = ("items", "points", "values")
+    __slots__ = ("batch", "row")
 
-    def __init__(self, items: Sequence[tuple[str, str, str | None]], points: np.ndarray, values: np.ndarray):
-        self.items, self.points, self.values = items, points, values
+    def __init__(self, batch: FactsBatch, row: int):
+        self.batch, self.row = batch, row
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.batch.points[self.row]
 
     def as_dict(self) -> dict[str, list[Any]]:
         """{attribute: [points (0.1), value as spoken, label]} of the facts that move the score."""
         out: dict[str, list[Any]] = {}
-        for (name, label, unit), q, v in zip(self.items, self.points.tolist(), self.values.tolist(), strict=True):
+        values = self.batch.values[self.row].tolist()
+        for (name, label, unit), q, v in zip(self.batch.items, self.points.tolist(), values, strict=True):
             if abs(q) >= 0.05:
                 shown = phrases.display_value(v) if isinstance(v, str) else phrases.spoken(float(v), unit)
                 out[name] = [round(q, 1), shown, label]
@@ -168,6 +173,13 @@ class Facts:
 
     def to_json(self) -> str:
         return _dumps(self.as_dict())
+
+
+@dataclass(frozen=True)
+class FactsBatch:
+    items: Sequence[tuple[str, str, str | None]]  # (attribute, label, unit) per fact
+    points: np.ndarray  # [n, facts]
+    values: np.ndarray  # [n, facts] objects: value labels (categories) or numbers
 
 
 @dataclass
@@ -380,8 +392,8 @@ class Scorer:
             values = np.empty((len(frame), len(self.groups)), dtype=object)
             for g in range(len(self.primary)):
                 values[:, g] = keys[g] if raw[g] is None else raw[g]
-            pts = points.astype(np.float32)
-            out["facts"] = [Facts(self.items, pts[i], values[i]) for i in range(len(frame))]
+            batch = FactsBatch(self.items, points.astype(np.float32), values)
+            out["facts"] = [Facts(batch, i) for i in range(len(frame))]
         return out
 
 

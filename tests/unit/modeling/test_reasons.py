@@ -107,7 +107,7 @@ def test_shown_reasons_follow_their_sign_and_size(scored):
 def test_reasons_state_the_facts_contribution(scored):
     _, _, _, out = scored
     for rs, facts in zip(out["reasons"], out["facts"], strict=True):
-        points = dict(zip((name for name, _, _ in facts.items), facts.points.tolist(), strict=True))
+        points = dict(zip((name for name, _, _ in facts.batch.items), facts.points.tolist(), strict=True))
         for r in _all(rs):
             assert r["points"] == pytest.approx(points[r["attribute"]], abs=0.051)
 
