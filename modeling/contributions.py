@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
 from onnx import helper
 
 
@@ -138,8 +137,23 @@ def _linear(
     return phi, mx, mx - phi.sum(axis=1)
 
 
-@njit(cache=True, parallel=True)
-def _walk(  # pragma: no cover - compiled by numba; tested through contributions()
+_KERNEL: list[Any] = []
+prange = range  # numba.prange once the kernel is compiled (`_kernel`), which reads it from this module
+
+
+def _kernel() -> Any:
+    """The compiled walk: numba is imported and the kernel compiled (or loaded from numba's cache) on first
+    use, so a cold start that never explains a score does not pay for it."""
+    global prange
+    if not _KERNEL:
+        import numba
+
+        prange = numba.prange
+        _KERNEL.append(numba.njit(cache=True, parallel=True)(_walk_py))
+    return _KERNEL[0]
+
+
+def _walk_py(  # pragma: no cover - compiled by numba; tested through contributions()
     feature, threshold, true_next, false_next, missing_true, value, node_group, ref_true, roots,
     x, same, has_same, phi, mx, mr,
 ):  # fmt: skip
@@ -206,6 +220,7 @@ def _walk(  # pragma: no cover - compiled by numba; tested through contributions
                 state[assigned[k]] = 0
 
 
+
 def _trees(
     t: Trees,
     x: np.ndarray,
@@ -221,7 +236,7 @@ def _trees(
     ref_true = np.where(np.isnan(ref), t.missing_true, ref <= t.threshold)
     has_same = same is not None
     mask = same if same is not None else np.zeros((1, 1), dtype=bool)
-    _walk(
+    _kernel()(
         t.feature, t.threshold, t.true_next, t.false_next, t.missing_true, t.value, node_group, ref_true,
         t.roots, np.ascontiguousarray(x, dtype=np.float32), mask, has_same, phi, mx, mr,
     )  # fmt: skip
