@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TREND_TOLERANCE = 3
 REASONS_MAX_CHARS = 10_000
+TEXT_MAX_CHARS = 300  # a reason's text longer than this is shortened when the JSON is over its cap
 REASONS_FORMAT = 2
 TOP_REASONS = 5
 MIN_POINTS = 1.0  # a reason moves the score by at least one point
@@ -115,7 +116,8 @@ def reasons_json(
     """The msdyn_scorereasons text (format REASONS_FORMAT, docs/SCORING.md): {"format", "model",
     "version", "score", "baseline", "positive": [...], "negative": [...], "history": [...]}, each reason
     {attribute, label, value, points, logOdds, headline, insight}; at most REASONS_MAX_CHARS characters:
-    the oldest history points go first, then the weakest reasons (never a cut inside the JSON)."""
+    texts over 300 characters are shortened, then the weakest reasons dropped, then the oldest history
+    points (never a cut inside the JSON)."""
     doc: dict[str, Any] = {"format": REASONS_FORMAT, "model": model_name, "version": int(version)}
     for k in ("score", "baseline"):
         if reasons.get(k) is not None:
@@ -125,21 +127,20 @@ def reasons_json(
     if history is not None:
         doc["history"] = [dict(h) for h in history][-HISTORY_POINTS:]
     text = _dumps(doc)
-    limit = 300
-    while len(text) > REASONS_MAX_CHARS and limit >= 20:
+    if len(text) > REASONS_MAX_CHARS:
         for side in ("positive", "negative"):
             for r in doc[side]:
                 for k in ("headline", "insight", "label", "value"):
-                    if isinstance(r.get(k), str) and len(r[k]) > limit:
-                        r[k] = r[k][: limit - 1] + "\u2026"
-        text = _dumps(doc)
-        limit //= 2
-    while len(text) > REASONS_MAX_CHARS and doc.get("history"):
-        doc["history"].pop(0)
+                    if isinstance(r.get(k), str) and len(r[k]) > TEXT_MAX_CHARS:
+                        r[k] = r[k][: TEXT_MAX_CHARS - 1] + "\u2026"
         text = _dumps(doc)
     while len(text) > REASONS_MAX_CHARS and (doc["positive"] or doc["negative"]):
-        side = "positive" if len(doc["positive"]) >= len(doc["negative"]) else "negative"
-        doc[side].pop()
+        sides = [k for k in ("positive", "negative") if doc[k]]  # each side is strongest first
+        weakest = min(sides, key=lambda k: abs(float(doc[k][-1].get("points") or 0.0)))
+        doc[weakest].pop()
+        text = _dumps(doc)
+    while len(text) > REASONS_MAX_CHARS and doc.get("history"):
+        doc["history"].pop(0)
         text = _dumps(doc)
     return text
 

@@ -381,4 +381,20 @@ def test_reasons_json_is_bounded():
     s = reasons_json("M", 1, {"positive": [long] * 5, "negative": [long] * 5}, history=history)
     assert len(s) <= 10_000
     doc = json.loads(s)
-    assert doc["model"] == "M" and len(doc["positive"]) == 5 and len(doc["history"]) == 12
+    assert doc["model"] == "M" and len(doc["positive"]) + len(doc["negative"]) >= 6 and len(doc["history"]) == 12
+    assert all(len(r["label"]) <= 300 for r in doc["positive"])
+
+
+def test_reasons_json_drops_the_weakest_reason_first():
+    def reason(points):
+        return {"attribute": "a", "label": "L" * 290, "value": "v" * 290, "points": points,
+                "headline": "h" * 280, "insight": "i" * 290}  # fmt: skip
+
+    history = [{"date": f"2026-{m:02d}-01", "score": m, "grade": "D"} for m in range(1, 13)]
+    positive, negative = [reason(p) for p in (9.0, 7.0, 5.0, 3.0, 2.5)], [reason(-p) for p in (8.0, 6.0, 4.0, 2.0, 1.5)]
+    text = reasons_json("M", 1, {"positive": positive, "negative": negative}, history=history)
+    doc = json.loads(text)
+    kept = [r["points"] for r in doc["positive"] + doc["negative"]]
+    assert len(text) <= 10_000 and 5 <= len(kept) < 10 and len(doc["history"]) == 12
+    dropped = sorted({9.0, 7.0, 5.0, 3.0, 2.5, -8.0, -6.0, -4.0, -2.0, -1.5} - set(kept), key=abs)
+    assert max(map(abs, dropped)) <= min(map(abs, kept))  # the weakest went first
