@@ -17,16 +17,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
 from bench.bench_training import NOW, synthetic
 from bench.common import comparison, emit, log, measure, peak_rss_mib, result, size_arg_parser, stat_result
+from bench.explaining import explanation_figures
 from modeling.config import validate_config
 from modeling.dataset import build_scoring_frame, build_training_frame
-from modeling.features import feed_to_frame, prepare, prepare_with_report
-from modeling.scoring import Scorer, calibrate, raw_probabilities, reasons_json, session
+from modeling.features import feed_to_frame, prepare
+from modeling.scoring import Scorer, raw_probabilities, reasons_json, session
 from modeling.train import export_onnx, make_candidate, train_model
 
 QUICK_SIZES = [20_000]
@@ -157,43 +157,6 @@ def main() -> None:
         comparisons,
         notes=[f"features: {len(spec['features'])}; reasons sample: {sample[:200]}"],
     )
-
-
-def explanation_figures(label: str, scorer: Scorer, frame: Any) -> list[dict[str, Any]]:
-    """Additivity error and the deletion test (see the module docstring) of one model on `frame`."""
-    out = scorer.score(frame, with_reasons=True)
-    total = np.array([r["baseline"] + float(f.points.sum()) for r, f in zip(out["reasons"], out["facts"], strict=True)])
-    additivity = float(np.max(np.abs(total - 100 * out["probability"].to_numpy()))) if len(out) else 0.0
-    feed, _ = prepare_with_report(frame, scorer.spec)
-    p = calibrate(raw_probabilities(scorer.sess, feed), scorer.calibration)
-    figures = [result(f"additivity_error_points_{label}", additivity, "points", note="max |baseline + sum - score|")]
-    feats = scorer.spec["features"]
-    group_of = {feats[g[0]]["name"]: g for g in scorer.groups}
-    for side in ("positive", "negative"):
-        changed = {k: v.copy() for k, v in feed.items()}
-        rows, stated = [], []
-        for i, rs in enumerate(out["reasons"]):
-            top = rs[side][:3]
-            if len(top) < 3:
-                continue
-            rows.append(i)
-            stated.append(sum(r["points"] for r in top))
-            for r in top:
-                for j in group_of[r["attribute"]]:
-                    changed[feats[j]["input"]][i, 0] = feats[j]["baseline"]
-        if not rows:
-            continue
-        q = calibrate(raw_probabilities(scorer.sess, changed), scorer.calibration)
-        gap = np.abs(100 * (p[rows] - q[rows]) - np.array(stated))
-        figures.append(
-            result(
-                f"deletion_gap_points_{side}_{label}",
-                float(np.median(gap)),
-                "points",
-                note=f"median over {len(rows):,} records; p90 {np.percentile(gap, 90):.1f}; target <= 2",
-            )
-        )
-    return figures
 
 
 if __name__ == "__main__":

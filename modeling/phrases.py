@@ -199,6 +199,7 @@ def count_texts(
     about = "about " if c >= 1000 else ""
     text = f"{about}{significant(w)} of {significant(c)} {what} were won; {overall}"
     d = direction(w / c, global_rate)
+    neutral = f"{neutral}: {w / c:.0%} won"
     return (up if d > 0 else neutral), (down if d < 0 else neutral), text, d
 
 
@@ -207,6 +208,7 @@ def rate_texts(who: str, rate: float, global_rate: float, label: str) -> tuple[s
     up, down, neutral = _RATE_HEADLINES[who]
     d = direction(rate, global_rate)
     text = f"{label}: {rate:.0%}; overall {global_rate:.0%}"
+    neutral = f"{neutral}: {rate:.0%} won"
     return (up if d > 0 else neutral), (down if d < 0 else neutral), text, d
 
 

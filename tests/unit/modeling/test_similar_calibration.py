@@ -99,7 +99,7 @@ def test_open_rows_use_the_stored_counts(tables, trained):
 def test_count_texts():
     up, down, insight, d = count_texts("d_similar_win_rate", 7, 9, None, 0.29)
     assert insight == "7 of 9 similar past deals were won; overall 29%" and d == 1
-    assert up == "Similar past deals were won more often than most" and down == "Similar past deals"
+    assert up == "Similar past deals were won more often than most" and down == "Similar past deals: 78% won"
     none_yet = "No similar past deals closed yet; overall 29% were won"
     assert count_texts("d_similar_win_rate", 0, 0, None, 0.29)[2] == none_yet
     many = "about 1,230 of 5,680 past deals of this owner were won; overall 29%"
