@@ -145,7 +145,16 @@ def reasons_json(
     return text
 
 
-def _dumps(doc: Mapping[str, Any]) -> str:
+def with_history(text: str, history: Sequence[Mapping[str, Any]]) -> str | None:
+    """`reasons_json(..., history)` from its text without history, by appending the history (what a written
+    row adds); None when that would pass REASONS_MAX_CHARS (then `reasons_json` trims)."""
+    if not text.endswith("}") or '"history":' in text:
+        return None
+    out = text[:-1] + ',"history":' + _dumps([dict(h) for h in history][-HISTORY_POINTS:]) + "}"
+    return out if len(out) <= REASONS_MAX_CHARS else None
+
+
+def _dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 

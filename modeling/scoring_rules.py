@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from modeling.config import ModelConfig, grade_for
-from modeling.scoring import HISTORY_POINTS, REASONS_MAX_CHARS, TREND_TOLERANCE, reasons_json, trend
+from modeling.scoring import HISTORY_POINTS, REASONS_MAX_CHARS, TREND_TOLERANCE, reasons_json, trend, with_history
 
 GRADE_LABELS = ("A", "B", "C", "D")
 TREND_LABELS = ("Improving", "Steady", "Declining", "Not enough info")
@@ -142,7 +142,7 @@ def decide_rows(
         points = points[-HISTORY_POINTS:]
         recents[i] = json.dumps(points, separators=(",", ":"))
         if not isinstance(raw[i], str):
-            texts[i] = reasons_json(model, version, raw[i] or {}, history=points)
+            texts[i] = with_history(texts[i], points) or reasons_json(model, version, raw[i] or {}, history=points)
         facts_json[i] = None if facts[i] is None else facts[i].to_json()
     return pd.DataFrame(
         {

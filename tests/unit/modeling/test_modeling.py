@@ -108,9 +108,7 @@ def test_edit_rules():
     with pytest.raises(ConfigError) as e:
         apply_edit(cfg, {"attributes": ["budgetstatus"]}, attributes=MD["attributes"])
     assert e.value.field == "attributes" and "autoRetrain" in e.value.rule
-    edited = apply_edit(
-        cfg, {"attributes": ["budgetstatus"], "autoRetrain": False}, attributes=MD["attributes"]
-    )
+    edited = apply_edit(cfg, {"attributes": ["budgetstatus"], "autoRetrain": False}, attributes=MD["attributes"])
     assert edited.attributes == ("budgetstatus",) and not edited.auto_retrain
     with pytest.raises(ConfigError) as e:
         apply_edit(cfg, {"perStage": True})
@@ -271,11 +269,7 @@ def test_training_metrics_export_and_insights(trained):
     top = m["insights"]["top_fields"]
     assert len(top) == 5 and "budgetstatus" in top
     rates = m["value_rates"]["budgetstatus"]
-    assert (
-        rates["values"]["Will Buy"]["rate"]
-        > rates["global_rate"]
-        > rates["values"]["No Committed Budget"]["rate"]
-    )
+    assert rates["values"]["Will Buy"]["rate"] > rates["global_rate"] > rates["values"]["No Committed Budget"]["rate"]
     assert "were won; overall " in rates["values"]["Will Buy"]["text"]
 
 
@@ -398,3 +392,17 @@ def test_reasons_json_drops_the_weakest_reason_first():
     assert len(text) <= 10_000 and 5 <= len(kept) < 10 and len(doc["history"]) == 12
     dropped = sorted({9.0, 7.0, 5.0, 3.0, 2.5, -8.0, -6.0, -4.0, -2.0, -1.5} - set(kept), key=abs)
     assert max(map(abs, dropped)) <= min(map(abs, kept))  # the weakest went first
+
+
+def test_with_history_equals_the_full_serialiser():
+    from modeling.scoring import with_history
+
+    r = {
+        "score": 40,
+        "baseline": 30.5,
+        "positive": [{"attribute": "a", "points": 2.0, "headline": "A is b"}],
+        "negative": [],
+    }
+    history = [{"date": "2026-11-30", "score": 38, "grade": "C"}, {"date": "2026-12-01", "score": 40, "grade": "C"}]
+    assert with_history(reasons_json("M", 2, r), history) == reasons_json("M", 2, r, history=history)
+    assert with_history(reasons_json("M", 2, r, history=history), history) is None
