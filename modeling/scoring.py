@@ -122,12 +122,14 @@ def reasons_json(
     for k in ("score", "baseline"):
         if reasons.get(k) is not None:
             doc[k] = reasons[k]
-    doc["positive"] = [dict(r) for r in reasons.get("positive", [])][:TOP_REASONS]
-    doc["negative"] = [dict(r) for r in reasons.get("negative", [])][:TOP_REASONS]
+    doc["positive"] = list(reasons.get("positive", []))[:TOP_REASONS]
+    doc["negative"] = list(reasons.get("negative", []))[:TOP_REASONS]
     if history is not None:
-        doc["history"] = [dict(h) for h in history][-HISTORY_POINTS:]
+        doc["history"] = list(history)[-HISTORY_POINTS:]
     text = _dumps(doc)
-    if len(text) > REASONS_MAX_CHARS:
+    if len(text) > REASONS_MAX_CHARS:  # trimmed on copies: the caller's reasons stay as they are
+        doc["positive"] = [dict(r) for r in doc["positive"]]
+        doc["negative"] = [dict(r) for r in doc["negative"]]
         for side in ("positive", "negative"):
             for r in doc[side]:
                 for k in ("headline", "insight", "label", "value"):
