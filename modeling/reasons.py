@@ -21,7 +21,10 @@ from modeling.features import MISSING, STAGE_COLUMN
 TOP_REASONS = 5
 MIN_POINTS = 1.0
 
-Texts = tuple[str, str, str]  # (value as shown, headline, insight)
+# (value as shown, headline when it raises the score, headline when it lowers it, insight, the insight's
+# direction: +1 / -1 when its rate is clearly above / below the overall rate, else 0); when the direction
+# does not agree with the reason's sign, the insight gets the combination clause
+Texts = tuple[str, str, str, str, int]
 
 
 class Phrasing:
@@ -65,11 +68,21 @@ class Phrasing:
             lo_l = np.round(log_odds[rows, facts], 3).tolist()
             rows_l = rows.tolist()
             made: list[dict[str, Any]] = [{}] * len(rows)
+            clause = _clause
             for g in np.unique(facts).tolist():
                 item = self.primary[g]
                 attribute, label, texter = item["name"], item["label"], texts[g]
                 for j in np.flatnonzero(facts == g).tolist():
-                    value, headline, insight = texter(rows_l[j], q_l[j])
+                    q = q_l[j]
+                    value, up, down, insight, d = texter(rows_l[j])
+                    if q > 0:
+                        headline = up
+                        if d <= 0:
+                            insight += clause(q)
+                    else:
+                        headline = down
+                        if d >= 0:
+                            insight += clause(q)
                     made[j] = {
                         "attribute": attribute,
                         "label": label,
@@ -85,8 +98,8 @@ class Phrasing:
 
     def _texter(
         self, g: int, keys: np.ndarray, raw: np.ndarray | None, column: Callable[[str], np.ndarray | None]
-    ) -> Callable[[int, float], Texts]:
-        """A function (record, points) -> texts for fact g, with its own cache."""
+    ) -> Callable[[int], Texts]:
+        """A function record -> texts for fact g, through caches."""
         item = self.primary[g]
         name = str(item["name"])
         rates = self.rates.get(name, {})
@@ -97,7 +110,7 @@ class Phrasing:
             rate_c, overall = column(name), self._global(name)
             rate_l = None if rate_c is None else rate_c.tolist()
 
-            def count(i: int, q: float) -> Texts:
+            def count(i: int) -> Texts:
                 won, closed = won_l[i], closed_l[i]
                 smoothed = None if rate_l is None else rate_l[i]
                 ck = ("count", name, won, closed, smoothed if not (closed >= 1) else None)
@@ -106,20 +119,20 @@ class Phrasing:
                     up, down, insight, d = phrases.count_texts(name, won, closed, smoothed, overall)
                     value = f"{won / closed:.0%}" if closed >= 1 else "no history"
                     hit = cache[ck] = (value, up, down, insight, d)
-                return _signed(hit, q)
+                return hit  # type: ignore[return-value]
 
             return count
         if name == "d_account_same_value_win_rate" and raw is not None:
             overall = self._global(name)
 
-            def same_value(i: int, q: float) -> Texts:
+            def same_value(i: int) -> Texts:
                 rate = float(raw[i])
                 ck = ("same", round(rate, 2))
                 hit = cache.get(ck)
                 if hit is None:
                     up, down, insight, d = phrases.rate_texts("same_value", rate, overall, str(item["label"]))
                     hit = cache[ck] = (f"{rate:.0%}", up, down, insight, d)
-                return _signed(hit, q)
+                return hit  # type: ignore[return-value]
 
             return same_value
         if name in ("d_stage_time_vs_won", "d_days_in_stage"):
@@ -129,7 +142,7 @@ class Phrasing:
             stage_l = [None] * len(keys) if stage_c is None else stage_c.tolist()
             d_of = self._value_direction(item, rates)
 
-            def stage(i: int, q: float) -> Texts:
+            def stage(i: int) -> Texts:
                 days, ratio = days_l[i], ratio_l[i]
                 where = "" if stage_l[i] is None else str(stage_l[i])
                 key = str(keys[i])
@@ -137,29 +150,35 @@ class Phrasing:
                 hit = cache.get(ck)
                 if hit is None:
                     head, insight = phrases.stage_texts(days, ratio, where, rates, key)
-                    hit = cache[ck] = (phrases.spoken(days, "days"), head, insight, d_of(key))
-                return _plain(hit, q)
+                    hit = cache[ck] = (phrases.spoken(days, "days"), head, head, insight, d_of(key))
+                return hit  # type: ignore[return-value]
 
             return stage
         unit = self.units[g]
         numbers = None if raw is None else raw.tolist()
-        spoken: dict[float, str] = {}
+        keys_l = [str(k) for k in keys.tolist()]
+        local: dict[tuple[str, float | None], Texts] = {}
 
-        def value(i: int, q: float) -> Texts:
-            key = str(keys[i])
-            number = None if numbers is None else numbers[i]
-            shown = phrases.display_value(key) if number is None or key == MISSING else spoken.get(number)
-            if shown is None:
-                shown = spoken[number] = phrases.spoken(number, unit, self.currency)  # type: ignore[arg-type,index]
-            ck = ("value", name, key, shown, number is not None and number < -0.5)
-            hit = cache.get(ck)
+        def value(i: int) -> Texts:
+            key = keys_l[i]
+            number = None if numbers is None or key == MISSING else numbers[i]
+            if number is not None and not math.isfinite(number):
+                number = None
+            hit = local.get((key, number))
             if hit is None:
-                finite = number is not None and math.isfinite(number) and key != MISSING
-                head = phrases.derived_headline(name, number, shown) if finite else None  # type: ignore[arg-type]
-                head = head or phrases.value_headline(item, key, shown)
-                insight, d = phrases.value_insight(item, key, rates)
-                hit = cache[ck] = (shown, head, insight, d)
-            return _plain(hit, q)
+                if number is None:
+                    shown = phrases.display_value(key)
+                else:
+                    shown = phrases.spoken(number, unit, self.currency)
+                ck = ("value", name, key, shown, number is not None and number < -0.5)
+                found = cache.get(ck)
+                if found is None:
+                    head = None if number is None else phrases.derived_headline(name, number, shown)
+                    head = head or phrases.value_headline(item, key, shown)
+                    insight, d = phrases.value_insight(item, key, rates)
+                    found = cache[ck] = (shown, head, head, insight, d)
+                hit = local[(key, number)] = found  # type: ignore[assignment]
+            return hit
 
         return value
 
@@ -180,19 +199,6 @@ def _clause(q: float) -> str:
     if hit is None:
         hit = _CLAUSES[n] = phrases.combination(float(n) if n else q)
     return hit
-
-
-def _signed(hit: tuple[Any, ...], q: float) -> Texts:
-    """A past-win-rate fact: its headline for the sign; the combination clause when the rate disagrees."""
-    value, up, down, insight, d = hit
-    agrees = d != 0 and (d > 0) == (q > 0)
-    return value, up if q > 0 else down, insight if agrees else insight + _clause(q)
-
-
-def _plain(hit: tuple[Any, ...], q: float) -> Texts:
-    value, head, insight, d = hit
-    agrees = d != 0 and (d > 0) == (q > 0)
-    return value, head, insight if agrees else insight + _clause(q)
 
 
 def _listed(values: np.ndarray | None, n: int) -> list[float]:
