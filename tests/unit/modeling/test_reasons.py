@@ -248,3 +248,30 @@ def test_what_moved_names_old_and_new_values():
          "text": "Budget changed from Need Budget to Can Buy: +8 points"}
     ]  # fmt: skip
     assert what_moved({"facts": "not json", "model": "M@1"}, {"facts": None, "model": "M@2"})["modelChanged"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_stage_models_give_facts_a_stage_does_not_apply_no_contribution(kind):
+    tables = synth.make_tables(n=1200, n_open=300, seed=21)
+    cfg = validate_with_metadata(
+        {
+            "perStage": True,
+            "businessProcessFlow": synth.BPF_ID,
+            "stageAttributes": {"Qualify": ["budgetstatus", "need"]},
+        },
+        MD,
+        now=synth.NOW,
+    )
+    data = build_training_frame(tables, MD, cfg, synth.NOW)
+    model = train_model(data, cfg, candidates=[kind])
+    frame = build_scoring_frame(tables, MD, cfg, synth.NOW, model.meta["stats"]).frame
+    scorer = Scorer(model.onnx_bytes, model.meta)
+    out = scorer.score(frame)
+    names = [name for name, _, _ in scorer.items]
+    qualify = (frame["__stage__"] == "Qualify").to_numpy()
+    assert qualify.any() and (~qualify).any()
+    competitors = names.index("new_competitorcount")
+    for i, (rs, facts) in enumerate(zip(out["reasons"], out["facts"], strict=True)):
+        assert abs(rs["baseline"] + float(facts.points.sum()) - 100 * out["probability"].iloc[i]) < 0.1
+        if qualify[i]:  # Qualify applies budget and need only
+            assert facts.points[competitors] == 0.0
