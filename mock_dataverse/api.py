@@ -606,7 +606,10 @@ class Api:
         if not flt:
             return items
         pred = FilterCompiler(None, None).compile(flt)
-        return [d for d in items if pred(d)]
+        try:
+            return [d for d in items if pred(d)]
+        except TypeError:  # metadata is untyped: a complex property compared with a literal
+            raise bad_request(f"A binary operator with incompatible types was detected in $filter '{flt}'.") from None
 
     def _meta_project(self, req: Request, d: dict[str, Any]) -> dict[str, Any]:
         sel = req.query.get("$select")

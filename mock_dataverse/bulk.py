@@ -27,7 +27,7 @@ from . import errors as E
 from .errors import DataverseError
 from .schema import Table
 from .sdkmessages import is_supported
-from .writes import KEY_RE, check_closed, parse_key, payload_error, sync_bpf, validate_body
+from .writes import KEY_RE, check_closed, coerce, parse_key, payload_error, sync_bpf, validate_body
 
 if TYPE_CHECKING:
     from .api import Api, Response
@@ -131,12 +131,13 @@ def _key(api: Api, table: Table, index: int, target: dict[str, Any], required: b
         m = KEY_RE.match(path)
         if not m or m.group(1) != table.set_name:
             raise payload_error(f"Targets[{index}]['@odata.id'] '{ref}' does not address a row of '{table.set_name}'.")
-        return parse_key(api.org, table, m.group(2))
+        keyvals = parse_key(api.org, table, m.group(2))
+        return {c: coerce(table.attrs[c], v, table.logical) for c, v in keyvals.items()}
     if target.get(table.pk) is not None:
-        return {table.pk: str(target[table.pk]).lower()}
+        return {table.pk: coerce(table.attrs[table.pk], target[table.pk], table.logical)}
     for cols in table.alt_keys:
         if all(target.get(c) is not None for c in cols):
-            return {c: target[c] for c in cols}
+            return {c: coerce(table.attrs[c], target[c], table.logical) for c in cols}
     if required:
         raise payload_error(f"Targets[{index}] must name its row: set '{table.pk}' or '@odata.id'.")
     return None

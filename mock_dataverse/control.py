@@ -10,7 +10,7 @@ from typing import Any
 
 from . import errors as E
 from .errors import DataverseError
-from .protection import THROTTLED_CONCURRENCY, THROTTLED_TIME
+from .protection import concurrency_exceeded, count_exceeded, time_exceeded
 
 FAULT_FIELDS = {
     "rate_429": float,
@@ -91,28 +91,11 @@ class Faults:
 
     def error(self, kind: str) -> DataverseError:
         if kind == "429":
-            return DataverseError(
-                429,
-                E.THROTTLED_COUNT,
-                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-                {"Retry-After": str(self.retry_after)},
-            )
+            return count_exceeded(6000, 300, self.retry_after)
         if kind == "429_time":
-            return DataverseError(
-                429,
-                THROTTLED_TIME,
-                "Combined execution time of incoming requests exceeded limit of 1,200,000 milliseconds over "
-                "time window of 300 seconds. Decrease number of concurrent requests or reduce the duration of "
-                "requests and try again later.",
-                {"Retry-After": str(self.retry_after)},
-            )
+            return time_exceeded(1_200_000, 300, self.retry_after)
         if kind == "429_concurrency":
-            return DataverseError(
-                429,
-                THROTTLED_CONCURRENCY,
-                "Number of concurrent requests exceeded the limit of 52.",
-                {"Retry-After": str(self.retry_after)},
-            )
+            return concurrency_exceeded(52, self.retry_after)
         if kind == "503":
             return DataverseError(
                 503,

@@ -46,6 +46,35 @@ COST_FIELDS = {"request_ms": float, "operation_ms": float, "bulk_operation_ms": 
 LIMIT_FIELDS = {"requests": int, "execution_ms": int, "concurrent": int, "window_s": float, "dop_hint": int}
 
 
+def count_exceeded(limit: int, window_s: float, retry_after: int) -> DataverseError:
+    return DataverseError(
+        429,
+        E.THROTTLED_COUNT,
+        f"Number of requests exceeded the limit of {limit} over time window of {int(window_s)} seconds.",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def time_exceeded(limit_ms: int, window_s: float, retry_after: int) -> DataverseError:
+    return DataverseError(
+        429,
+        THROTTLED_TIME,
+        f"Combined execution time of incoming requests exceeded limit of {limit_ms:,} milliseconds over time "
+        f"window of {int(window_s)} seconds. Decrease number of concurrent requests or reduce the duration of "
+        "requests and try again later.",
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def concurrency_exceeded(limit: int, retry_after: int) -> DataverseError:
+    return DataverseError(
+        429,
+        THROTTLED_CONCURRENCY,
+        f"Number of concurrent requests exceeded the limit of {limit}.",
+        {"Retry-After": str(retry_after)},
+    )
+
+
 def _parse(body: Any, fields: dict[str, type], what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise E.bad_request(f"The {what} body must be a JSON object.")
@@ -148,29 +177,12 @@ class ServiceProtection:
             c = self._clients[client]
             self._expire(c, now)
             if c.in_flight >= self.concurrent:
-                raise DataverseError(
-                    429,
-                    THROTTLED_CONCURRENCY,
-                    f"Number of concurrent requests exceeded the limit of {self.concurrent}.",
-                    {"Retry-After": "1"},
-                )
+                raise concurrency_exceeded(self.concurrent, 1)
             if len(c.hits) >= self.requests:
-                raise DataverseError(
-                    429,
-                    E.THROTTLED_COUNT,
-                    f"Number of requests exceeded the limit of {self.requests} over time window of "
-                    f"{int(self.window_s)} seconds.",
-                    {"Retry-After": str(max(1, int(c.hits[0] + self.window_s - now) + 1))},
-                )
+                raise count_exceeded(self.requests, self.window_s, max(1, int(c.hits[0] + self.window_s - now) + 1))
             if c.spent_ms > self.execution_ms:
-                raise DataverseError(
-                    429,
-                    THROTTLED_TIME,
-                    f"Combined execution time of incoming requests exceeded limit of {self.execution_ms:,} "
-                    f"milliseconds over time window of {int(self.window_s)} seconds. Decrease number of "
-                    "concurrent requests or reduce the duration of requests and try again later.",
-                    {"Retry-After": str(max(1, int(c.spent[0][0] + self.window_s - now) + 1))},
-                )
+                retry = max(1, int(c.spent[0][0] + self.window_s - now) + 1)
+                raise time_exceeded(self.execution_ms, self.window_s, retry)
             c.hits.append(now)
             c.in_flight += 1
 
