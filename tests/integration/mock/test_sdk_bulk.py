@@ -63,3 +63,32 @@ def test_sdk_reads_keys_relationships_and_columns(sdk: Any) -> None:  # noqa: F8
     assert {"msdyn_score", "msdyn_scorereasons"} <= {
         c["LogicalName"] if isinstance(c, dict) else c.logical_name for c in cols
     }
+
+
+def test_sdk_reads_the_message_filters(sdk: Any) -> None:  # noqa: F811
+    rows = list(
+        sdk.records.list(
+            "sdkmessagefilter",
+            select=["sdkmessagefilterid", "primaryobjecttypecode"],
+            filter="sdkmessageid/name eq 'UpsertMultiple' and primaryobjecttypecode eq 'msdyn_predictivescore'",
+            expand=["sdkmessageid($select=name)"],
+        )
+    )
+    assert len(rows) == 1 and rows[0]["sdkmessageid"]["name"] == "UpsertMultiple"
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [("rate_429", "0x80072322"), ("rate_429_time", "0x80072321"), ("rate_429_concurrency", "0x80072326")],
+)
+def test_sdk_sees_each_throttle_with_its_retry_after(sdk: Any, mock: dict[str, Any], fault: str, code: str) -> None:  # noqa: F811
+    from PowerPlatform.Dataverse.core.errors import HttpError
+
+    from tests.conftest import mock_call
+
+    sdk.tables.get("opportunity")  # metadata cached before the faults start
+    mock_call(mock, "POST", "/_mock/faults", {fault: 1.0, "retry_after": 3, "paths": "opportunities"})
+    with pytest.raises(HttpError) as err:
+        sdk.records.create("opportunity", [{"name": "throttled"}])
+    assert err.value.status_code == 429 and err.value.is_transient
+    assert err.value.details["retry_after"] == 3 and err.value.details["service_error_code"] == code
