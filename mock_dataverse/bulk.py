@@ -8,7 +8,8 @@ failed except by sending fewer. Each target must carry `"@odata.type": "Microsof
 
 - `CreateMultiple` -> 200 `{"@odata.context": ...CreateMultipleResponse, "Ids": [...]}`.
 - `UpdateMultiple` -> 204; each target names its row by primary key (or `@odata.id`); a missing row is 404.
-- `UpsertMultiple` -> 200 `{..., "Ids": [...]}` in target order; a target is found by `@odata.id`
+- `UpsertMultiple` -> 204 ("The UpsertMultiple action returns 204 NoContent. The UpsertMultipleResponse
+  complex type is not returned", PA `webapi/reference/upsertmultiple`); a target is found by `@odata.id`
   (`msdyn_predictivescores(msdyn_entityid='...',msdyn_entitytype='opportunity')`, relative or absolute),
   by its primary key, or by the columns of an alternate key in the body; created when absent.
 
@@ -56,7 +57,7 @@ def bulk_action(api: Api, table: Table, action: str, body: Any, size: int) -> Re
     targets = _targets(body, message, table)
     with api.org.lock, api.org.transaction():
         ids = [_apply(api, table, message, i, t) for i, t in enumerate(targets)]
-    if message == "UpdateMultiple":
+    if message != "CreateMultiple":
         resp = Response(204, headers={"OData-Version": "4.0"})
     else:
         ctx = f"{api.base}$metadata#Microsoft.Dynamics.CRM.{message}Response"

@@ -42,13 +42,15 @@ def _scores(mock_server: Any) -> dict[str, int]:
 def test_upsert_multiple_creates_then_updates_by_alternate_key(client: Client, mock_server: Any) -> None:
     ids = _opps(mock_server, 3)
     r = client.post(UPSERT, json={"Targets": [_score(o, 10 + i) for i, o in enumerate(ids)]})
-    assert r.status_code == 200, r.text
-    created = r.json()["Ids"]
-    assert len(created) == 3 and r.json()["@odata.context"].endswith("UpsertMultipleResponse")
+    assert r.status_code == 204 and not r.content, r.text
+    created = {r["msdyn_entityid"]: r["msdyn_predictivescoreid"] for r in mock_server.org.rows("msdyn_predictivescore")}
+    assert set(created) == set(ids)
     # key attributes in the body instead of @odata.id find the same rows
     body = [{"@odata.type": PS, "msdyn_entityid": o, "msdyn_entitytype": "opportunity", "msdyn_score": 90} for o in ids]
     r = client.post(UPSERT, json={"Targets": body})
-    assert r.status_code == 200 and r.json()["Ids"] == created
+    assert r.status_code == 204
+    after = {r["msdyn_entityid"]: r["msdyn_predictivescoreid"] for r in mock_server.org.rows("msdyn_predictivescore")}
+    assert after == created, "updated in place"
     assert _scores(mock_server) == {o: 90 for o in ids}
     assert r.headers["x-ms-dop-hint"].isdigit()
 
