@@ -253,6 +253,8 @@ class DataverseClient:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.last_server_date: dt.datetime | None = None
+        self.dop_hint: int | None = None  # the org's recommended parallelism (x-ms-dop-hint), last seen
+        self.message_cache: dict[tuple[str, str], bool] = {}  # (table, message) -> in sdkmessagefilters
         self.stats: dict[str, Any] = {
             "requests": 0,
             "retries": 0,
@@ -378,6 +380,10 @@ class DataverseClient:
             self.sleep(wait)
 
     def _note_date(self, resp: requests.Response) -> None:
+        """Keep what every response says of the server: its clock (Date) and its x-ms-dop-hint."""
+        hint = resp.headers.get("x-ms-dop-hint")
+        if hint and hint.isdigit() and int(hint) > 0:
+            self.dop_hint = int(hint)
         value = resp.headers.get("Date")
         if not value:
             return

@@ -61,6 +61,7 @@ class Settings:
     training_threads: int = 1
     scoring_batch_size: int = 5000
     job_stale_seconds: int = 20
+    write_parallelism: int = 8
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -153,6 +154,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     threads = _bounded(get, problems, "TRAINING_THREADS", 1, 1, 64)
     batch_size = _bounded(get, problems, "SCORING_BATCH_SIZE", 5000, 10, 50_000)
     stale = _bounded(get, problems, "JOB_STALE_SECONDS", 20, 8, 600)
+    write_parallelism = _bounded(get, problems, "DATAVERSE_WRITE_PARALLELISM", 8, 1, 52)
     org_status = (get("ORG_STATUS", "active") or "active").lower()
     if org_status not in _ORG_STATUSES:
         problems.append(f"ORG_STATUS must be one of {', '.join(_ORG_STATUSES)}, got {org_status!r}")
@@ -191,6 +193,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         training_threads=threads,
         scoring_batch_size=batch_size,
         job_stale_seconds=stale,
+        write_parallelism=write_parallelism,
     )
     if settings.readiness_auc_ok > settings.readiness_auc_ready:
         problems.append("READINESS_AUC_OK must not exceed READINESS_AUC_READY")

@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--token-ttl", type=int, default=3600)
     s.add_argument("--now", type=_now, default=None, help="mock clock start (default: today 00:00 UTC)")
     s.add_argument("--rate-limit", type=int, default=6000, help="requests per client per 5 minutes")
+    s.add_argument("--execution-limit-ms", type=int, default=1_200_000, help="execution ms per client per 5 min")
+    s.add_argument("--concurrency-limit", type=int, default=52, help="concurrent requests per client")
+    s.add_argument("--dop-hint", type=int, default=4, help="x-ms-dop-hint sent on every Web API response")
+    s.add_argument("--cost-sleep", action="store_true", help="each request takes its modelled server time")
     s.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.opportunities < 0 or args.token_ttl <= 0 or not 0 <= args.port <= 65535:
         parser.error("--opportunities must be >= 0, --token-ttl > 0 and --port within 0..65535")
+    if min(args.rate_limit, args.execution_limit_ms, args.concurrency_limit, args.dop_hint) < 1:
+        parser.error("--rate-limit, --execution-limit-ms, --concurrency-limit and --dop-hint must be >= 1")
     if (args.mapping is None) != (args.import_file is None) and args.mapping is None:
         parser.error("--import needs --mapping")
 
@@ -71,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             now=args.now,
             host=args.host,
             rate_limit=args.rate_limit,
+            execution_limit_ms=args.execution_limit_ms,
+            concurrency_limit=args.concurrency_limit,
+            dop_hint=args.dop_hint,
+            cost_sleep=args.cost_sleep,
         )
     except (MappingError, DataverseError) as exc:
         print(f"error: {exc}", file=sys.stderr)

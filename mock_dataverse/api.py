@@ -14,7 +14,10 @@ from urllib.parse import quote, unquote, urlencode
 
 from . import errors as E
 from . import metadata as M
+from .bulk import BULK_ACTIONS, bulk_action
 from .errors import DataverseError, bad_request
+from .meta_relations import relationship_route
+from .odata_params import substitute_aliases
 from .query import (
     FilterCompiler,
     Shaper,
@@ -25,6 +28,7 @@ from .query import (
     sort_rows,
 )
 from .schema import CHOICE_TYPES, Table
+from .sdkmessages import refuse_write
 from .store import Org, Row
 from .writes import KEY_RE, check_closed, close_opportunity, parse_key, sync_bpf, validate_body
 
@@ -62,6 +66,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     table: str | None = None  # entity set, for stats
     write: bool = False
+    operations: int = 0  # writes applied one by one ($batch parts), for the cost model; 0: 1 if write
+    bulk_operations: int = 0  # targets of a bulk message, for the cost model
+    rows: int = 0  # rows read, for the cost model
 
     @staticmethod
     def json(
@@ -172,6 +179,10 @@ class Api:
 
     # -- entity sets -------------------------------------------------------------------------------------
     def _entity(self, req: Request, table: Table, key: str | None, rest: list[str]) -> Response:
+        refuse_write(table, req.method)
+        if key is None and len(rest) == 1 and rest[0] in BULK_ACTIONS:
+            self._method(req, "POST")
+            return bulk_action(self, table, rest[0], self._json(req), len(req.body))
         if key is None:
             if rest == ["$count"]:
                 self._method(req, "GET")
@@ -365,7 +376,9 @@ class Api:
                 + quote(cur.delta, safe="")
             )
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
-        return Response.json(200, body, headers)
+        resp = Response.json(200, body, headers)
+        resp.rows = len(value)
+        return resp
 
     def _read_skiptoken(self, token: str) -> tuple[str | None, int, int]:
         m = SKIPTOKEN_RE.search(unquote(token))
@@ -399,7 +412,7 @@ class Api:
                         items.append((True, rid))
             return Cursor(items, f"{self.org.version}!{self.org.now().strftime('%m/%d/%Y %H:%M:%S')}")
         rows: list[Row]
-        flt = q.get("$filter")
+        flt = substitute_aliases(q.get("$filter"), q)
         if flt:
             comp = FilterCompiler(self.org, table)
             pred = comp.compile(flt)
@@ -511,9 +524,12 @@ class Api:
 
     # -- metadata -------------------------------------------------------------------------------------------
     def _metadata(self, req: Request) -> Response:
+        related = relationship_route(self, req)
+        if related is not None:
+            return Response.json(200, related)
         m = re.fullmatch(
             r"EntityDefinitions(?:\((.*?)\))?(?:/Attributes(?:\((.*?)\))?(?:/Microsoft\.Dynamics\.CRM\."
-            r"([A-Za-z]+))?|/Keys)?",
+            r"([A-Za-z]+))?)?",
             req.path,
         )
         if not m:
@@ -521,20 +537,13 @@ class Api:
                 404, E.SEGMENT_NOT_FOUND, f"Resource not found for the segment '{req.path}'."
             )
         ent_key, attr_key, cast = m.group(1), m.group(2), m.group(3)
-        tables = list(self.org.schema.values())
-        defs = [(t, M.entity_definition(t, 10000 + i)) for i, t in enumerate(tables)]
+        defs = self.definitions()
         ctx = f"{self.base}$metadata#EntityDefinitions"
         if ent_key is None:
             items = [d for _, d in defs]
             return Response.json(200, {"@odata.context": ctx, "value": self._meta_query(req, items)})
         t, d = self._find_entity(defs, ent_key)
         if "/Attributes" not in req.path:
-            if req.path.endswith("/Keys"):
-                keys = [
-                    {"LogicalName": "_".join(k), "KeyAttributes": list(k), "EntityKeyIndexStatus": "Active"}
-                    for k in t.alt_keys
-                ]
-                return Response.json(200, {"@odata.context": ctx + f"('{t.logical}')/Keys", "value": keys})
             return Response.json(200, {"@odata.context": ctx + "/$entity", **self._meta_project(req, d)})
         attrs = list(t.attrs.values())
         if cast:
@@ -580,6 +589,9 @@ class Api:
             200, {"@odata.context": actx, "value": [render(a) for a in attrs if a.name in keep]}
         )
 
+    def definitions(self) -> list[tuple[Table, dict[str, Any]]]:
+        return [(t, M.entity_definition(t, 10000 + i)) for i, t in enumerate(self.org.schema.values())]
+
     def _find_entity(
         self, defs: list[tuple[Table, dict[str, Any]]], key: str
     ) -> tuple[Table, dict[str, Any]]:
@@ -594,7 +606,10 @@ class Api:
         if not flt:
             return items
         pred = FilterCompiler(None, None).compile(flt)
-        return [d for d in items if pred(d)]
+        try:
+            return [d for d in items if pred(d)]
+        except TypeError:  # metadata is untyped: a complex property compared with a literal
+            raise bad_request(f"A binary operator with incompatible types was detected in $filter '{flt}'.") from None
 
     def _meta_project(self, req: Request, d: dict[str, Any]) -> dict[str, Any]:
         sel = req.query.get("$select")

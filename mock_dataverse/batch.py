@@ -219,6 +219,7 @@ def _handle(api: Api, req: Request, stats: Stats) -> Response:
     )
     if continue_on_error:
         resp.headers["Preference-Applied"] = "odata.continue-on-error"
+    resp.operations = n_ops  # each part is applied on its own: the cost model charges it as one operation
     return resp
 
 

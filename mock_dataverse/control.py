@@ -1,19 +1,21 @@
-"""Test control plane state: injected faults, request statistics, service-protection limits."""
+"""Test control plane state: injected faults and request statistics (service protection: protection.py)."""
 
 from __future__ import annotations
 
 import random
 import threading
-import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors as E
 from .errors import DataverseError
+from .protection import concurrency_exceeded, count_exceeded, time_exceeded
 
 FAULT_FIELDS = {
     "rate_429": float,
+    "rate_429_time": float,
+    "rate_429_concurrency": float,
     "rate_500": float,
     "rate_503": float,
     "rate_drop": float,
@@ -27,6 +29,8 @@ FAULT_FIELDS = {
 @dataclass
 class Faults:
     rate_429: float = 0.0
+    rate_429_time: float = 0.0
+    rate_429_concurrency: float = 0.0
     rate_500: float = 0.0
     rate_503: float = 0.0
     rate_drop: float = 0.0
@@ -59,7 +63,7 @@ class Faults:
             if kind is not str and v < 0:
                 raise E.bad_request(f"Fault setting '{k}' must not be negative.")
             setattr(f, k, kind(v))
-        if f.rate_429 + f.rate_500 + f.rate_503 + f.rate_drop > 1:
+        if f.rate_429 + f.rate_429_time + f.rate_429_concurrency + f.rate_500 + f.rate_503 + f.rate_drop > 1:
             raise E.bad_request("The fault rates add up to more than 1.")
         f.rng = random.Random(f.seed)
         return f
@@ -68,12 +72,14 @@ class Faults:
         return {k: getattr(self, k) for k in FAULT_FIELDS}
 
     def draw(self, path: str, api_path: str) -> str | None:
-        """Returns "429", "500", "503", "drop" or None for a request to `path`."""
+        """Returns "429", "429_time", "429_concurrency", "500", "503", "drop" or None for a request to `path`."""
         if self.paths and not (path.startswith(self.paths) or api_path.startswith(self.paths)):
             return None
         x = self.rng.random()
         for name, rate in (
             ("429", self.rate_429),
+            ("429_time", self.rate_429_time),
+            ("429_concurrency", self.rate_429_concurrency),
             ("500", self.rate_500),
             ("503", self.rate_503),
             ("drop", self.rate_drop),
@@ -85,12 +91,11 @@ class Faults:
 
     def error(self, kind: str) -> DataverseError:
         if kind == "429":
-            return DataverseError(
-                429,
-                E.THROTTLED_COUNT,
-                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-                {"Retry-After": str(self.retry_after)},
-            )
+            return count_exceeded(6000, 300, self.retry_after)
+        if kind == "429_time":
+            return time_exceeded(1_200_000, 300, self.retry_after)
+        if kind == "429_concurrency":
+            return concurrency_exceeded(52, self.retry_after)
         if kind == "503":
             return DataverseError(
                 503,
@@ -114,6 +119,9 @@ class Stats:
         self.batch_requests = 0
         self.writes = 0
         self.token_requests = 0
+        self.bulk_requests = 0
+        self.bulk_targets = 0
+        self.modelled_ms = 0.0
         self.faults_injected: dict[str, int] = defaultdict(int)
 
     def record(self, method: str, table: str | None, status: int, write: bool = False) -> None:
@@ -125,6 +133,13 @@ class Stats:
             if write and status < 400:
                 self.writes += 1
 
+    def record_cost(self, modelled_ms: float, bulk_targets: int) -> None:
+        with self.lock:
+            self.modelled_ms += modelled_ms
+            if bulk_targets:
+                self.bulk_requests += 1
+                self.bulk_targets += bulk_targets
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -135,35 +150,8 @@ class Stats:
                 "batch_requests": self.batch_requests,
                 "writes": self.writes,
                 "token_requests": self.token_requests,
+                "bulk_requests": self.bulk_requests,
+                "bulk_targets": self.bulk_targets,
+                "modelled_ms": round(self.modelled_ms, 1),
                 "faults_injected": dict(self.faults_injected),
             }
-
-
-class Limiter:
-    """Dataverse service protection: at most `limit` requests per client in a sliding `window` seconds."""
-
-    def __init__(self, limit: int = 6000, window: float = 300.0):
-        self.limit, self.window = limit, window
-        self._hits: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def check(self, client: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            q = self._hits[client]
-            while q and q[0] <= now - self.window:
-                q.popleft()
-            if len(q) >= self.limit:
-                retry = max(1, int(q[0] + self.window - now) + 1)
-                raise DataverseError(
-                    429,
-                    E.THROTTLED_COUNT,
-                    f"Number of requests exceeded the limit of {self.limit} "
-                    f"over time window of {int(self.window)} seconds.",
-                    {"Retry-After": str(retry)},
-                )
-            q.append(now)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._hits.clear()

@@ -425,6 +425,9 @@ def build_schema() -> dict[str, Table]:
         ownership="OrganizationOwned",
         alt_keys=[("msdyn_entityid", "msdyn_entitytype")],
     )
+    from .sdkmessages import message_tables  # local: sdkmessages builds on this module's helpers
+
+    t.update(message_tables())
     return t
 
 

@@ -28,9 +28,11 @@ from . import errors as E
 from .api import Api, Request, Response
 from .auth import TokenService, make_certificate
 from .batch import handle_batch
-from .control import Faults, Limiter, Stats
+from .control import Faults, Stats
 from .errors import DataverseError
 from .generator import Generator, seed_org
+from .protection import CostModel, ServiceProtection
+from .sdkmessages import disable, seed_messages
 from .store import Org
 
 log = logging.getLogger("mock_dataverse")
@@ -134,6 +136,10 @@ class MockServer:
         client_secret: str = DEFAULT_SECRET,
         rate_limit: int = 6000,
         rate_window: float = 300.0,
+        execution_limit_ms: int = 1_200_000,
+        concurrency_limit: int = 52,
+        dop_hint: int = 4,
+        cost_sleep: bool = False,
     ):
         self.seed, self.opportunities, self.port, self.https, self.host = (
             seed,
@@ -149,7 +155,9 @@ class MockServer:
         self.tokens = TokenService(tenant_id, client_id, client_secret, token_ttl)
         self.faults = Faults()
         self.stats = Stats()
-        self.limiter = Limiter(rate_limit, rate_window)
+        self.protection = ServiceProtection(rate_limit, rate_window, execution_limit_ms, concurrency_limit, dop_hint)
+        self.cost_sleep = cost_sleep
+        self.cost = CostModel(sleep=cost_sleep)
         self.generator: Generator | None = None
         self.import_report: dict[str, Any] | None = None
         self._lock = threading.RLock()
@@ -164,6 +172,7 @@ class MockServer:
     def _build_org(self) -> Org:
         t0 = time.perf_counter()
         org = Org(self.start_now)
+        seed_messages(org)
         if self.import_file is not None or self.mapping is not None:
             from .importer import import_csv  # local: pandas is only needed for imports
 
@@ -190,7 +199,8 @@ class MockServer:
                 self.api._cursors.clear()
             self.faults = Faults()
             self.stats.reset()
-            self.limiter.reset()
+            self.protection.reset()
+            self.cost = CostModel(sleep=self.cost_sleep)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> dict[str, str]:
@@ -290,19 +300,32 @@ class MockServer:
                 if kind == "drop":
                     return None
                 raise faults.error(kind)
-            self.limiter.check(client)
+            self.protection.enter(client)
         except DataverseError as err:
             resp = Response.error(err)
             self.stats.record(method, table, resp.status)
             return resp
-        q = dict(parse_qsl(query, keep_blank_values=True))
-        req = Request(method, rel, q, headers, body)
-        if rel == "$batch":
-            resp = handle_batch(api, req, self.stats)
-        else:
-            with self._lock:
-                resp = api.handle(req)
+        started, modelled = time.perf_counter(), 0.0
+        try:
+            q = dict(parse_qsl(query, keep_blank_values=True))
+            req = Request(method, rel, q, headers, body)
+            if rel == "$batch":
+                resp = handle_batch(api, req, self.stats)
+            else:
+                with self._lock:
+                    resp = api.handle(req)
+            singles = resp.operations or (1 if resp.write and not resp.bulk_operations else 0)
+            cost = self.cost
+            modelled = cost.cost_ms(singles, resp.bulk_operations, resp.rows)
+            spent = (time.perf_counter() - started) * 1000
+            if cost.sleep and modelled > spent:
+                time.sleep((modelled - spent) / 1000)
+        finally:
+            self.protection.leave(client, max(modelled, (time.perf_counter() - started) * 1000))
         self.stats.record(method, resp.table or table, resp.status, resp.write)
+        self.stats.record_cost(modelled, resp.bulk_operations)
+        resp.headers["x-ms-dop-hint"] = str(self.protection.dop_hint)
+        resp.headers.update(self.protection.remaining(client))
         return resp
 
     def _identity(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
@@ -379,6 +402,16 @@ class MockServer:
             if method == "POST" and path == "/_mock/stats/reset":
                 self.stats.reset()
                 return Response.json(200, self.stats.snapshot())
+            if path in ("/_mock/cost", "/_mock/limits") and method in ("GET", "POST"):
+                target = self.cost if path == "/_mock/cost" else self.protection
+                if method == "POST":
+                    target.update(obj)
+                return Response.json(200, target.as_dict())
+            if method == "POST" and path == "/_mock/messages":
+                if not isinstance(obj, dict) or set(obj) != {"disable"}:
+                    raise E.bad_request('The messages body is {"disable": ["table/Message", ...]}.')
+                with self._lock:
+                    return Response.json(200, {"disabled": disable(self.org, obj["disable"])})
             if method == "GET" and path == "/_mock/clock":
                 return Response.json(200, {"now": self.org.now_iso()})
             if method == "POST" and path == "/_mock/simulate":

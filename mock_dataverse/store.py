@@ -27,6 +27,7 @@ INDEXED = {
     "msdyn_predictivescore": ("msdyn_entityid",),
     "opportunity": ("_parentaccountid_value",),
     "processstage": ("_processid_value",),
+    "sdkmessagefilter": ("primaryobjecttypecode",),
 }
 
 

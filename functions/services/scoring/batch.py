@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from connectors.clock import iso
-from connectors.dataverse import BatchOp
+from connectors.dataverse_bulk import upsert_rows
 from functions.services.scoring import inputs, layout, quota, scores
 from functions.services.scoring.common import (
     C_ID,
     C_NAME,
     ENTITY_SET,
+    SCORE_TABLE,
     BatchSpec,
     BatchWriteFailed,
     batch_result,
     counts_text,
     parse_message,
-    requests_for,
     score_body,
     score_key,
 )
@@ -83,39 +83,56 @@ def execute(ctx: AppContext, spec: BatchSpec, frame: pd.DataFrame) -> tuple[dict
             scored, previous, names=names, model=spec.model, version=spec.version,
             grade_ranges=spec.grade_ranges, scored_on=spec.scored_on,
         )  # fmt: skip
-    written, requests = _write(ctx, spec, decided)
+    written, requests, failures = _write(ctx, spec, decided)
     result = batch_result(spec, scored, decided, written, rows=len(frame), requested=len(ids), requests=requests)
+    if failures:  # changed rows Dataverse refused: not written, so the next run sends them again
+        result.update(changed=result["changed"] + len(failures), unchanged=result["unchanged"] - len(failures))
+        result.update(writeFailed=len(failures), writeFailures=failures[:100])
     result["seconds"] = round(time.perf_counter() - started, 3)
     log.info("scoring run=%s batch=%d model=%s %s", spec.run_id, spec.batch, spec.key, counts_text(result))
     return result, decided
 
 
-def _write(ctx: AppContext, spec: BatchSpec, decided: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def _write(ctx: AppContext, spec: BatchSpec, decided: pd.DataFrame) -> tuple[pd.DataFrame, int, list[dict[str, Any]]]:
     """The changed rows to Dataverse, the history and the state, unless an earlier attempt of this batch
     already appended its history: those rows are then what it wrote (and sent before appending), so
-    nothing is sent again and only the state MERGE (idempotent) is redone. Returns (rows, requests)."""
+    nothing is sent again and only the state MERGE (idempotent) is redone. Returns (rows, requests, rows
+    Dataverse refused)."""
     written = scores.appended(ctx.lake, spec.run_id, spec.batch)
-    requests = 0
+    requests, failures = 0, list[dict[str, Any]]()
     if written is None:
         written = decided[decided["changed"].astype(bool)]
-        requests = write_rows(ctx, written)
+        requests, failures = write_rows(ctx, written)
+        if failures:
+            refused = {f["opportunityId"] for f in failures}
+            written = written[~written[C_ID].astype(str).isin(refused)]
         if len(written):
             written = scores.append_history(ctx.lake, spec.run_id, spec.batch, written)
     scores.merge_state(ctx.lake, written, spec.run_id, spec.batch)
-    return written, requests
+    return written, requests, failures
 
 
-def write_rows(ctx: AppContext, rows: pd.DataFrame) -> int:
-    """Upsert rows on the alternate key through $batch (the client sends <= 1,000 per request); returns
-    the requests sent. BatchWriteFailed when any upsert failed (the retry sends them all again)."""
+def write_rows(ctx: AppContext, rows: pd.DataFrame) -> tuple[int, list[dict[str, Any]]]:
+    """Upsert rows on the alternate key (UpsertMultiple where the org has it, else $batch; at most 1,000
+    a request, in parallel up to the org's x-ms-dop-hint and DATAVERSE_WRITE_PARALLELISM). Returns the
+    requests sent and the rows Dataverse refused, each with its reason. BatchWriteFailed when rows were
+    left unwritten for a transient reason (the host's retry sends them all again)."""
     if rows.empty:
-        return 0
-    ops = [BatchOp.upsert(ENTITY_SET, score_key(r[C_ID]), score_body(r)) for r in rows.to_dict("records")]
-    failed = [r for r in ctx.dataverse.batch(ops, continue_on_error=True) if not r.ok]
-    if failed:
-        first = f"{failed[0].status} {str(failed[0].error or '')[:200]}"
-        raise BatchWriteFailed(f"{len(failed)} of {len(ops)} upserts failed; first: {first}")
-    return requests_for(len(ops))
+        return 0, []
+    records = rows.to_dict("records")
+    items = [(score_key(r[C_ID]), score_body(r)) for r in records]
+    out = upsert_rows(ctx.dataverse, ENTITY_SET, SCORE_TABLE, items, max_parallelism=ctx.settings.write_parallelism)
+    if out.transient:
+        first = out.transient[0]
+        raise BatchWriteFailed(f"{len(out.transient)} of {len(items)} upserts failed; first: {first.status} "
+                               f"{first.message[:200]}")  # fmt: skip
+    for f in out.failures:
+        log.warning("score row of opportunity %s refused: %s %s", records[f.index][C_ID], f.status, f.code)
+    failures = [
+        {"opportunityId": str(records[f.index][C_ID]), "status": f.status, "code": f.code, "reason": f.message[:500]}
+        for f in out.failures
+    ]
+    return out.requests, failures
 
 
 def _note_failure(ctx: AppContext, run_id: str, index: int, exc: BaseException) -> None:

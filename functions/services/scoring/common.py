@@ -20,6 +20,7 @@ from modeling.values import GUID, matches
 
 ENTITY_TYPE = "opportunity"
 ENTITY_SET = "msdyn_predictivescores"
+SCORE_TABLE = "msdyn_predictivescore"  # its logical name (sdkmessagefilters, @odata.type)
 WRITE_REQUEST_OPS = 1000  # operations per $batch request (Dataverse's limit; the client splits there)
 SYNC_LIMIT = 20  # POST /api/score with at most this many ids is answered synchronously
 RUN_RETENTION_DAYS = 14  # scoring/runs/<run>/ older than this is deleted by the scheduled run

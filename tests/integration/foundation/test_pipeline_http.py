@@ -85,14 +85,14 @@ def test_sync_train_publish_score_and_read_back_over_http(pipeline_runner, mock_
     assert job["status"] == "succeeded", job
 
     stats = mock_call(mock_info, "GET", "/_mock/stats")
-    assert stats["batch_requests"] >= 1 and stats["by_status"].get("500", 0) == 0
+    assert stats["bulk_requests"] >= 1 and stats["by_status"].get("500", 0) == 0  # UpsertMultiple
 
     rows = mock_server.org.rows("msdyn_predictivescore")
     opportunities = {o["opportunityid"]: o for o in mock_server.org.rows("opportunity")}
     assert rows, "no score rows were written back"
     assert len({r["msdyn_entityid"] for r in rows}) == len(rows)  # one row per opportunity
     assert all(opportunities[r["msdyn_entityid"]]["statecode"] == 0 for r in rows)  # only open ones
-    assert stats["batch_requests"] <= -(-len(rows) // 1000) + stats["by_status"].get("429", 0)
+    assert stats["bulk_requests"] <= -(-len(rows) // 1000) + stats["by_status"].get("429", 0)
 
     best = max(rows, key=lambda r: r["msdyn_score"])
     status, decoded = call(base, "GET", f"/api/opportunities/{best['msdyn_entityid']}/score")

@@ -25,7 +25,7 @@ from connectors.queues import queue_client
 from functions.app_context import AppContext, set_context
 from functions.services import scoring
 from functions.services.jobs import get_job
-from functions.services.scoring import batch, inputs, scores
+from functions.services.scoring import batch, inputs, layout, scores
 from functions.settings import load_settings
 from local_runner import stack
 from local_runner.runner import settle
@@ -135,6 +135,16 @@ def rows(c: AppContext) -> pd.DataFrame:
     return frame.sort_values("msdyn_entityid").reset_index(drop=True)
 
 
+def clean_rows_then_reset(c: AppContext, mock_info: dict[str, Any]) -> pd.DataFrame:
+    """A clean run's rows; then the mock and the lake's scoring state are back to their start."""
+    scoring.plan_run(c, actor="clean", batch_size=100)
+    drain(c)
+    clean = rows(c)
+    mock_call(mock_info, "POST", "/_mock/reset")
+    _wipe_scoring_state(c)
+    return clean
+
+
 def expected_eligible(mock_server: Any, as_of: dt.datetime) -> set[str]:
     """Open and created within 2 years of the snapshot: the default model has no filter and no BPF."""
     out = set()
@@ -155,7 +165,8 @@ def test_run_writes_one_correct_row_per_eligible_opportunity_and_a_rerun_writes_
     stats = mock_call(mock_info, "GET", "/_mock/stats")
     sizes = [min(100, plan["eligible"] - s) for s in range(0, plan["eligible"], 100)]
     bound = sum(math.ceil(n / 1000) for n in sizes)
-    assert stats["batch_requests"] == bound, "write requests = sum over batches of ceil(changed / 1,000)"
+    assert stats["bulk_requests"] == bound, "UpsertMultiple requests = sum over batches of ceil(changed / 1,000)"
+    assert stats["batch_requests"] == 0, "the org lists UpsertMultiple: no $batch"
     got = rows(ctx)
     eligible = expected_eligible(mock_server, dt.datetime.fromisoformat(plan["asOf"]))
     assert len(got) == got["msdyn_entityid"].nunique(), "exactly one row per opportunity"
@@ -179,20 +190,78 @@ def test_run_writes_one_correct_row_per_eligible_opportunity_and_a_rerun_writes_
     again = scoring.plan_run(ctx, actor="test", batch_size=100)
     drain(ctx)
     stats = mock_call(mock_info, "GET", "/_mock/stats")
-    assert stats["writes"] == 0 and stats["batch_requests"] == 0, stats
+    assert stats["writes"] == 0 and stats["batch_requests"] == stats["bulk_requests"] == 0, stats
     assert get_job(ctx, again["runId"])["result"]["unchanged"] == len(eligible)
+
+
+def test_an_org_without_upsert_multiple_gets_the_same_rows_through_batch(
+    ctx: AppContext, mock_info: dict[str, Any]
+) -> None:
+    bulk = clean_rows_then_reset(ctx, mock_info)
+    mock_call(mock_info, "POST", "/_mock/messages", {"disable": ["msdyn_predictivescore/UpsertMultiple"]})
+    ctx.dataverse.message_cache.clear()  # as a new worker process would, it reads the capability again
+    mock_call(mock_info, "POST", "/_mock/stats/reset")
+    plan = scoring.plan_run(ctx, actor="batch", batch_size=100)
+    drain(ctx)
+    stats = mock_call(mock_info, "GET", "/_mock/stats")
+    assert stats["bulk_requests"] == 0 and stats["batch_requests"] == plan["batches"]
+    assert stats["by_table"]["sdkmessagefilters"]["GET"] == 1, "read once, cached"
+    pd.testing.assert_frame_equal(rows(ctx), bulk)
+
+
+def test_bulk_write_back_under_every_throttle_and_dropped_connections_gives_the_clean_rows(
+    ctx: AppContext, mock_info: dict[str, Any]
+) -> None:
+    clean = clean_rows_then_reset(ctx, mock_info)
+    throttles = {"rate_429": 0.07, "rate_429_time": 0.07, "rate_429_concurrency": 0.06}  # 20% of requests
+    faults = {**throttles, "rate_drop": 0.05, "retry_after": 1, "seed": 5}
+    mock_call(mock_info, "POST", "/_mock/faults", faults)
+    run = scoring.plan_run(ctx, actor="faults", batch_size=10)  # many requests: every kind of fault lands
+    drain(ctx)
+    stats = mock_call(mock_info, "GET", "/_mock/stats")
+    mock_call(mock_info, "POST", "/_mock/faults", {})
+    assert {"429", "429_time", "429_concurrency", "drop"} <= set(stats["faults_injected"]), stats
+    assert stats["bulk_requests"] >= run["batches"] and stats["batch_requests"] == 0
+    pd.testing.assert_frame_equal(rows(ctx), clean)
+    report = get_job(ctx, run["runId"])
+    assert report["status"] == "succeeded" and report["result"]["written"] == len(clean)
+
+
+def test_one_refused_row_is_reported_and_does_not_stop_the_others(
+    ctx: AppContext, mock_info: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = scoring.plan_run(ctx, actor="refused", batch_size=1000)
+    inputs_frame = ctx.lake.read_parquet(layout.input_path(plan["runId"], 0)).to_pandas()
+    bad = str(inputs_frame["opportunityid"].iloc[7])
+    real = batch.score_body
+
+    def body(r: Any) -> dict[str, Any]:
+        return {**real(r), "msdyn_grade": 9} if r["opportunityid"] == bad else real(r)
+
+    monkeypatch.setattr(batch, "score_body", body)
+    mock_call(mock_info, "POST", "/_mock/stats/reset")
+    drain(ctx)
+    result = ctx.lake.read_json(layout.result_path(plan["runId"], 0))
+    assert result["writeFailed"] == 1 and result["written"] == plan["eligible"] - 1
+    failure = result["writeFailures"][0]
+    assert failure["opportunityId"] == bad and failure["status"] == 400 and failure["code"] == "0x8004431A"
+    assert "msdyn_grade" in failure["reason"]
+    written = set(rows(ctx)["msdyn_entityid"])
+    assert bad not in written and len(written) == plan["eligible"] - 1
+    requests = mock_call(mock_info, "GET", "/_mock/stats")["requests"]["POST"]
+    assert requests <= 1 + 2 * math.ceil(math.log2(plan["eligible"])), "found by bisection"
+    monkeypatch.setattr(batch, "score_body", real)
+    scoring.plan_run(ctx, actor="again", batch_size=1000)
+    drain(ctx)
+    assert bad in set(rows(ctx)["msdyn_entityid"]), "the refused row is sent again by the next run"
 
 
 def test_faults_and_a_killed_run_give_exactly_the_clean_rows(
     ctx: AppContext, mock_info: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scoring.plan_run(ctx, actor="clean", batch_size=100)
-    drain(ctx)
-    clean = rows(ctx)
+    clean = clean_rows_then_reset(ctx, mock_info)
 
     # faults: 20% 429/503 and dropped connections while scoring
-    mock_call(mock_info, "POST", "/_mock/reset")
-    _wipe_scoring_state(ctx)
     mock_call(
         mock_info,
         "POST",

@@ -79,6 +79,9 @@ class FakeDataverse:
     requests: list[int] = field(default_factory=list)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail: Any = None  # callable(op) -> status int, or None for 204
+    dop_hint: int | None = None
+    message_cache: dict[tuple[str, str], bool] = field(default_factory=dict)
+    bulk: bool = False  # whether sdkmessagefilters list UpsertMultiple (no: the $batch path)
 
     def batch(self, ops: list[Any], *, continue_on_error: bool = True) -> list[Any]:
         self.calls.append(list(ops))
@@ -93,6 +96,8 @@ class FakeDataverse:
         return out
 
     def get(self, path: str, params: dict[str, Any] | None = None, headers: Any = None) -> dict[str, Any]:
+        if path == "sdkmessagefilters":
+            return {"value": [{"sdkmessagefilterid": "f"}] if self.bulk else []}
         key = path.split("msdyn_entityid='", 1)[1].split("'", 1)[0]
         if key not in self.rows:
             raise DataverseNotFound(404, "0x80060891", "no such row")

@@ -273,9 +273,14 @@ def test_write_requests_stay_within_the_bound_plus_retries(tmp_path: Path, patch
     ctx = _ctx(tmp_path, n=5000)
     plan = scoring.plan_run(ctx, batch_size=1500)
 
+    seen: set[str] = set()
+
     def first_time_503(op: Any) -> int:  # the first attempt of every batch has one failed upsert
-        call = ctx.dataverse.calls[-1]
-        return 503 if len(ctx.dataverse.calls) % 2 == 1 and op is call[0] else 204
+        first = ctx.dataverse.calls[-1][0]
+        if op is not first or len(ctx.dataverse.calls[-1]) < 1000 or op.body["msdyn_entityid"] in seen:
+            return 204
+        seen.add(op.body["msdyn_entityid"])
+        return 503
 
     ctx.dataverse.fail = first_time_503
     assert _host(ctx) == []
