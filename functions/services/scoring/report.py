@@ -17,7 +17,8 @@ from modeling.scoring_rules import TREND_TOLERANCE
 if TYPE_CHECKING:
     from functions.services.scoring.inputs import Assignment
 
-COUNTS = ("scored", "changed", "written", "unchanged", "skipped", "quotaStopped", "writeRequests")
+COUNTS = ("scored", "changed", "written", "unchanged", "skipped", "quotaStopped", "writeRequests", "writeFailed")
+WRITE_FAILURES_SHOWN = 100
 
 
 def plan_document(
@@ -71,9 +72,11 @@ def summarize(docs: RunDocs) -> dict[str, Any]:
     plan = docs.plan or {}
     totals = dict.fromkeys(COUNTS, 0)
     reasons: dict[str, int] = {}
-    for res in docs.results.values():
+    refused: list[dict[str, Any]] = []  # rows Dataverse refused (the next run sends them again)
+    for _, res in sorted(docs.results.items()):
         for key in COUNTS:
             totals[key] += int(res.get(key) or 0)
+        refused.extend((res.get("writeFailures") or [])[: WRITE_FAILURES_SHOWN - len(refused)])
         for reason, count in (res.get("skipReasons") or {}).items():
             reasons[reason] = reasons.get(reason, 0) + int(count)
     models = plan.get("batchModels") or []
@@ -103,6 +106,7 @@ def summarize(docs: RunDocs) -> dict[str, Any]:
         "batches": docs.batches,
         "batchesDone": len(docs.results),
         "failures": failures,
+        "writeFailures": refused,
         "quota": plan.get("quota"),
         "quotaReached": totals["quotaStopped"] > 0,
         "status": _status(docs, failures),

@@ -246,6 +246,8 @@ def test_one_refused_row_is_reported_and_does_not_stop_the_others(
     failure = result["writeFailures"][0]
     assert failure["opportunityId"] == bad and failure["status"] == 400 and failure["code"] == "0x8004431A"
     assert "msdyn_grade" in failure["reason"]
+    run_report = get_job(ctx, plan["runId"])["result"]
+    assert run_report["writeFailed"] == 1 and run_report["writeFailures"] == [failure]
     written = set(rows(ctx)["msdyn_entityid"])
     assert bad not in written and len(written) == plan["eligible"] - 1
     requests = mock_call(mock_info, "GET", "/_mock/stats")["requests"]["POST"]
