@@ -18,7 +18,15 @@ from typing import Any, TypeVar
 
 import azure.functions as func
 
-from functions.api_schemas import GUID_PATTERN, JOB_ID_PATTERN, MODEL_NAME_PATTERN, SCHEMAS, VERSION_PATTERN
+from functions.api_schemas import (
+    AUDIT_CURSOR_PATTERN,
+    GUID_PATTERN,
+    JOB_ID_PATTERN,
+    MODEL_NAME_PATTERN,
+    SCHEMAS,
+    VERSION_MAX_LENGTH,
+    VERSION_PATTERN,
+)
 
 ANONYMOUS, FUNCTION, ADMIN = func.AuthLevel.ANONYMOUS, func.AuthLevel.FUNCTION, func.AuthLevel.ADMIN
 OPENAPI_VERSION = "3.1.0"
@@ -182,7 +190,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "Version": {
         "name": "version", "in": "query", "required": False, "description": "default: published, else latest",
-        "schema": {"type": "string", "pattern": VERSION_PATTERN}, "example": "2",
+        "schema": {"type": "string", "pattern": VERSION_PATTERN, "maxLength": VERSION_MAX_LENGTH}, "example": "2",
     },
     "Limit": {
         "name": "limit", "in": "query", "required": False,
@@ -190,7 +198,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "Before": {
         "name": "before", "in": "query", "required": False, "description": "the `next` cursor of the previous page",
-        "schema": {"type": "string", "maxLength": 200},
+        "schema": {"type": "string", "pattern": AUDIT_CURSOR_PATTERN},
     },
     "IfMatch": {
         "name": "If-Match", "in": "header", "required": False,

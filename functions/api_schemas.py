@@ -12,13 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.jobs import JOB_ID
-from modeling.values import GUID, MODEL_NAME
+from modeling.values import AUDIT_CURSOR, GUID, MODEL_NAME
 
 # Route values and query values, as the triggers check them (modeling/values.py, connectors/jobs.py).
 MODEL_NAME_PATTERN = f"^{MODEL_NAME.pattern}$"
 JOB_ID_PATTERN = f"^{JOB_ID.pattern}$"
 GUID_PATTERN = f"^{GUID.pattern}$"
-VERSION_PATTERN = "^[1-9][0-9]{0,8}$"
+AUDIT_CURSOR_PATTERN = f"^({AUDIT_CURSOR.pattern})?$"  # empty: the first page
+# A version as a query value: empty (published, else latest) or at most 9 ASCII digits of a number >= 1.
+VERSION_PATTERN = "^(0*[1-9][0-9]{0,8})?$"
+VERSION_MAX_LENGTH = 9
 
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
@@ -53,6 +56,7 @@ _GRADE_RANGES = {
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _OPTION_VALUES = {
     "type": "array",
+    "minItems": 1,
     "items": {"type": ["string", "integer"]},
     "description": "option labels (`Won`) or values (`1`)",
 }
@@ -88,6 +92,7 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
     "ModelEdit": {
         "type": "object",
         "description": "only these fields can change after creation",
+        "minProperties": 1,
         "properties": {
             "attributes": _STRINGS,
             "stageAttributes": {"type": "object", "additionalProperties": _STRINGS},
@@ -98,7 +103,16 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "PublishRequest": {
         "type": "object",
-        "properties": {"version": {"type": ["integer", "string"], "description": "default: the latest"}},
+        "properties": {
+            "version": {
+                "description": "default: the latest",
+                "anyOf": [
+                    {"type": "integer", "minimum": 1},
+                    {"type": "string", "pattern": VERSION_PATTERN, "maxLength": VERSION_MAX_LENGTH},
+                    {"type": "null"},
+                ],
+            }
+        },
         "additionalProperties": False,
     },
     "ScoreRequest": {
