@@ -9,6 +9,7 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
+from connectors import telemetry
 from connectors.blobs import JsonBlobs, container_client
 from connectors.jobs import JobStore
 from connectors.queues import QueueSender
@@ -95,10 +96,18 @@ _context: AppContext | None = None
 
 
 def get_context() -> AppContext:
+    """The process-wide context, built on first use; that is also when telemetry export starts (once, when
+    APPLICATIONINSIGHTS_CONNECTION_STRING is set), so importing function_app stays cheap."""
     global _context
     with _lock:
         if _context is None:
-            _context = AppContext(get_settings())
+            settings = get_settings()
+            telemetry.configure_azure_monitor_once(
+                settings.appinsights_connection_string,
+                sampling_ratio=settings.telemetry_sampling_ratio,
+                worker_configures=settings.worker_configures_telemetry,
+            )
+            _context = AppContext(settings)
         return _context
 
 
