@@ -113,22 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     max_examples = max(1, args.size)
     max_time = max(60, max_examples * 5)
     with tempfile.TemporaryDirectory(prefix="bench-st-") as tmp:
-        azurite = stack.start_azurite(str(Path(tmp) / "azurite"))
+        azurite = stack.start_azurite(tmp)
         mock = None
-        runner = None
         try:
             mock = stack.start_mock(["--opportunities", "1500", "--seed", "7"])
             settings = stack.unique_settings(azurite, mock.info, tag="st")
-            setup = stack.start_runner(settings, extra_args=["--no-timers"])
-            try:
-                fuzzing.prepare(setup.url)
-            finally:
-                setup.stop()
-            runner = stack.start_runner(settings, extra_args=["--no-timers", "--no-queues"])
-            log(f"schemathesis: at most {max_examples} examples per operation, {max_time} s budget")
-            outcome = run(runner.url, report_dir=tmp, max_examples=max_examples, max_time=max_time)
+            with fuzzing.prepared_runner(settings, tmp) as (runner, _):
+                log(f"schemathesis: at most {max_examples} examples per operation, {max_time} s budget")
+                outcome = run(runner.url, report_dir=tmp, max_examples=max_examples, max_time=max_time)
         finally:
-            for proc in (runner, mock, azurite):
+            for proc in (mock, azurite):
                 if proc is not None:
                     proc.stop()
     note = f"schemathesis exit {outcome.exit_code}; statuses {json.dumps(outcome.statuses, sort_keys=True)}"

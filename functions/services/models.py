@@ -163,6 +163,8 @@ def _resolve_version(store: ModelStore, name: str, version: Any) -> int:
             store.get_config(name)
             raise VersionNotFound(f"model {name} has no trained version yet", model=name)
         return int(chosen)
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # JSON's 2.0 is the integer 2 (as JSON Schema counts it)
     number = bounded_int(version, minimum=1)
     if number is None:
         shown = repr(version)

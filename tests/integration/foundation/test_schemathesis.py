@@ -20,16 +20,8 @@ def target(azurite, mock_info, tmp_path_factory):
     does not, so the jobs generated requests start stay queued and the run is bounded."""
     settings = stack.unique_settings(azurite, mock_info, tag="st")
     logs = tmp_path_factory.mktemp("schemathesis")
-    setup = stack.start_runner(settings, log_path=str(logs / "setup.log"), extra_args=["--no-timers"])
-    try:
-        fuzzing.prepare(setup.url)
-    finally:
-        setup.stop()
-    runner = stack.start_runner(settings, log_path=str(logs / "runner.log"), extra_args=["--no-timers", "--no-queues"])
-    try:
+    with fuzzing.prepared_runner(settings, str(logs)) as (runner, _):
         yield runner, logs
-    finally:
-        runner.stop()
 
 
 def test_schemathesis_finds_no_5xx_and_no_response_breaking_the_description(target):
