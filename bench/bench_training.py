@@ -31,8 +31,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from bench.common import DATASETS_DIR, comparison, emit, log, peak_rss_mib, result, size_arg_parser
+from bench.explaining import explanation_figures
 from modeling.config import validate_config
 from modeling.dataset import build_training_frame
+from modeling.scoring import Scorer
 from modeling.train import ece, train_model
 
 QUICK_SIZES = [2000]
@@ -368,6 +370,8 @@ def run(name: str, size: int, seed: int, threads: int | None = 1) -> dict[str, A
         ),
         result("brier", m["brier"], ""),
     ]
+    test = data.frame.iloc[model.test_index]
+    results += explanation_figures(model.meta["algorithm"], Scorer(model.onnx_bytes, model.meta), test)
     for peer, v in peers.items():
         results.append(result(f"{peer}_auc", v["auc"], ""))
         results.append(result(f"{peer}_ece", v["ece"], ""))

@@ -198,9 +198,12 @@ def top(base: str, mock_info: dict[str, Any], n: int = 8) -> None:
             f"  {opp.get('name')}  (est. {opp.get('estimatedvalue') or 0:,.0f})"
         )
         reasons = (decoded or {}).get("reasons") or {}
-        for sign, key in (("+", "positive"), ("-", "negative")):
+        if reasons.get("baseline") is not None:
+            print(f"        starts from the org's baseline of {reasons['baseline']:.0f}")
+        for key in ("positive", "negative"):
             for r in (reasons.get(key) or [])[:3]:
-                print(f"        {sign} {r.get('text', r)}")
+                print(f"        {r['points']:+5.0f}  {r['headline']}")
+                print(f"               {r['insight']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -197,7 +197,8 @@ def feature_descriptors(attributes: Sequence[str], metadata: Mapping[str, Any]) 
         if entity == "account":
             label = "Account " + label
         if typ in NUMERIC_TYPES:
-            out.append({"name": name, "kind": "number", "label": label, "source": name})
+            unit = "money" if typ == "Money" else "count" if typ in ("Integer", "BigInt") else None
+            out.append({"name": name, "kind": "number", "label": label, "source": name, "unit": unit})
         else:
             options = opts.get(entity, {}).get(base) or None
             boolean = typ == "Boolean"

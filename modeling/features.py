@@ -116,6 +116,8 @@ def build_spec(
                 keep = [str(v) for v, c in counts.items() if c >= MIN_CATEGORY_COUNT][:MAX_CATEGORIES]
                 item["categories"] = sorted(keep) + [OTHER, MISSING]
         else:
+            if f.get("unit"):
+                item["unit"] = str(f["unit"])
             num = pd.to_numeric(col, errors="coerce").astype(float)
             num = num[np.isfinite(num) & (num.abs() < ABSURD_ABS)]
             lo = 0.0 if len(num) == 0 or float(num.min()) >= 0 else -ABSURD_ABS

@@ -1,26 +1,20 @@
-"""Scoring math shared with training: calibration, ONNX inference, grades, trends and reasons.
+"""Scoring math shared with training: calibration, ONNX inference, grades, trends, contributions, reasons.
 
-Reasons: for every record and *fact*, the impact is the change in calibrated win probability when the
-fact's inputs are set together to their training baselines (median / most frequent value; "no history"
-for past win rates), computed with onnxruntime in large stacked batches (stack-pitfalls Q4 (c)). A fact
-is one attribute, or inputs describing the same thing (FACT_GROUPS: a past win rate and its count, days
-in stage and its ratio to won deals): one sentence, one summed (joint) impact, so a fact is never both a
-positive and a negative reason, nor shown twice. Each sentence uses per-value win rates from the training
-data (insights.value_win_rates) or the counts behind a past win rate. Reasons that carry no information (an
-empty value, no past deals) are shown only when they move the probability by NO_INFO_MIN_IMPACT or more.
-
-Speed: the ONNX graph is split once into its feature part (string one-hot, imputing, scaling) and its
-model part (trees or linear); records are prepared once, perturbed as float32 matrices in numpy and only
-the model part runs on the perturbed rows (`fast`; the plain path perturbs the string feed and runs the
-whole graph, used when a graph cannot be split).
-Trend tolerance: a change of at most TREND_TOLERANCE points is Steady.
+Contributions (docs/SCORING.md "Reasons"): the ONNX graph is split once into its feature part (string
+one-hot, imputing, scaling -> matrix X) and its model part (trees or linear). For every record and fact
+(one attribute, or inputs describing one thing: FACT_GROUPS) `modeling.contributions` gives its exact
+Shapley value in the model's margin against the training baselines (median / most frequent value; "no
+history" for past win rates). They are turned into calibrated log-odds and into points of score by the
+secant of the calibration between the baseline and the deal, so the points add up exactly to
+score - baseline score. A reason is a fact worth at least MIN_POINTS, on the side of its sign: up to
+TOP_REASONS raising and TOP_REASONS lowering the score, strongest first, each with a headline and an
+insight (modeling.phrases). Trend tolerance: a change of at most TREND_TOLERANCE points is Steady.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,22 +25,26 @@ import onnxruntime as ort
 import pandas as pd
 from onnx import TensorProto, helper
 
+from modeling import phrases
 from modeling.config import grade_for as _grade_for
+from modeling.contributions import Part, contributions, read_model
 from modeling.errors import ModelMetaError
-from modeling.features import MISSING, inapplicable, model_columns, prepare_with_report
-from modeling.insights import display_value, value_keys
+from modeling.features import inapplicable, model_columns, prepare_with_report
+from modeling.insights import value_keys
+from modeling.reasons import Phrasing
 
 log = logging.getLogger(__name__)
 
 TREND_TOLERANCE = 3
 REASONS_MAX_CHARS = 10_000
+TEXT_MAX_CHARS = 300  # a reason's text longer than this is shortened when the JSON is over its cap
+REASONS_FORMAT = 2
 TOP_REASONS = 5
-MIN_IMPACT = 5e-4  # a reason must move the win probability by at least 0.05 points
-NO_INFO_MIN_IMPACT = 0.01  # an empty value / no past deals is a reason only when it moves P by >= 1 point
-STACK_ROWS = 250_000  # perturbed rows per onnxruntime run (bounds memory with wide one-hot models)
+MIN_POINTS = 1.0  # a reason moves the score by at least one point
+HISTORY_POINTS = 12  # scores kept in the reasons JSON for the card's chart
 MODEL_OPS = ("TreeEnsembleClassifier", "LinearClassifier")
 IMPROVING, STEADY, DECLINING, NOT_ENOUGH_INFO = 0, 1, 2, 3
-# Inputs that describe one fact (first present = the reason's attribute and sentence); impacts are joint.
+# Inputs that describe one fact (first present = the reason's attribute and sentence)
 FACT_GROUPS: tuple[tuple[str, ...], ...] = (
     ("d_owner_win_rate", "d_owner_closed"),
     ("d_account_win_rate", "d_account_closed"),
@@ -56,51 +54,6 @@ FACT_GROUPS: tuple[tuple[str, ...], ...] = (
 # Past win rates whose "no history" value is the training win rate (their baseline at training)
 PAST_RATES = ("d_owner_win_rate", "d_account_win_rate", "d_similar_win_rate", "d_account_same_value_win_rate")
 PAST_COUNTS = ("d_owner_closed", "d_account_closed", "d_similar_closed")
-# Past-win-rate features whose reason states the counts behind the rate (frame columns from modeling.dataset):
-# feature -> (won column, closed column, what the deals are)
-COUNT_REASONS = {
-    "d_similar_win_rate": ("d_similar_won", "d_similar_closed", "similar past deals"),
-    "d_similar_closed": ("d_similar_won", "d_similar_closed", "similar past deals"),
-    "d_account_win_rate": ("d_account_won", "d_account_closed", "past deals with this account"),
-    "d_account_closed": ("d_account_won", "d_account_closed", "past deals with this account"),
-    "d_owner_win_rate": ("d_owner_won", "d_owner_closed", "past deals of this owner"),
-    "d_owner_closed": ("d_owner_won", "d_owner_closed", "past deals of this owner"),
-}
-
-
-def count_sentence(won: float, closed: float, what: str, global_rate: float, rate: float | None = None) -> str:
-    """ "7 of 9 similar past deals were won (all: 29%)". With no such deal closed but a smoothed `rate` that
-    differs from the global rate (similar deals: broader matches), that rate is stated instead."""
-    if not math.isfinite(closed) or closed < 1:
-        if rate is not None and math.isfinite(rate) and abs(rate - global_rate) >= 0.005:
-            return f"No {what} closed yet; broader matches: about {rate:.0%} won (all: {global_rate:.0%})"
-        return f"No {what} closed yet (all: {global_rate:.0%} won)"
-    won_i, closed_i = int(won + 0.5), int(closed + 0.5)
-    return f"{won_i:,} of {closed_i:,} {what} were won (all: {global_rate:.0%})"
-
-
-AGAINST_MIN_GAP = 0.03  # a rate within 3 points of the overall rate is "about average": no clause
-
-
-def direction(rate: float | None, global_rate: float | None) -> int:
-    """+1 / -1 when a rate is clearly above / below the overall rate (by AGAINST_MIN_GAP), else 0."""
-    if rate is None or global_rate is None or not math.isfinite(rate):
-        return 0
-    return 1 if rate >= global_rate + AGAINST_MIN_GAP else -1 if rate <= global_rate - AGAINST_MIN_GAP else 0
-
-
-def against_note(rate: float | None, global_rate: float | None, points: float) -> str:
-    """A clause for a reason whose rate points the other way than its impact on this deal's score.
-
-    A value can be won less often than average overall and still raise this deal's score (its effect
-    depends on the deal's other values, e.g. a large amount in a stage where large deals do well); the
-    clause says so with the points, so a seller never reads "12% were won (all: 29%)" as a plus."""
-    d = direction(rate, global_rate)
-    if d == 0 or (d > 0) == (points > 0):
-        return ""
-    n = round(abs(points))
-    by = "less than 1 point" if n < 1 else f"{n} point{'s' if n != 1 else ''}"
-    return f"; with this deal's other values it {'raises' if points > 0 else 'lowers'} the score by {by}"
 
 
 def calibrate(p: np.ndarray, calibration: Mapping[str, Any]) -> np.ndarray:
@@ -154,30 +107,91 @@ def trend(previous: int | None, new: int, tolerance: int = TREND_TOLERANCE) -> i
     return STEADY
 
 
-def reasons_json(model_name: str, version: int, reasons: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """{"model", "version", "positive": [...], "negative": [...]}, each reason {attribute, label, value,
-    impact, text}; always <= 10,000 characters (texts shortened first, then reasons dropped)."""
-    doc: dict[str, Any] = {
-        "model": model_name,
-        "version": int(version),
-        "positive": [dict(r) for r in reasons.get("positive", [])][:TOP_REASONS],
-        "negative": [dict(r) for r in reasons.get("negative", [])][:TOP_REASONS],
-    }
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    limit = 300
-    while len(text) > REASONS_MAX_CHARS and limit >= 20:
+def reasons_json(
+    model_name: str,
+    version: int,
+    reasons: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """The msdyn_scorereasons text (format REASONS_FORMAT, docs/SCORING.md): {"format", "model",
+    "version", "score", "baseline", "positive": [...], "negative": [...], "history": [...]}, each reason
+    {attribute, label, value, points, logOdds, headline, insight}; at most REASONS_MAX_CHARS characters:
+    texts over 300 characters are shortened, then the weakest reasons dropped, then the oldest history
+    points (never a cut inside the JSON)."""
+    doc: dict[str, Any] = {"format": REASONS_FORMAT, "model": model_name, "version": int(version)}
+    for k in ("score", "baseline"):
+        if reasons.get(k) is not None:
+            doc[k] = reasons[k]
+    doc["positive"] = list(reasons.get("positive", []))[:TOP_REASONS]
+    doc["negative"] = list(reasons.get("negative", []))[:TOP_REASONS]
+    if history is not None:
+        doc["history"] = list(history)[-HISTORY_POINTS:]
+    text = _dumps(doc)
+    if len(text) > REASONS_MAX_CHARS:  # trimmed on copies: the caller's reasons stay as they are
+        doc["positive"] = [dict(r) for r in doc["positive"]]
+        doc["negative"] = [dict(r) for r in doc["negative"]]
         for side in ("positive", "negative"):
             for r in doc[side]:
-                for k in ("text", "label", "value"):
-                    if isinstance(r.get(k), str) and len(r[k]) > limit:
-                        r[k] = r[k][: limit - 1] + "\u2026"
-        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-        limit //= 2
+                for k in ("headline", "insight", "label", "value"):
+                    if isinstance(r.get(k), str) and len(r[k]) > TEXT_MAX_CHARS:
+                        r[k] = r[k][: TEXT_MAX_CHARS - 1] + "\u2026"
+        text = _dumps(doc)
     while len(text) > REASONS_MAX_CHARS and (doc["positive"] or doc["negative"]):
-        side = "positive" if len(doc["positive"]) >= len(doc["negative"]) else "negative"
-        doc[side].pop()
-        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        sides = [k for k in ("positive", "negative") if doc[k]]  # each side is strongest first
+        weakest = min(sides, key=lambda k: abs(float(doc[k][-1].get("points") or 0.0)))
+        doc[weakest].pop()
+        text = _dumps(doc)
+    while len(text) > REASONS_MAX_CHARS and doc.get("history"):
+        doc["history"].pop(0)
+        text = _dumps(doc)
     return text
+
+
+def with_history(text: str, history: Sequence[Mapping[str, Any]]) -> str | None:
+    """`reasons_json(..., history)` from its text without history, by appending the history (what a written
+    row adds); None when that would pass REASONS_MAX_CHARS (then `reasons_json` trims)."""
+    if not text.endswith("}") or '"history":' in text:
+        return None
+    out = text[:-1] + ',"history":' + _dumps([dict(h) for h in history][-HISTORY_POINTS:]) + "}"
+    return out if len(out) <= REASONS_MAX_CHARS else None
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+class Facts:
+    """One record's contribution of every fact (points) and its value, kept for the score history: a
+    pointer into its batch's arrays, serialised only for rows that are written."""
+
+    __slots__ = ("batch", "row")
+
+    def __init__(self, batch: FactsBatch, row: int):
+        self.batch, self.row = batch, row
+
+    @property
+    def points(self) -> np.ndarray:
+        return self.batch.points[self.row]
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        """{attribute: [points (0.1), value as spoken, label]} of the facts that move the score."""
+        out: dict[str, list[Any]] = {}
+        values = self.batch.values[self.row].tolist()
+        for (name, label, unit), q, v in zip(self.batch.items, self.points.tolist(), values, strict=True):
+            if abs(q) >= 0.05:
+                shown = phrases.display_value(v) if isinstance(v, str) else phrases.spoken(float(v), unit)
+                out[name] = [round(q, 1), shown, label]
+        return out
+
+    def to_json(self) -> str:
+        return _dumps(self.as_dict())
+
+
+@dataclass(frozen=True)
+class FactsBatch:
+    items: Sequence[tuple[str, str, str | None]]  # (attribute, label, unit) per fact
+    points: np.ndarray  # [n, facts]
+    values: np.ndarray  # [n, facts] objects: value labels (categories) or numbers
 
 
 @dataclass
@@ -191,10 +205,7 @@ class _Split:
     x_name: str
     columns: list[np.ndarray]
     base: np.ndarray
-    # per X column, the split thresholds of a tree model ("x <= t" nodes): a value and the baseline that no
-    # threshold separates take the same path in every tree, so that change has impact exactly 0; None for
-    # other models (every change counts)
-    thresholds: list[np.ndarray] | None
+    part: Part  # the model node's margin (modeling.contributions)
 
 
 def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) -> _Split | None:
@@ -205,13 +216,13 @@ def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) ->
         nodes = list(m.graph.node)
         at = [i for i, n in enumerate(nodes) if n.op_type in MODEL_OPS]
         if len(at) != 1:
-            return None
+            raise _NotSplit("not one linear or tree model node")
         x_name = nodes[at[0]].input[0]
         pre, post = nodes[: at[0]], nodes[at[0] :]
         inits = {t.name for t in m.graph.initializer}
         made_after = {o for n in post for o in n.output}
         if {x for n in post for x in n.input} - made_after - inits != {x_name}:
-            return None
+            raise _NotSplit("the model node needs more than the feature matrix")
         x_info = helper.make_tensor_value_info(x_name, TensorProto.FLOAT, [None, None])
 
         def part(part_nodes: list[Any], inputs: list[Any], outputs: list[Any]) -> ort.InferenceSession:
@@ -235,54 +246,33 @@ def split_model(onnx_bytes: bytes, spec: Mapping[str, Any], threads: int = 0) ->
                 col[j + 1, 0] = other
             else:
                 col = np.full((len(feats) + 1, 1), f["baseline"], dtype=np.float32)
-                col[j + 1, 0] = np.float32(f["baseline"] + 1.0)
+                col[j + 1, 0] = np.float32(f["baseline"] + max(1.0, abs(f["baseline"]) * 0.5))  # float32 moves
             probe[f["input"]] = col
         x = features.run([x_name], probe)[0]
         if x.shape[1] != len(layout):
-            return None
+            raise _NotSplit(f"{x.shape[1]} model columns, {len(layout)} expected")
         columns = [np.flatnonzero(layout == f["input"]) for f in feats]
         for j, cols in enumerate(columns):
             changed = np.flatnonzero(x[j + 1] != x[0])
             if len(changed) == 0 or not set(changed) <= set(cols):
-                return None
-        return _Split(
-            features, model_part, x_name, columns, x[0].astype(np.float32), _thresholds(nodes[at[0]], x.shape[1])
-        )
-    except Exception as exc:  # noqa: BLE001 - any unexpected graph: the plain path still scores
-        log.info("reasons use the plain path: the ONNX graph could not be split (%s)", type(exc).__name__)
+                raise _NotSplit(f"columns of {feats[j]['name']} do not follow the layout")
+        part_of = read_model(nodes[at[0]])
+        if part_of is None:
+            raise _NotSplit("an unsupported model node")
+        return _Split(features, model_part, x_name, columns, x[0].astype(np.float32), part_of)
+    except Exception as exc:  # noqa: BLE001 - any unexpected graph still scores, without reasons
+        log.warning("no reasons: the ONNX graph could not be split (%s: %s)", type(exc).__name__, exc)
         return None
 
 
-def _thresholds(node: Any, width: int) -> list[np.ndarray] | None:
-    """Sorted float32 thresholds per input column of a TreeEnsembleClassifier whose nodes are all "x <= t"
-    (skl2onnx's HistGradientBoosting), else None."""
-    if node.op_type != "TreeEnsembleClassifier":
-        return None
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    modes = np.array([m.decode() if isinstance(m, bytes) else str(m) for m in attrs.get("nodes_modes", [])])
-    if len(modes) == 0 or not set(modes) <= {"BRANCH_LEQ", "LEAF"}:
-        return None
-    split = modes == "BRANCH_LEQ"
-    feature = np.asarray(attrs["nodes_featureids"], dtype=np.int64)[split]
-    value = np.asarray(attrs["nodes_values"], dtype=np.float32)[split]
-    return [np.unique(value[feature == c]) for c in range(width)]
-
-
-def _moved(x: np.ndarray, base: float, thresholds: np.ndarray | None) -> np.ndarray:
-    """Rows of column `x` whose value can change the model's output when set to `base`."""
-    if thresholds is None:
-        return np.asarray(x != base)  # NaN != base: a change
-    if len(thresholds) == 0:
-        return np.zeros(len(x), dtype=bool)
-    side = np.searchsorted(thresholds, x, side="left")
-    return np.asarray((side != np.searchsorted(thresholds, base, side="left")) | (np.isnan(x) != np.isnan(base)))
+class _NotSplit(Exception):
+    """The graph has another shape than the ones split_model knows."""
 
 
 class Scorer:
-    """Built once per model version: `Scorer(onnx_bytes, meta).score(frame)`. `fast=False` forces the plain
-    impact path (the whole graph on perturbed string feeds)."""
+    """Built once per model version: `Scorer(onnx_bytes, meta).score(frame)`."""
 
-    def __init__(self, onnx_bytes: bytes, meta: Mapping[str, Any], *, threads: int = 0, fast: bool = True):
+    def __init__(self, onnx_bytes: bytes, meta: Mapping[str, Any], *, threads: int = 0):
         try:
             self.spec = meta["spec"]
             self.calibration = meta["calibration"]
@@ -304,106 +294,80 @@ class Scorer:
                 grouped.update(names)
         self.groups += [[j] for j, f in enumerate(feats) if f["name"] not in grouped]
         self.groups.sort(key=lambda g: g[0])
-        self.split = split_model(onnx_bytes, self.spec, threads) if fast else None
+        self.primary = [feats[g[0]] for g in self.groups]
+        self.items = tuple((str(f["name"]), str(f["label"]), phrases.unit_of(f)) for f in self.primary)
+        self.split = split_model(onnx_bytes, self.spec, threads)
+        self.column_group = np.full(0 if self.split is None else len(self.split.base), -1, dtype=np.int64)
+        if self.split is not None:
+            for g, members in enumerate(self.groups):
+                for j in members:
+                    self.column_group[self.split.columns[j]] = g
+        self.phrasing = Phrasing(self.primary, self.rates, self.prior, str(meta.get("currency") or "$"))
 
     @property
-    def fast(self) -> bool:
+    def explains(self) -> bool:
+        """Whether the model's graph can be explained (every graph this product trains can)."""
         return self.split is not None
 
     def probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
         feed, report = prepare_with_report(frame, self.spec)
         return calibrate(raw_probabilities(self.sess, feed), self.calibration), report
 
-    def _perturbed(self, feed: Mapping[str, np.ndarray]) -> list[tuple[int, np.ndarray, Any]]:
-        """Per fact group g: (g, rows not at the baseline, those rows with the group's used inputs set to their
-        baselines - an X matrix block on the fast path, a feed dict otherwise). Inputs no tree reads
-        (spec "used": false) and inputs a per-stage model does not apply to a row are left as they are."""
-        feats = self.spec["features"]
+    def _same(self, feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """[n, facts] True where a per-stage model does not apply the fact in the row's stage (its
+        reference is the row itself, so it contributes 0)."""
         stage = feed.get("stage") if self.spec.get("stage_applicability") else None
-        x = self.split.features.run([self.split.x_name], dict(feed))[0] if self.split else None
-        out: list[tuple[int, np.ndarray, Any]] = []
+        if stage is None:
+            return None
+        feats = self.spec["features"]
+        out = np.zeros((len(stage), len(self.groups)), dtype=bool)
         for g, members in enumerate(self.groups):
-            used = [j for j in members if feats[j].get("used") is not False]
-            if not used:
-                continue
-            n = len(next(iter(feed.values())))
-            differ = np.zeros(n, dtype=bool)
-            masks = []
-            for j in used:
-                f = feats[j]
-                if x is not None and self.split is not None:  # in model columns: exact zero-impact skips
-                    thr = self.split.thresholds
-                    d = np.zeros(n, dtype=bool)
-                    for c in self.split.columns[j]:
-                        d |= _moved(x[:, c], float(self.split.base[c]), None if thr is None else thr[c])
-                else:
-                    v = feed[f["input"]].ravel()
-                    d = v != f["baseline"] if v.dtype == object else ~(v == np.float32(f["baseline"]))
-                skip = inapplicable(stage, f["name"], self.spec)
+            for j in members:
+                skip = inapplicable(stage, feats[j]["name"], self.spec)
                 if skip is not None:
-                    d &= ~skip
-                masks.append(skip)
-                differ |= d
-            rows = np.flatnonzero(differ)
-            if len(rows) == 0:
-                continue
-            if x is not None and self.split is not None:
-                block = x[rows]
-                for j, skip in zip(used, masks, strict=True):
-                    cols = self.split.columns[j]
-                    base = self.split.base[cols]
-                    block[:, cols] = base if skip is None else np.where(skip[rows, None], block[:, cols], base)
-                out.append((g, rows, block))
-            else:
-                sub = {k: col[rows] for k, col in feed.items()}
-                for j, skip in zip(used, masks, strict=True):
-                    f = feats[j]
-                    col = sub[f["input"]]
-                    base = np.full(col.shape, f["baseline"], dtype=col.dtype)
-                    sub[f["input"]] = base if skip is None else np.where(skip[rows, None], col, base)
-                out.append((g, rows, sub))
-        return out
+                    out[:, g] |= skip
+        return out if out.any() else None
 
-    def impacts(self, feed: Mapping[str, np.ndarray], p: np.ndarray) -> np.ndarray:
-        """[n, len(self.groups)] change in calibrated P when each fact's inputs are set to their baselines.
-        Rows already at the baseline have impact 0 and are not run again (stacked onnxruntime runs of at
-        most STACK_ROWS rows)."""
-        n = len(p)
-        out = np.zeros((n, len(self.groups)))
-        if n == 0:
-            return out
-        parts = self._perturbed(feed)
-        pending: list[tuple[int, np.ndarray, Any]] = []
-        size = 0
-        for k, item in enumerate(parts):
-            pending.append(item)
-            size += len(item[1])
-            if size >= STACK_ROWS or k == len(parts) - 1:
-                if self.split is not None:
-                    big = np.concatenate([b for _, _, b in pending])
-                    raw = self.split.model.run(["probabilities"], {self.split.x_name: big})[0]
-                    pb = calibrate(np.asarray(raw)[:, 1].astype(float), self.calibration)
-                else:
-                    stacked = {key: np.concatenate([b[key] for _, _, b in pending]) for key in feed}
-                    pb = calibrate(raw_probabilities(self.sess, stacked), self.calibration)
-                at = 0
-                for g, rows, _ in pending:
-                    out[rows, g] = p[rows] - pb[at : at + len(rows)]
-                    at += len(rows)
-                pending, size = [], 0
-        return out
+    def explain(self, feed: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(calibrated P [n], points [n, facts], calibrated log-odds [n, facts], baseline score [n]):
+        points.sum(1) + baseline == 100 * P (see the module docstring)."""
+        if self.split is None:
+            raise ModelMetaError("the model's ONNX graph cannot be explained (not a split linear or tree model)")
+        x = self.split.features.run([self.split.x_name], dict(feed))[0]
+        raw = self.split.model.run(["probabilities"], {self.split.x_name: x})[0]
+        p = calibrate(np.asarray(raw)[:, 1].astype(float), self.calibration)
+        phi, mx, mr = contributions(
+            self.split.part, x, self.split.base, self.column_group, len(self.groups), self._same(feed)
+        )
+        px, pr = self._calibrated(mx), self._calibrated(mr)
+        dm = mx - mr
+        flat = np.abs(dm) < 1e-6
+        safe = np.where(flat, 1.0, dm)
+        h = 1e-3
+        slope = np.where(flat, (self._calibrated(mx + h) - self._calibrated(mx - h)) / (2 * h), (px - pr) / safe)
+        lx, lr = _logit(px), _logit(pr)
+        lslope = np.where(
+            flat, (_logit(self._calibrated(mx + h)) - _logit(self._calibrated(mx - h))) / (2 * h), (lx - lr) / safe
+        )
+        # the score is P from onnxruntime; the points close the small float32 gap to it
+        base = 100 * pr + 100 * (p - px)
+        return p, 100 * phi * slope[:, None], phi * lslope[:, None], base
+
+    def _calibrated(self, margin: np.ndarray) -> np.ndarray:
+        return calibrate(1.0 / (1.0 + np.exp(-margin)), self.calibration)
 
     def score(self, frame: pd.DataFrame, *, with_reasons: bool = True, batch_size: int = 20_000) -> pd.DataFrame:
-        """opportunityid, probability, score (0-100), grade (0=A..3=D), reasons ({"positive", "negative"}),
+        """opportunityid, probability, score (0-100), grade (0=A..3=D) and, with reasons, reasons
+        ({"score", "baseline", "positive", "negative"}) and facts (`Facts`);
         `.attrs["bad_values"]`: per attribute, the count of bad values treated as missing."""
         parts = []
         for start in range(0, max(len(frame), 1), batch_size):
             part = frame.iloc[start : start + batch_size]
             if len(part) == 0:
                 break
-            parts.append(self._score_batch(part, with_reasons))
+            parts.append(self._score_batch(part, with_reasons and self.explains))
         if not parts:
-            return pd.DataFrame(columns=["opportunityid", "probability", "score", "grade", "reasons"])
+            return pd.DataFrame(columns=["opportunityid", "probability", "score", "grade", "reasons", "facts"])
         out = pd.concat(parts, ignore_index=True)
         total: dict[str, int] = {}
         for part in parts:
@@ -414,7 +378,10 @@ class Scorer:
 
     def _score_batch(self, frame: pd.DataFrame, with_reasons: bool) -> pd.DataFrame:
         feed, report = prepare_with_report(frame, self.spec)
-        p = calibrate(raw_probabilities(self.sess, feed), self.calibration)
+        if with_reasons:
+            p, points, log_odds, base = self.explain(feed)
+        else:
+            p = calibrate(raw_probabilities(self.sess, feed), self.calibration)
         scores = np.clip(np.rint(p * 100), 0, 100).astype(int)
         a, b, c = self.grade_ranges
         grades = np.where(scores >= a, 0, np.where(scores >= b, 1, np.where(scores >= c, 2, 3)))
@@ -428,200 +395,20 @@ class Scorer:
         )
         out.attrs["bad_values"] = report  # per attribute: values treated as missing
         if with_reasons:
-            out["reasons"] = self._reasons(feed, p, frame)
+            keys = [value_keys(feed[f["input"]], f) for f in self.primary]
+            raw = [None if f["kind"] == "category" else feed[f["input"]].ravel() for f in self.primary]
+            shown = self.phrasing.reasons(points, log_odds, keys, raw, frame)
+            for doc, s, bl in zip(shown, scores.tolist(), np.round(base, 1).tolist(), strict=True):
+                doc["score"], doc["baseline"] = s, bl
+            out["reasons"] = shown
+            values = np.empty((len(frame), len(self.groups)), dtype=object)
+            for g in range(len(self.primary)):
+                values[:, g] = keys[g] if raw[g] is None else raw[g]
+            batch = FactsBatch(self.items, points.astype(np.float32), values)
+            out["facts"] = [Facts(batch, i) for i in range(len(frame))]
         return out
 
-    def _column(self, frame: pd.DataFrame | None, name: str) -> np.ndarray | None:
-        if frame is None or name not in frame.columns:
-            return None
-        return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
 
-    def _counts(self, frame: pd.DataFrame | None, item: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """(won, closed, what, all-rate, smoothed rate) arrays for past-win-rate facts when the frame has
-        the counts."""
-        spec = COUNT_REASONS.get(item["name"])
-        if spec is None:
-            return None
-        won, closed = self._column(frame, spec[0]), self._column(frame, spec[1])
-        if won is None or closed is None:
-            return None
-        rate = self.prior
-        if not np.isfinite(rate):
-            rate = float(self.rates.get(item["name"], {}).get("global_rate", 0.0))
-        rate_col = item["name"].replace("_closed", "_win_rate")
-        return won, closed, spec[2], rate, self._column(frame, rate_col)
-
-    def _no_info(self, feed: Mapping[str, np.ndarray], frame: pd.DataFrame | None, n: int) -> np.ndarray:
-        """[n, groups] True where the fact carries no information: an empty value, or no past deal closed."""
-        feats = self.spec["features"]
-        out = np.zeros((n, len(self.groups)), dtype=bool)
-        for g, members in enumerate(self.groups):
-            item = feats[members[0]]
-            counts = self._counts(frame, item)
-            if counts is not None:
-                closed = counts[1]
-                out[:, g] = ~np.isfinite(closed) | (closed < 1)
-            elif item["kind"] == "category":
-                out[:, g] = feed[item["input"]].ravel() == MISSING
-            else:
-                out[:, g] = np.isnan(feed[item["input"]].ravel())
-        return out
-
-    def _reasons(
-        self, feed: Mapping[str, np.ndarray], p: np.ndarray, frame: pd.DataFrame | None = None
-    ) -> list[dict[str, list[dict[str, Any]]]]:
-        """Top positive and negative reasons of every row. Built one side at a time over all the rows' shown
-        reasons at once: per fact, the sentence of each distinct value is made once and spread with numpy;
-        only count and stage sentences (which quote the row's own numbers) and the rare against-rate
-        clause are made per reason, through caches."""
-        feats = self.spec["features"]
-        n = len(p)
-        imp = self.impacts(feed, p)
-        primary = [feats[g[0]] for g in self.groups]
-        keys = [value_keys(feed[f["input"]], f) for f in primary]
-        counts = [self._counts(frame, f) for f in primary]
-        stage_days = self._column(frame, "d_days_in_stage")
-        stage_ratio = self._column(frame, "d_stage_time_vs_won")
-        shown = np.abs(imp) >= np.where(self._no_info(feed, frame, n), NO_INFO_MIN_IMPACT, MIN_IMPACT)
-        ranked = np.where(shown, imp, 0.0)
-        points = np.round(imp * 100, 2)
-        k = min(TOP_REASONS, len(self.groups))
-        # per row: is each count sentence's rate clearly above (+1) / below (-1) the overall rate
-        count_dirs = [None if c is None else np.asarray(self._count_directions(*c)) for c in counts]
-        stage_g = {g for g, f in enumerate(primary) if f["name"] == "d_stage_time_vs_won"}
-        # rounded as the sentence shows them (whole days, ratio to 0.1), so equal sentences share a cache entry
-        days_l = None if stage_days is None else np.round(stage_days.astype(float)).tolist()
-        ratio_l = None if stage_ratio is None else [round(v, 1) for v in stage_ratio.astype(float).tolist()]
-        templates: list[dict[Any, tuple[str, str, str, str, float | None, float | None, int]]] = [
-            {} for _ in primary
-        ]
-        count_texts: dict[tuple[Any, ...], str] = {}
-        stage_texts: dict[tuple[Any, ...], str] = {}
-
-        def side(order: np.ndarray, sign: int) -> list[list[dict[str, Any]]]:
-            # sorted, so the reasons shown on a side are a prefix of its order
-            n_shown = ((np.take_along_axis(ranked, order, axis=1) * sign) > 0).sum(axis=1)
-            mask = np.arange(k)[None, :] < n_shown[:, None]
-            rows = np.broadcast_to(np.arange(n)[:, None], order.shape)[mask]  # row-major: the rows' order
-            groups = order[mask]
-            pts = points[rows, groups]
-            m = len(rows)
-            attrs, labels, values, texts = (np.empty(m, dtype=object) for _ in range(4))
-            dirs = np.zeros(m, dtype=np.int8)
-            for g in np.unique(groups).tolist():
-                sel = np.flatnonzero(groups == g)
-                r = rows[sel]
-                codes, uniq = pd.factorize(keys[g][r], use_na_sentinel=False)
-                cache = templates[g]
-                tmpl = []
-                for u in uniq:
-                    t = cache.get(u)
-                    if t is None:
-                        t = cache[u] = self._template(primary[g], u)
-                    tmpl.append(t)
-                attrs[sel] = tmpl[0][0]
-                labels[sel] = tmpl[0][1]
-                values[sel] = np.array([t[2] for t in tmpl], dtype=object)[codes]
-                c = counts[g]
-                if c is not None:
-                    won_l, closed_l = c[0][r].tolist(), c[1][r].tolist()
-                    sm_l = [None] * len(r) if c[4] is None else c[4][r].tolist()
-                    out = []
-                    for won, closed, smoothed in zip(won_l, closed_l, sm_l, strict=True):
-                        ck = (g, won, closed, smoothed)
-                        text = count_texts.get(ck)
-                        if text is None:
-                            text = count_texts[ck] = count_sentence(won, closed, c[2], c[3], smoothed)
-                        out.append(text)
-                    texts[sel] = np.array(out, dtype=object)
-                    dirs[sel] = count_dirs[g][r]  # type: ignore[index]
-                    continue
-                if g in stage_g and days_l is not None:
-                    out = []
-                    for i, code in zip(r.tolist(), codes.tolist(), strict=True):
-                        sk = (days_l[i], None if ratio_l is None else ratio_l[i], uniq[code])
-                        text = stage_texts.get(sk)
-                        if text is None:
-                            ratio = math.nan if sk[1] is None else sk[1]
-                            text = stage_texts[sk] = self._stage_sentence(
-                                sk[0], ratio, primary[g], uniq[code], tmpl[code][3]
-                            )
-                        out.append(text)
-                    texts[sel] = np.array(out, dtype=object)
-                else:
-                    texts[sel] = np.array([t[3] for t in tmpl], dtype=object)[codes]
-                dirs[sel] = np.array([t[6] for t in tmpl], dtype=np.int8)[codes]
-            against = np.flatnonzero((dirs != 0) & ((dirs > 0) != (pts > 0)))
-            for j in against.tolist():
-                i, g = int(rows[j]), int(groups[j])
-                c = counts[g]
-                if c is not None:
-                    won, closed = float(c[0][i]), float(c[1][i])
-                    smoothed = None if c[4] is None else float(c[4][i])
-                    rate = won / closed if math.isfinite(closed) and closed >= 1 else smoothed
-                    texts[j] += against_note(rate, c[3], float(pts[j]))
-                else:
-                    t = templates[g][keys[g][i]]
-                    texts[j] += against_note(t[4], t[5], float(pts[j]))
-            made = [
-                {"attribute": a, "label": lb, "value": v, "impact": q, "text": tx}
-                for a, lb, v, q, tx in zip(
-                    attrs.tolist(), labels.tolist(), values.tolist(), pts.tolist(), texts.tolist(), strict=True
-                )
-            ]
-            bounds = [0, *np.cumsum(n_shown).tolist()]
-            return [made[bounds[i] : bounds[i + 1]] for i in range(n)]
-
-        positive = side(np.argsort(-ranked, axis=1)[:, :k], 1)
-        negative = side(np.argsort(ranked, axis=1)[:, :k], -1)
-        return [{"positive": a, "negative": b} for a, b in zip(positive, negative, strict=True)]
-
-    @staticmethod
-    def _count_directions(
-        won: np.ndarray, closed: np.ndarray, what: str, global_rate: float, smoothed: np.ndarray | None
-    ) -> list[int]:
-        """`direction` of every row's count-sentence rate (won / closed, or the smoothed rate when none closed)."""
-        has = np.isfinite(closed) & (closed >= 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate = np.where(has, won / np.where(has, closed, 1.0), np.nan if smoothed is None else smoothed)
-        rate = np.where(np.isfinite(rate), rate, global_rate)
-        out = np.where(rate >= global_rate + AGAINST_MIN_GAP, 1, np.where(rate <= global_rate - AGAINST_MIN_GAP, -1, 0))
-        return list(out.tolist())
-
-    def _stage_sentence(self, days: float, ratio: float, item: Mapping[str, Any], key: str, fallback: str) -> str:
-        """ "12 days in the current stage (1.8x the median of won deals): 38% of such opportunities were won
-        (all: 43%)"."""
-        if not math.isfinite(days):
-            return fallback
-        head = f"{days:,.0f} days in the current stage"
-        if math.isfinite(ratio):
-            head += f" ({ratio:.1f}x the median of won deals)"
-        rates = self.rates.get(item["name"], {})
-        value = rates.get("values", {}).get(key)
-        if value is None or rates.get("global_rate") is None:
-            return head
-        return f"{head}: {value['rate']:.0%} of such opportunities were won (all: {rates['global_rate']:.0%})"
-
-    def _template(
-        self, item: Mapping[str, Any], key: str
-    ) -> tuple[str, str, str, str, float | None, float | None, int]:
-        """(attribute, label, shown value, sentence, the value's win rate, the global win rate, `direction`)."""
-        rates = self.rates.get(item["name"], {})
-        value = rates.get("values", {}).get(key)
-        global_rate = rates.get("global_rate")
-        if value is not None:
-            text = value["text"]
-        elif global_rate is not None:
-            text = f"{item['label']} = {display_value(key)} is rare in past deals (all: {global_rate:.0%} won)"
-        else:
-            text = f"{item['label']} = {display_value(key)}"
-        rate = None if value is None else float(value["rate"])
-        return (
-            str(item["name"]),
-            str(item["label"]),
-            display_value(key),
-            text,
-            rate,
-            global_rate,
-            direction(rate, global_rate),
-        )
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))

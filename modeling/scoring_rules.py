@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from modeling.config import ModelConfig, grade_for
-from modeling.scoring import REASONS_MAX_CHARS, TREND_TOLERANCE, reasons_json, trend
+from modeling.scoring import HISTORY_POINTS, REASONS_MAX_CHARS, TREND_TOLERANCE, reasons_json, trend, with_history
 
 GRADE_LABELS = ("A", "B", "C", "D")
 TREND_LABELS = ("Improving", "Steady", "Declining", "Not enough info")
@@ -35,6 +36,8 @@ DECIDED_COLUMNS = (
     "scoredon",
     "name",
     "changed",
+    "facts",
+    "recent",
 )
 
 
@@ -104,7 +107,10 @@ def decide_rows(
     tolerance: int = TREND_TOLERANCE,
 ) -> pd.DataFrame:
     """Grade, trend and reasons of every scored row, and whether it differs from the last written row
-    (`previous`: opportunityid, score, grade, trend, reasons_sha) in score, grade, trend or reasons.
+    (`previous`: opportunityid, score, grade, trend, reasons_sha, recent) in score, grade, trend or
+    reasons (compared without the history, so a rerun with no change writes nothing). A changed row's
+    reasons text carries its last HISTORY_POINTS written scores (`recent`, this one last) and its facts
+    (every fact's points and value, JSON) for the lake's score history.
     Columns: DECIDED_COLUMNS. Raises ValueError if a reasons text is over the 10,000-character cap."""
     ids = scored["opportunityid"].astype(str).str.lower().tolist()
     prev = previous.drop_duplicates("opportunityid", keep="last").set_index("opportunityid").reindex(ids)
@@ -112,10 +118,10 @@ def decide_rows(
     grades = [int(grade_for(s, grade_ranges)) for s in scores] if grade_ranges else scored["grade"].astype(int).tolist()
     raw = scored["reasons"].tolist() if "reasons" in scored.columns else [None] * len(ids)
     texts = [r if isinstance(r, str) else reasons_json(model, version, r or {}) for r in raw]
+    shas = [reasons_sha(t) for t in texts]
     too_long = next((i for i, t in enumerate(texts) if len(t) > REASONS_MAX_CHARS), None)
     if too_long is not None:  # the shared serialiser guarantees the cap; never send more
         raise ValueError(f"reasons for {ids[too_long]} exceed {REASONS_MAX_CHARS} characters")
-    shas = [reasons_sha(t) for t in texts]
     prev_scores = [None if _missing(v) else float(v) for v in _column(prev, "score")]
     prev_grades = [None if _missing(v) else int(v) for v in _column(prev, "grade")]
     prev_trends = [None if _missing(v) else int(v) for v in _column(prev, "trend")]
@@ -127,6 +133,17 @@ def decide_rows(
             prev_scores, prev_grades, prev_trends, prev_shas, scores, grades, trends, shas, strict=True
         )
     ]
+    prev_recent = _column(prev, "recent")
+    facts = scored["facts"].tolist() if "facts" in scored.columns else [None] * len(ids)
+    recents: list[str | None] = [None] * len(ids)
+    facts_json: list[str | None] = [None] * len(ids)
+    for i in (i for i, c in enumerate(changed) if c):
+        points = _recent(prev_recent[i]) + [{"date": scored_on, "score": scores[i], "grade": GRADE_LABELS[grades[i]]}]
+        points = points[-HISTORY_POINTS:]
+        recents[i] = json.dumps(points, separators=(",", ":"))
+        if not isinstance(raw[i], str):
+            texts[i] = with_history(texts[i], points) or reasons_json(model, version, raw[i] or {}, history=points)
+        facts_json[i] = None if facts[i] is None else facts[i].to_json()
     return pd.DataFrame(
         {
             "opportunityid": ids,
@@ -141,9 +158,22 @@ def decide_rows(
             "scoredon": scored_on,
             "name": [row_name(names.get(i), i) for i in ids],
             "changed": changed,
+            "facts": facts_json,
+            "recent": recents,
         },
         columns=list(DECIDED_COLUMNS),
     )
+
+
+def _recent(text: Any) -> list[dict[str, Any]]:
+    """The written scores a state row keeps (a JSON list), or none."""
+    if not isinstance(text, str) or not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return [p for p in value if isinstance(p, dict)] if isinstance(value, list) else []
 
 
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:

@@ -33,7 +33,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from modeling import insights
+from modeling import insights, phrases
 from modeling.config import ModelConfig
 from modeling.dataset import TEST_SHARE, TrainingData
 from modeling.errors import ExportError, InsufficientDataError
@@ -47,7 +47,7 @@ from modeling.features import (
     prepare,
 )
 from modeling.leakage import leakage_report
-from modeling.scoring import PAST_COUNTS, PAST_RATES, calibrate, raw_probabilities, session
+from modeling.scoring import PAST_COUNTS, PAST_RATES, Scorer, calibrate, raw_probabilities, session
 
 log = logging.getLogger(__name__)
 
@@ -355,9 +355,7 @@ def _train_model(
             entry["excluded"] = False
             entry["unused"] = "never filled in the training records"
     spec["features"] = [
-        f
-        for f in spec_all["features"]
-        if not leak[f["name"]]["excluded"] and not leak[f["name"]].get("unused")
+        f for f in spec_all["features"] if not leak[f["name"]]["excluded"] and not leak[f["name"]].get("unused")
     ]
     if not spec["features"]:
         raise InsufficientDataError(
@@ -421,9 +419,7 @@ def _train_model(
     p_onnx = raw_probabilities(sess, test_feed)
     diff = float(np.max(np.abs(p_onnx - p_test_raw))) if len(p_onnx) else 0.0
     if not diff <= PARITY_TOLERANCE:
-        raise ExportError(
-            f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set"
-        )
+        raise ExportError(f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set")
     _mark_unused_inputs(final, spec)
     p_test = calibrate(p_test_raw, cal)
     # the cut is chosen on the validation fold, so precision / recall / F1 on the test set are honest
@@ -441,7 +437,7 @@ def _train_model(
         else:
             finite = v[~np.isnan(v)]
             f["baseline"] = float(np.median(finite)) if len(finite) else 0.0
-            f["bins"] = insights.number_bins(v.astype(float))
+            f["bins"] = insights.number_bins(v.astype(float), phrases.unit_of(f))
         # past win rates are measured against knowing nothing (the training win rate, no deal closed): a
         # record without history is at its baseline (no reason), one with history says what it adds
         if f["name"] in PAST_RATES:
@@ -450,7 +446,8 @@ def _train_model(
             f["baseline"] = 0.0
     train_feed = {k: v[:n_train] for k, v in feed.items()}
     rates = insights.value_win_rates(train_feed, y_all[:n_train], spec)
-    infl, infl_stage = _influence(sess, cal, spec, train_feed, frame.iloc[:n_train], seed)
+    partial = {"spec": spec, "calibration": cal, "value_rates": rates, "stats": data.stats}
+    infl, infl_stage, top = _influence(onnx_bytes, partial, train_feed, frame.iloc[:n_train], seed)
     table = insights.influence_table(infl, spec)
     per_stage = {s: insights.influence_table(v, spec) for s, v in infl_stage.items()}
     meta: dict[str, Any] = {
@@ -473,13 +470,12 @@ def _train_model(
             "influence": table,
             "per_stage": per_stage,
             "value_rates": rates,
+            "top_attributes": top,
         },
         "value_rates": rates,
         "grade_ranges": list(config.grade_ranges),
         "stats": data.stats,
-        "counts": dict(
-            data.counts, training_rows=int(n_train), test_rows=int(n_test), validation_rows=int(n_val)
-        ),
+        "counts": dict(data.counts, training_rows=int(n_train), test_rows=int(n_test), validation_rows=int(n_val)),
         "data_range": {
             "first_close": str(closed_at.iloc[0]),
             "last_close": str(closed_at.iloc[-1]),
@@ -531,31 +527,23 @@ def _mark_unused_inputs(model: Pipeline, spec: Mapping[str, Any]) -> None:
 
 
 def _influence(
-    sess: Any,
-    cal: Mapping[str, Any],
-    spec: Mapping[str, Any],
+    onnx_bytes: bytes,
+    meta: Mapping[str, Any],
     feed: Mapping[str, np.ndarray],
     frame: pd.DataFrame,
     seed: int,
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Mean |change in calibrated P| when each attribute is set to its baseline (sampled rows)."""
+) -> tuple[dict[str, float], dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Mean |contribution| in points of each fact over sampled training rows (overall and per stage), and
+    the facts that impact scores most, with a sentence each (insights.top_attributes)."""
     n = len(next(iter(feed.values())))
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, INFLUENCE_SAMPLE), replace=False))
     sub = {k: v[idx] for k, v in feed.items()}
-    p0 = calibrate(raw_probabilities(sess, sub), cal)
-    deltas = np.zeros((len(idx), len(spec["features"])))
-    for j, f in enumerate(spec["features"]):
-        g = dict(sub)
-        v = sub[f["input"]]
-        g[f["input"]] = (
-            np.full(v.shape, f["baseline"], dtype=object)
-            if v.dtype == object
-            else np.full_like(v, f["baseline"])
-        )
-        deltas[:, j] = np.abs(p0 - calibrate(raw_probabilities(sess, g), cal))
-    names = [f["name"] for f in spec["features"]]
-    overall = {nm: float(deltas[:, j].mean()) for j, nm in enumerate(names)}
+    scorer = Scorer(onnx_bytes, meta)
+    _, points, _, _ = scorer.explain(sub)
+    names = [f["name"] for f in scorer.primary]
+    size = np.abs(points)
+    overall = {nm: float(size[:, g].mean()) for g, nm in enumerate(names)}
     per_stage: dict[str, dict[str, float]] = {}
     if STAGE_COLUMN in frame.columns:
         stages = frame[STAGE_COLUMN].to_numpy(dtype=object)[idx]
@@ -563,5 +551,6 @@ def _influence(
             if s is None or (isinstance(s, float) and np.isnan(s)):
                 continue
             m = stages == s
-            per_stage[str(s)] = {nm: float(deltas[m, j].mean()) for j, nm in enumerate(names)}
-    return overall, per_stage
+            per_stage[str(s)] = {nm: float(size[m, g].mean()) for g, nm in enumerate(names)}
+    keys = [insights.value_keys(sub[f["input"]], f) for f in scorer.primary]
+    return overall, per_stage, insights.top_attributes(points, keys, scorer.primary)

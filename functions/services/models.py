@@ -220,10 +220,13 @@ def insights(ctx: AppContext, name: str, version: Any = None) -> dict[str, Any]:
     store: ModelStore = ctx.model_store
     number = _resolve_version(store, name, version)
     meta = store.get_meta(name, number)
+    found = meta.get("insights") or {}
     return {
         "model": name,
         "version": number,
-        "insights": meta.get("insights") or {},
+        # what impacts scores in this org (the card's About view): mean |contribution| in points, a sentence
+        "topAttributes": found.get("top_attributes") or [],
+        "insights": found,
         "leakage": meta.get("leakage"),
     }
 

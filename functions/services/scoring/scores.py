@@ -1,10 +1,12 @@
 """The score state and the score history: two Delta tables in the lake (docs/SCORING.md "Scores in the lake").
 
 - `scores/history` (append-only): every row written to Dataverse, with the run and batch that wrote it,
-  the model version, score, grade, trend, the previous score and the reasons JSON: it answers "why did
-  this score change". A batch appends its rows in one commit (run and batch in the commit metadata).
+  the model version, score, grade, trend, the previous score, the reasons JSON and every fact's
+  contribution and value: it answers "why did this score change". A batch appends its rows in one
+  commit (run and batch in the commit metadata).
 - `scores/state` (MERGEd on opportunityid): the last written row per opportunity, without the reasons
-  text (its SHA-1 is enough to tell a change). Batches compare against it, reading only their own ids.
+  text (its SHA-1 is enough to tell a change) but with its recent scores (the reasons JSON's chart).
+  Batches compare against it, reading only their own ids.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ HISTORY_SCHEMA = pa.schema(
         ("reasons_sha", pa.string()),
         ("scoredon", pa.string()),
         ("written_at", _TS),
+        ("facts", pa.string()),  # {attribute: [points, value]} of every fact that moves the score
+        ("recent", pa.string()),  # the last written scores [{date, score, grade}], this one last
     ]
 )
 FEW_IDS = 100
-STATE_SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name not in ("reasons", "previous_score")])
+STATE_SCHEMA = pa.schema([f for f in HISTORY_SCHEMA if f.name not in ("reasons", "previous_score", "facts")])
 
 
 def _empty(schema: pa.Schema) -> pd.DataFrame:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from connectors.clock import utcnow
+from connectors.clock import iso, utcnow
 from connectors.dataverse import DataverseNotFound
 from connectors.odata import key_segment
-from functions.services.scoring import inputs, plan, run
+from functions.services.scoring import inputs, plan, run, scores
 from functions.services.scoring.batch import execute
 from functions.services.scoring.common import (
     C_ID,
@@ -27,6 +27,7 @@ from functions.services.scoring.common import (
     validate_ids,
 )
 from functions.services.scoring.report import summary
+from modeling.changes import what_moved
 from modeling.scoring_rules import GRADE_LABELS, TREND_LABELS
 
 if TYPE_CHECKING:
@@ -88,13 +89,38 @@ def decode_decided(row: Mapping[str, Any], model: str) -> dict[str, Any]:
 
 
 def get_score(ctx: AppContext, opportunity_id: Any) -> dict[str, Any]:
-    """The current msdyn_predictivescore row of an opportunity, decoded for the widget."""
+    """The current msdyn_predictivescore row of an opportunity, decoded for the widget, with its score over
+    time (the lake's score history) and what moved it at the last change."""
     opp_id = validate_id(opportunity_id)
     try:
         row = ctx.dataverse.get(key_segment(ENTITY_SET, score_key(opp_id)), params={"$select": SELECT})
     except DataverseNotFound as exc:
         raise ScoreNotFound(f"opportunity {opp_id} has no score") from exc
-    return decode_dataverse_row(opp_id, row)
+    return {**decode_dataverse_row(opp_id, row), **score_history(ctx, opp_id)}
+
+
+def score_history(ctx: AppContext, opp_id: str) -> dict[str, Any]:
+    """{"history": [{date, writtenAt, score, grade, model}] oldest first, "lastChange": what_moved between
+    the last two written rows, or None}."""
+    rows = scores.history(ctx.lake, opp_id).to_dict("records")
+    points = [
+        {
+            "date": r["scoredon"],
+            "writtenAt": iso(r["written_at"]),
+            "score": int(r["score"]),
+            "grade": GRADE_LABELS[int(r["grade"])],
+            "model": f"{r['model']}@{int(r['version'])}",
+        }
+        for r in rows
+    ]
+    last = None
+    if len(rows) >= 2:
+        old, new = (
+            {"score": int(r["score"]), "facts": r.get("facts"), "model": f"{r['model']}@{int(r['version'])}"}
+            for r in rows[-2:]
+        )
+        last = {"at": points[-1]["writtenAt"], **what_moved(old, new)}
+    return {"history": points, "lastChange": last}
 
 
 def decode_dataverse_row(opp_id: str, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -100,5 +100,8 @@ def test_sync_train_publish_score_and_read_back_over_http(pipeline_runner, mock_
     assert decoded["score"] == best["msdyn_score"]
     reasons = decoded["reasons"]
     assert reasons["positive"] and len(reasons["positive"]) <= 5 and len(reasons["negative"]) <= 5
-    assert any(ch.isdigit() for ch in reasons["positive"][0]["text"])
+    top = reasons["positive"][0]
+    assert top["points"] >= 1 and top["headline"] and any(ch.isdigit() for ch in top["insight"])
+    assert reasons["format"] == 2 and [p["score"] for p in reasons["history"]] == [best["msdyn_score"]]
+    assert [p["score"] for p in decoded["history"]] == [best["msdyn_score"]] and decoded["lastChange"] is None
     assert len(best["msdyn_scorereasons"]) <= 10_000

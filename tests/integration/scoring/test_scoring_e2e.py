@@ -309,6 +309,20 @@ def test_after_simulate_changed_scores_show_the_right_trend(
             assert after.loc[i, "msdyn_scoretrend"] == before.loc[i, "msdyn_scoretrend"]
         new = after.index.difference(before.index)
         assert (after.loc[new, "msdyn_scoretrend"] == 3).all()
+        moved = [
+            i for i in changed if abs(after.loc[i, "msdyn_score"] - before.loc[i, "msdyn_score"]) > TREND_TOLERANCE
+        ]
+        assert moved, "some scores move by more than the trend tolerance"
+        for i in moved[:5]:  # why did my score change: the facts that moved it, with old and new values
+            card = scoring.get_score(c, i)
+            assert [h["score"] for h in card["history"]] == [before.loc[i, "msdyn_score"], after.loc[i, "msdyn_score"]]
+            change = card["lastChange"]
+            assert change["from"] == before.loc[i, "msdyn_score"] and change["to"] == after.loc[i, "msdyn_score"]
+            assert change["facts"], card
+            assert any(f["from"] != f["to"] and f["from"] and f["to"] for f in change["facts"]), change
+            assert all(f["text"].startswith(f["label"]) and "point" in f["text"] for f in change["facts"])
+            chart = json.loads(after.loc[i, "msdyn_scorereasons"])["history"]
+            assert [p["score"] for p in chart] == [before.loc[i, "msdyn_score"], after.loc[i, "msdyn_score"]]
         state = scores.state(c.lake)
         assert set(state["opportunityid"]) == set(after.index)
         assert len(scores.history(c.lake)) == len(before) + report["written"]

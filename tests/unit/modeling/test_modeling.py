@@ -108,9 +108,7 @@ def test_edit_rules():
     with pytest.raises(ConfigError) as e:
         apply_edit(cfg, {"attributes": ["budgetstatus"]}, attributes=MD["attributes"])
     assert e.value.field == "attributes" and "autoRetrain" in e.value.rule
-    edited = apply_edit(
-        cfg, {"attributes": ["budgetstatus"], "autoRetrain": False}, attributes=MD["attributes"]
-    )
+    edited = apply_edit(cfg, {"attributes": ["budgetstatus"], "autoRetrain": False}, attributes=MD["attributes"])
     assert edited.attributes == ("budgetstatus",) and not edited.auto_retrain
     with pytest.raises(ConfigError) as e:
         apply_edit(cfg, {"perStage": True})
@@ -271,12 +269,8 @@ def test_training_metrics_export_and_insights(trained):
     top = m["insights"]["top_fields"]
     assert len(top) == 5 and "budgetstatus" in top
     rates = m["value_rates"]["budgetstatus"]
-    assert (
-        rates["values"]["Will Buy"]["rate"]
-        > rates["global_rate"]
-        > rates["values"]["No Committed Budget"]["rate"]
-    )
-    assert "were won (all: " in rates["values"]["Will Buy"]["text"]
+    assert rates["values"]["Will Buy"]["rate"] > rates["global_rate"] > rates["values"]["No Committed Budget"]["rate"]
+    assert "were won; overall " in rates["values"]["Will Buy"]["text"]
 
 
 def test_threshold_is_chosen_before_the_test_set_is_seen(trained):
@@ -331,15 +325,11 @@ def test_scorer_scores_grades_and_reasons(tables, trained):
     assert sum(bool(r["positive"] or r["negative"]) for r in out["reasons"]) >= 0.8 * len(out)
     r = next(r for r in out["reasons"] if r["positive"] and r["negative"])
     assert len(r["positive"]) <= 5 and len(r["negative"]) <= 5
-    assert all(x["impact"] > 0 for x in r["positive"]) and all(x["impact"] < 0 for x in r["negative"])
-    doc = json.loads(reasons_json(cfg.name, 3, r))
-    assert doc["version"] == 3 and set(doc["positive"][0]) == {
-        "attribute",
-        "label",
-        "value",
-        "impact",
-        "text",
-    }
+    assert all(x["points"] >= 1 for x in r["positive"]) and all(x["points"] <= -1 for x in r["negative"])
+    doc = json.loads(reasons_json(cfg.name, 3, r, history=[{"date": "2026-11-30", "score": 40, "grade": "C"}]))
+    assert doc["format"] == 2 and doc["version"] == 3 and doc["history"][0]["score"] == 40
+    assert doc["score"] == r["score"] and isinstance(doc["baseline"], float)
+    assert set(doc["positive"][0]) == {"attribute", "label", "value", "points", "logOdds", "headline", "insight"}
     # bad data in a record is scored with the value treated as missing
     broken = sd.frame.copy()
     broken.loc[0, "budgetstatus"] = 12345
@@ -380,8 +370,39 @@ def test_trend_and_grades():
 
 
 def test_reasons_json_is_bounded():
-    long = {"attribute": "x", "label": "L" * 5000, "value": "v" * 5000, "impact": 1.0, "text": "t" * 5000}
-    s = reasons_json("M", 1, {"positive": [long] * 5, "negative": [long] * 5})
+    long = {"attribute": "x", "label": "L" * 5000, "value": "v" * 5000, "points": 1.0, "headline": "h" * 5000}
+    history = [{"date": f"2026-{m:02d}-01", "score": m, "grade": "D"} for m in range(1, 13)] * 50
+    s = reasons_json("M", 1, {"positive": [long] * 5, "negative": [long] * 5}, history=history)
     assert len(s) <= 10_000
     doc = json.loads(s)
-    assert doc["model"] == "M" and len(doc["positive"]) == 5
+    assert doc["model"] == "M" and len(doc["positive"]) + len(doc["negative"]) >= 6 and len(doc["history"]) == 12
+    assert all(len(r["label"]) <= 300 for r in doc["positive"])
+
+
+def test_reasons_json_drops_the_weakest_reason_first():
+    def reason(points):
+        return {"attribute": "a", "label": "L" * 290, "value": "v" * 290, "points": points,
+                "headline": "h" * 280, "insight": "i" * 290}  # fmt: skip
+
+    history = [{"date": f"2026-{m:02d}-01", "score": m, "grade": "D"} for m in range(1, 13)]
+    positive, negative = [reason(p) for p in (9.0, 7.0, 5.0, 3.0, 2.5)], [reason(-p) for p in (8.0, 6.0, 4.0, 2.0, 1.5)]
+    text = reasons_json("M", 1, {"positive": positive, "negative": negative}, history=history)
+    doc = json.loads(text)
+    kept = [r["points"] for r in doc["positive"] + doc["negative"]]
+    assert len(text) <= 10_000 and 5 <= len(kept) < 10 and len(doc["history"]) == 12
+    dropped = sorted({9.0, 7.0, 5.0, 3.0, 2.5, -8.0, -6.0, -4.0, -2.0, -1.5} - set(kept), key=abs)
+    assert max(map(abs, dropped)) <= min(map(abs, kept))  # the weakest went first
+
+
+def test_with_history_equals_the_full_serialiser():
+    from modeling.scoring import with_history
+
+    r = {
+        "score": 40,
+        "baseline": 30.5,
+        "positive": [{"attribute": "a", "points": 2.0, "headline": "A is b"}],
+        "negative": [],
+    }
+    history = [{"date": "2026-11-30", "score": 38, "grade": "C"}, {"date": "2026-12-01", "score": 40, "grade": "C"}]
+    assert with_history(reasons_json("M", 2, r), history) == reasons_json("M", 2, r, history=history)
+    assert with_history(reasons_json("M", 2, r, history=history), history) is None

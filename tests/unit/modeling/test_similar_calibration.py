@@ -9,7 +9,8 @@ import pytest
 from modeling import similar
 from modeling.config import validate_with_metadata
 from modeling.dataset import TEST_SHARE, build_scoring_frame, build_training_frame
-from modeling.scoring import Scorer, calibrate, count_sentence
+from modeling.phrases import count_texts
+from modeling.scoring import Scorer, calibrate
 from modeling.train import choose_calibration, train_model
 from tests.unit.modeling import synth
 
@@ -95,10 +96,14 @@ def test_open_rows_use_the_stored_counts(tables, trained):
     assert sum(e[0] for e in expected) > 0
 
 
-def test_count_sentence():
-    assert count_sentence(7, 9, "similar past deals", 0.29) == "7 of 9 similar past deals were won (all: 29%)"
-    none_yet = "No similar past deals closed yet (all: 29% won)"
-    assert count_sentence(0, 0, "similar past deals", 0.29) == none_yet
+def test_count_texts():
+    up, down, insight, d = count_texts("d_similar_win_rate", 7, 9, None, 0.29)
+    assert insight == "7 of 9 similar past deals were won; overall 29%" and d == 1
+    assert up == "Similar past deals were won more often than most" and down == "Similar past deals: 78% won"
+    none_yet = "No similar past deals closed yet; overall 29% were won"
+    assert count_texts("d_similar_win_rate", 0, 0, None, 0.29)[2] == none_yet
+    many = "about 1,230 of 5,680 past deals of this owner were won; overall 29%"
+    assert count_texts("d_owner_win_rate", 1234, 5678, None, 0.29)[2] == many
 
 
 def test_similar_reason_states_the_counts(tables, trained):
@@ -106,14 +111,14 @@ def test_similar_reason_states_the_counts(tables, trained):
     sd = build_scoring_frame(tables, MD, _cfg(), synth.NOW, model.meta["stats"]).frame
     out = Scorer(model.onnx_bytes, model.meta).score(sd)
     texts = [
-        r["text"]
+        r["insight"]
         for reasons in out["reasons"]
         for side in ("positive", "negative")
         for r in reasons[side]
         if r["attribute"] == "d_similar_win_rate"
     ]
     assert texts, "the similar-deals feature should explain some scores"
-    assert all(" similar past deals " in t and "(all: " in t for t in texts)
+    assert all("similar past deals" in t and "overall " in t for t in texts)
 
 
 def test_test_set_is_exposed(trained):

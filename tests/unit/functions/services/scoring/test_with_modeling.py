@@ -54,7 +54,7 @@ def test_every_open_recent_opportunity_gets_one_row_with_reasons(org: dict[str, 
         assert reasons["model"] == "Synth" and reasons["version"] == 1
         assert len(reasons["positive"]) <= 5 and len(reasons["negative"]) <= 5
         assert len(row["msdyn_scorereasons"]) <= 10_000
-        assert all(r["text"] for r in reasons["positive"] + reasons["negative"])
+        assert all(r["headline"] and r["insight"] for r in reasons["positive"] + reasons["negative"])
     calls = len(ctx.dataverse.calls)
     scoring.plan_run(ctx, batch_size=100)
     _drain(ctx)
