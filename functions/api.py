@@ -165,6 +165,8 @@ OPERATIONS: tuple[Operation, ...] = (
             200: {
                 "opportunityId": _OPP, "score": 72, "grade": "B", "gradeValue": 1, "trend": "Improving",
                 "trendValue": 0, "scoredOn": "2026-12-01", "model": "Pipeline@3", "reasons": {"positive": []},
+                "history": [{"date": "2026-12-01", "score": 72, "grade": "B", "model": "Pipeline@3"}],
+                "lastChange": None,
             }
         },
     ),

@@ -2,9 +2,9 @@
 JSON Schema 2020-12). `functions/api.py` refers to them by name; `GET /api/openapi.json` serves them under
 `components.schemas`.
 
-Request schemas say what the triggers accept. Response schemas name the fields callers rely on today and
-allow additional properties: a response may gain fields (the score's history and changes, the insights'
-top attributes) without a change here breaking a client that validates against the description.
+Request schemas say what the triggers accept. Response schemas name the fields callers rely on and allow
+additional properties: a response may gain fields without a change here breaking a client that validates
+against the description (add them here when it does).
 """
 
 from __future__ import annotations
@@ -218,9 +218,19 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         },
         ["model", "version", "metrics"],
     ),
-    # Insights: attribute influence (global, per stage, per value); more fields may follow.
+    # Insights: what impacts scores in this org (`topAttributes`), attribute influence (global, per stage, per
+    # value); more fields may follow.
     "Insights": _open(
-        {"model": {"type": "string"}, "version": {"type": "integer"}, "insights": {"type": "object"}},
+        {
+            "model": {"type": "string"},
+            "version": {"type": "integer"},
+            "topAttributes": {
+                "type": "array",
+                "items": _open({}),
+                "description": "mean contribution in points, the values that raise and lower scores most, a sentence",
+            },
+            "insights": {"type": "object"},
+        },
         ["model", "version", "insights"],
     ),
     "AuditPage": _open(
@@ -235,7 +245,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         {"scores": {"type": "array", "items": {"type": "object"}}},
         description="200 for a handful of listed ids, scored and written in-process",
     ),
-    # The current score row of one opportunity, decoded; more fields (history, changes) may follow.
+    # The current score row of one opportunity, decoded, with its history and last change; more may follow.
     "OpportunityScore": _open(
         {
             "opportunityId": {"type": "string"},
@@ -247,6 +257,16 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "scoredOn": _NULLABLE_STR,
             "model": _NULLABLE_STR,
             "reasons": {},
+            "history": {
+                "type": "array",
+                "items": _open({}),
+                "description": "the score over time, oldest first (date, writtenAt, score, grade, model)",
+            },
+            "lastChange": {
+                "type": ["object", "null"],
+                "additionalProperties": True,
+                "description": "what moved the score at its last change (null before a second score)",
+            },
         },
         ["opportunityId", "score"],
     ),
