@@ -3,16 +3,23 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+INFRA_VENV := .venv-infra
 MOCK_ARGS ?=
 BENCH_ARGS ?=
 
 .PHONY: demo test dev bench lint typecheck unit integration deps clean
 
-deps: $(VENV)/.installed node_modules/.installed
+deps: $(VENV)/.installed $(INFRA_VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# checkov, for the Bicep scan (tests/unit/test_infra.py), in its own venv: its pins conflict with pytest's.
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

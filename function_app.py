@@ -2,10 +2,11 @@
 
 import azure.functions as func
 
-from functions import health, jobs, models, scoring, sync
+from functions import health, jobs, models, openapi, scoring, sync
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
+app.register_functions(openapi.bp)
 app.register_functions(sync.bp)
 app.register_functions(models.bp)
 app.register_functions(scoring.bp)

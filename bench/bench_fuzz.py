@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -37,22 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         mock.start()
         try:
             settings = stack.unique_settings(azurite, dict(mock.info), tag="fz")
-            setup = stack.start_runner(settings, log_path=f"{tmp}/setup.log", extra_args=["--no-timers"])
-            try:
-                started = time.perf_counter()
-                known = fuzzing.prepare(setup.url)
-                log(f"set up (sync + model M) in {time.perf_counter() - started:.1f} s")
-            finally:
-                setup.stop()
-            target = stack.start_runner(
-                settings, log_path=f"{tmp}/runner.log", extra_args=["--no-timers", "--no-queues"]
-            )
-            try:
+            with fuzzing.prepared_runner(settings, tmp) as (target, known):
                 report = fuzzing.run(target.url, routes, requests=a.size, seed=a.seed, known=known)
                 with urllib.request.urlopen(target.url + "/api/health", timeout=30) as resp:
                     health = json.loads(resp.read())["status"]
-            finally:
-                target.stop()
         finally:
             mock.stop()
             azurite.stop()

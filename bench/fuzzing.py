@@ -17,10 +17,12 @@ import json
 import random
 import re
 import socket
+import sys
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,3 +350,24 @@ def prepare(url: str, *, timeout: float = 300.0) -> dict[str, list[str]]:
     finally:
         client.close()
     return {"name": ["M"], "id": [synced["job"]["id"], created["job"]["id"], GUID], "path": ["x", "models/M/x"]}
+
+
+@contextmanager
+def prepared_runner(settings: dict[str, str], log_dir: str) -> Iterator[tuple[Any, dict[str, list[str]]]]:
+    """A local runner on `settings` after `prepare` (done by a runner that polls its queues), which itself polls
+    no queues and runs no timers, so the jobs generated requests start stay queued and a run is bounded.
+    Yields (runner, the valid route values); both runners are stopped by PID however it ends."""
+    from local_runner import stack
+
+    setup = stack.start_runner(settings, log_path=f"{log_dir}/setup.log", extra_args=["--no-timers"])
+    try:
+        started = time.perf_counter()
+        known = prepare(setup.url)
+        sys.stderr.write(f"set up (sync + model M) in {time.perf_counter() - started:.1f} s\n")
+    finally:
+        setup.stop()
+    target = stack.start_runner(settings, log_path=f"{log_dir}/runner.log", extra_args=["--no-timers", "--no-queues"])
+    try:
+        yield target, known
+    finally:
+        target.stop()

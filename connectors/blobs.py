@@ -35,8 +35,13 @@ class UpdateConflict(Exception):
     """`JsonBlobs.update` kept losing to other writers for all its attempts."""
 
 
-def container_client(connection_string: str, container: str, *, create: bool = True) -> ContainerClient:
-    service = BlobServiceClient.from_connection_string(connection_string, api_version=API_VERSION)
+def container_client(
+    connection_string: str, container: str, *, create: bool = True, credential: Any = None
+) -> ContainerClient:
+    """A container's client; `credential` (a managed identity) where the connection string has no key."""
+    service = BlobServiceClient.from_connection_string(
+        connection_string, credential=credential, api_version=API_VERSION
+    )
     client = service.get_container_client(container)
     if create:
         try:

@@ -31,6 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
+from connectors import telemetry
 from connectors.auth import TokenProvider, http_session
 from connectors.odata import key_segment
 
@@ -281,10 +282,22 @@ class DataverseClient:
             headers.update(extra)
         return headers
 
+    def _target(self, url: str) -> str:
+        """The table (entity set, `$batch`, a function) a URL addresses, without keys or the query: for logs."""
+        return urlparse(url).path.replace(self.api_path, "", 1).split("(")[0] or "/"
+
     def _backoff(self, attempt: int) -> float:
         return self.rng.uniform(0, min(self.backoff_max, self.backoff_base * (2**attempt)))
 
-    def request(
+    def request(self, method: str, path: str, **options: Any) -> requests.Response:
+        """`_send` traced as one client span (method, table, status, retries, request id; no bodies or tokens)."""
+        table = self._target(self.url(path))
+        with telemetry.dataverse_call(method, table, self.stats) as call:
+            resp = self._send(method, path, **options)
+            call.answered(resp.status_code, _request_id(resp.headers))
+            return resp
+
+    def _send(
         self,
         method: str,
         path: str,
@@ -303,7 +316,7 @@ class DataverseClient:
         budget = self.max_retries if max_retries is None else max_retries
         refreshed = False
         attempt = 0
-        target = urlparse(url).path.replace(self.api_path, "", 1).split("(")[0] or "/"
+        target = self._target(url)
         body = data
         extra = dict(headers or {})
         if json_body is not None:

@@ -60,11 +60,14 @@ def location_for_container(container: Any) -> DeltaLocation:
     return location_from_connection_string(conn, str(getattr(container, "container_name", "")))
 
 
-def location_from_connection_string(connection_string: str, container: str) -> DeltaLocation:
+def location_from_connection_string(
+    connection_string: str, container: str, *, client_id: str | None = None
+) -> DeltaLocation:
     """The container's Delta location. Azurite: delta-rs's emulator mode, whose endpoint comes from the
     `AZURITE_BLOB_STORAGE_URL` variable (set here: delta-rs reads no option for it, and an explicit key +
     endpoint breaks on Azurite's listing). Azure: the account name with its key; without a key delta-rs
-    authenticates as the app's managed identity (its default credential chain)."""
+    authenticates as the app's managed identity (its default credential chain; `client_id` picks a
+    user-assigned one)."""
     parts = dict(p.split("=", 1) for p in connection_string.strip().strip(";").split(";") if "=" in p)
     if connection_string.strip() == "UseDevelopmentStorage=true":
         parts = {"AccountName": "devstoreaccount1", "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1"}
@@ -77,6 +80,8 @@ def location_from_connection_string(connection_string: str, container: str) -> D
     options = {"account_name": account}
     if parts.get("AccountKey"):
         options["account_key"] = parts["AccountKey"]
+    elif client_id:
+        options["client_id"] = client_id
     return DeltaLocation(f"az://{container}", options)
 
 

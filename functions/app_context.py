@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from connectors import telemetry
 from connectors.blobs import JsonBlobs, container_client
 from connectors.jobs import JobStore
 from connectors.queues import QueueSender
@@ -31,11 +32,11 @@ class AppContext:
 
     @functools.cached_property
     def lake_container(self) -> ContainerClient:
-        return container_client(self.settings.storage_connection, self.settings.lake_container)
+        return container_client(self.settings.storage_connection, self.settings.lake_container, credential=self._cred)
 
     @functools.cached_property
     def model_container(self) -> ContainerClient:
-        return container_client(self.settings.storage_connection, self.settings.model_container)
+        return container_client(self.settings.storage_connection, self.settings.model_container, credential=self._cred)
 
     @functools.cached_property
     def jobs(self) -> JobStore:
@@ -48,7 +49,10 @@ class AppContext:
         from connectors.lake import Lake
 
         s = self.settings
-        return Lake(self.lake_container, location_from_connection_string(s.storage_connection, s.lake_container))
+        location = location_from_connection_string(
+            s.storage_connection, s.lake_container, client_id=s.storage_client_id
+        )
+        return Lake(self.lake_container, location)
 
     @functools.cached_property
     def model_store(self) -> "ModelStore":
@@ -75,7 +79,16 @@ class AppContext:
         return DataverseClient(s.dataverse_url, provider, ca_bundle=s.ca_bundle)
 
     def queue(self, name: str) -> QueueSender:
-        return QueueSender(self.settings.storage_connection, name)
+        return QueueSender(self.settings.storage_connection, name, credential=self._cred)
+
+    @functools.cached_property
+    def _cred(self) -> Any:
+        """The managed identity reaching storage when the connection is identity-based (no key), else None."""
+        if not self.settings.storage_identity:
+            return None
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=self.settings.storage_client_id)
 
 
 _lock = threading.Lock()
@@ -83,10 +96,18 @@ _context: AppContext | None = None
 
 
 def get_context() -> AppContext:
+    """The process-wide context, built on first use; that is also when telemetry export starts (once, when
+    APPLICATIONINSIGHTS_CONNECTION_STRING is set), so importing function_app stays cheap."""
     global _context
     with _lock:
         if _context is None:
-            _context = AppContext(get_settings())
+            settings = get_settings()
+            telemetry.configure_azure_monitor_once(
+                settings.appinsights_connection_string,
+                sampling_ratio=settings.telemetry_sampling_ratio,
+                worker_configures=settings.worker_configures_telemetry,
+            )
+            _context = AppContext(settings)
         return _context
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import azure.functions as func
 
+from functions.api import route
 from functions.app_context import get_context
 from functions.http import json_response
 from functions.services import scoring
@@ -39,8 +40,7 @@ def _probe(check: Any) -> dict[str, Any]:
         return {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
-@bp.function_name("health")
-@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@route(bp, "health")
 def health(req: func.HttpRequest) -> func.HttpResponse:
     body: dict[str, Any] = {"status": "ok", "versions": _versions(), "services": {}}
     try:

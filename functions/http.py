@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -244,13 +245,45 @@ def _check_text(text: str) -> None:
         raise BadRequest("the body has a string with an unpaired surrogate", code="MalformedJson") from None
 
 
+_OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+_NAME_CLAIMS = ("name", "preferred_username", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn")
+MAX_PRINCIPAL_HEADER = 16_384
+
+
 def caller_identity(req: func.HttpRequest) -> str:
-    """Who called, as far as the platform tells (App Service auth headers), else 'anonymous'."""
+    """Who called, as App Service authentication (Entra ID) tells: `X-MS-CLIENT-PRINCIPAL` (base64 JSON of
+    the claims; recorded as `name (object id)`), else `X-MS-CLIENT-PRINCIPAL-NAME` / `-ID`, else 'anonymous'.
+    The platform sets these headers and strips any a client sends, so they are trusted only behind it
+    (README "Who may do what"). A principal header that does not decode is BadRequest `InvalidHeader`."""
+    encoded = req.headers.get("x-ms-client-principal")
+    if encoded:
+        return _principal_name(encoded)
     for header in ("x-ms-client-principal-name", "x-ms-client-principal-id"):
         value = req.headers.get(header)
         if value:
-            return value
+            return value[:200]
     return "anonymous"
+
+
+def _principal_name(encoded: str) -> str:
+    try:
+        if len(encoded) > MAX_PRINCIPAL_HEADER:
+            raise ValueError("too long")
+        principal = json.loads(base64.b64decode(encoded, validate=True))
+        claims = {c["typ"]: c["val"] for c in principal.get("claims") or [] if isinstance(c.get("val"), str)}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        raise BadRequest(
+            "X-MS-CLIENT-PRINCIPAL must be the base64 JSON App Service authentication sends",
+            code="InvalidHeader",
+            field="X-MS-CLIENT-PRINCIPAL",
+        ) from None
+    name_claim = principal.get("name_typ") if isinstance(principal.get("name_typ"), str) else None
+    name = next((claims[t] for t in (name_claim, *_NAME_CLAIMS) if t and claims.get(t)), None)
+    oid = next((claims[t] for t in _OBJECT_ID_CLAIMS if claims.get(t)), None)
+    provider = principal.get("auth_typ") if isinstance(principal.get("auth_typ"), str) else "principal"
+    if name and oid:
+        return f"{provider}:{name} ({oid})"[:200]
+    return f"{provider}:{name or oid or 'unnamed'}"[:200]
 
 
 def accepted(job: dict[str, Any], **extra: Any) -> func.HttpResponse:

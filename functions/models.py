@@ -10,6 +10,7 @@ import logging
 
 import azure.functions as func
 
+from functions.api import route
 from functions.app_context import get_context
 from functions.http import BadRequest, accepted, caller_identity, handle_errors, if_match, json_body, json_response
 from functions.services import models as admin
@@ -27,31 +28,27 @@ def _version_param(req: func.HttpRequest) -> str | None:
     return req.params.get("version")
 
 
-@bp.function_name("list_models")
-@bp.route(route="models", methods=["GET"])
+@route(bp, "list_models")
 @handle_errors
 def list_models(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.list_models(get_context()))
 
 
-@bp.function_name("create_model")
-@bp.route(route="models", methods=["POST"])
+@route(bp, "create_model")
 @handle_errors
 def create_model(req: func.HttpRequest) -> func.HttpResponse:
     result = admin.create_model(get_context(), json_body(req, required=True), actor=caller_identity(req))
     return accepted(result["job"], model=result["model"], counts=result["counts"])
 
 
-@bp.function_name("get_model")
-@bp.route(route="models/{name}", methods=["GET"])
+@route(bp, "get_model")
 @handle_errors
 def get_model(req: func.HttpRequest) -> func.HttpResponse:
     view, etag = admin.get_model(get_context(), _name(req))
     return json_response(view, headers={"ETag": etag})
 
 
-@bp.function_name("edit_model")
-@bp.route(route="models/{name}", methods=["PATCH"])
+@route(bp, "edit_model")
 @handle_errors
 def edit_model(req: func.HttpRequest) -> func.HttpResponse:
     view = admin.edit_model(
@@ -64,15 +61,13 @@ def edit_model(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(view)
 
 
-@bp.function_name("delete_model")
-@bp.route(route="models/{name}", methods=["DELETE"])
+@route(bp, "delete_model")
 @handle_errors
 def delete_model(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.delete_model(get_context(), _name(req), actor=caller_identity(req)))
 
 
-@bp.function_name("train_model")
-@bp.route(route="models/{name}/train", methods=["POST"])
+@route(bp, "train_model")
 @handle_errors
 def train_model(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
@@ -82,8 +77,7 @@ def train_model(req: func.HttpRequest) -> func.HttpResponse:
     return accepted(job, model=_name(req))
 
 
-@bp.function_name("publish_model")
-@bp.route(route="models/{name}/publish", methods=["POST"])
+@route(bp, "publish_model")
 @handle_errors
 def publish_model(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
@@ -94,8 +88,7 @@ def publish_model(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.publish(get_context(), _name(req), version, actor=caller_identity(req)))
 
 
-@bp.function_name("revert_model")
-@bp.route(route="models/{name}/revert", methods=["POST"])
+@route(bp, "revert_model")
 @handle_errors
 def revert_model(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
@@ -104,22 +97,19 @@ def revert_model(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.revert(get_context(), _name(req), actor=caller_identity(req)))
 
 
-@bp.function_name("model_performance")
-@bp.route(route="models/{name}/performance", methods=["GET"])
+@route(bp, "model_performance")
 @handle_errors
 def model_performance(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.performance(get_context(), _name(req), _version_param(req)))
 
 
-@bp.function_name("model_insights")
-@bp.route(route="models/{name}/insights", methods=["GET"])
+@route(bp, "model_insights")
 @handle_errors
 def model_insights(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(admin.insights(get_context(), _name(req), _version_param(req)))
 
 
-@bp.function_name("model_audit")
-@bp.route(route="models/{name}/audit", methods=["GET"])
+@route(bp, "model_audit")
 @handle_errors
 def model_audit(req: func.HttpRequest) -> func.HttpResponse:
     page = admin.audit_log(get_context(), _name(req), limit=req.params.get("limit"), before=req.params.get("before"))

@@ -8,6 +8,7 @@ import logging
 
 import azure.functions as func
 
+from functions.api import route
 from functions.app_context import get_context
 from functions.http import BadRequest, accepted, caller_identity, handle_errors, json_body, json_response
 from functions.services import scoring
@@ -32,8 +33,7 @@ def scoring_timer(timer: func.TimerRequest) -> None:
     )
 
 
-@bp.function_name("start_scoring")
-@bp.route(route="score", methods=["POST"])
+@route(bp, "start_scoring")
 @handle_errors
 def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
@@ -54,8 +54,7 @@ def start_scoring(req: func.HttpRequest) -> func.HttpResponse:
     return accepted(scoring.job_view(ctx, ctx.jobs.get(plan["runId"])), run=scoring.summary(plan))
 
 
-@bp.function_name("get_opportunity_score")
-@bp.route(route="opportunities/{id}/score", methods=["GET"])
+@route(bp, "get_opportunity_score")
 @handle_errors
 def get_opportunity_score(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(scoring.get_score(get_context(), req.route_params.get("id", "")))

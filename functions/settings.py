@@ -13,10 +13,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from modeling.values import bounded_int
 
 _NCRONTAB = re.compile(r"^\S+( \S+){5}$")
+_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
 _TIERS = ("premium", "enterprise")
 _ORG_STATUSES = ("active", "expired", "deleted")
 
@@ -62,6 +64,11 @@ class Settings:
     scoring_batch_size: int = 5000
     job_stale_seconds: int = 20
     write_parallelism: int = 8
+    storage_client_id: str | None = None  # the managed identity reaching storage (identity-based connection)
+    storage_identity: bool = False
+    appinsights_connection_string: str | None = None
+    telemetry_sampling_ratio: float = 1.0
+    worker_configures_telemetry: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -77,6 +84,31 @@ def _bounded(get: Any, problems: list[str], name: str, default: int, low: int, h
         problems.append(f"{name} must be a whole number from {low:,} to {high:,}, got {raw!r}")
         return default
     return value
+
+
+def _storage(get: Any, problems: list[str]) -> tuple[str, bool, str | None]:
+    """The storage connection: `AzureWebJobsStorage` (a connection string: Azurite, or keys), or the host's
+    identity-based form (`AzureWebJobsStorage__accountName`, or `__blobServiceUri` + `__queueServiceUri`, with
+    `__clientId` for a user-assigned identity), given to the SDK as endpoints without a key plus a managed
+    identity credential. Returns (connection string, identity-based, client id)."""
+    connection = get("AzureWebJobsStorage")
+    account = get("AzureWebJobsStorage__accountName")
+    blob_uri, queue_uri = get("AzureWebJobsStorage__blobServiceUri"), get("AzureWebJobsStorage__queueServiceUri")
+    client_id = get("AzureWebJobsStorage__clientId")
+    if connection:
+        return connection, False, None
+    if account and not _ACCOUNT.fullmatch(account):
+        problems.append(f"AzureWebJobsStorage__accountName must be a storage account name, got {account!r}")
+    elif account:
+        blob_uri = blob_uri or f"https://{account}.blob.core.windows.net"
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+    if not (blob_uri and queue_uri):
+        problems.append(
+            "AzureWebJobsStorage is missing (or set AzureWebJobsStorage__accountName for a managed identity)"
+        )
+        return "", False, None
+    name = account or urlparse(blob_uri).netloc.split(".")[0]
+    return f"AccountName={name};BlobEndpoint={blob_uri};QueueEndpoint={queue_uri}", True, client_id
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -117,7 +149,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{name} must be true or false, got {raw!r}")
         return raw in ("true", "1", "yes")
 
-    storage = get("AzureWebJobsStorage", required=True) or ""
+    storage, storage_identity, storage_client_id = _storage(get, problems)
     url = (get("DATAVERSE_URL", required=True) or "").rstrip("/")
     if url and not re.match(r"^https?://", url):
         problems.append(f"DATAVERSE_URL must start with https:// (or http:// for a local mock), got {url!r}")
@@ -194,6 +226,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scoring_batch_size=batch_size,
         job_stale_seconds=stale,
         write_parallelism=write_parallelism,
+        storage_client_id=storage_client_id,
+        storage_identity=storage_identity,
+        appinsights_connection_string=get("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        # 1.0 keeps every trace: a fixed ratio keeps a share of a burst, where the distro's default rate
+        # limit (5 traces/s) drops what a scoring run's burst sends after start-up.
+        telemetry_sampling_ratio=number("TELEMETRY_SAMPLING_RATIO", 1.0, 0.0, 1.0),
+        # The Python worker configures Azure Monitor itself when this is on: the app then never does.
+        worker_configures_telemetry=flag("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"),
     )
     if settings.readiness_auc_ok > settings.readiness_auc_ready:
         problems.append("READINESS_AUC_OK must not exceed READINESS_AUC_READY")

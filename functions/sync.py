@@ -8,6 +8,7 @@ import logging
 import azure.functions as func
 from azure.functions.timer import TimerRequest
 
+from functions.api import route
 from functions.app_context import get_context
 from functions.http import BadRequest, accepted, caller_identity, handle_errors, json_body
 from functions.services import sync as sync_jobs
@@ -24,8 +25,7 @@ def sync_timer(timer: TimerRequest) -> None:
     log.info("sync_timer: %s", {k: report.get(k) for k in ("runId", "skipped", "reason")})
 
 
-@bp.function_name("start_sync")
-@bp.route(route="sync", methods=["POST"])
+@route(bp, "start_sync")
 @handle_errors
 def start_sync(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)

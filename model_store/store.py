@@ -26,6 +26,7 @@ from typing import Any
 
 from azure.storage.blob import ContainerClient
 
+from connectors import telemetry
 from connectors.blobs import BlobChanged, BlobExists, BlobMissing, JsonBlobs, UpdateConflict
 from connectors.clock import iso, utcnow
 from model_store.audit import AuditLog
@@ -300,7 +301,7 @@ class ModelStore:
             version = self.latest_version(name)
             if version is None:
                 raise VersionNotFound(f"model {name} has no trained version to publish", model=name)
-        self.get_meta(name, version)  # VersionNotFound when absent
+        meta = self.get_meta(name, version)  # VersionNotFound when absent
 
         def apply(alias: dict[str, Any]) -> None:
             if alias["published"] != version:
@@ -309,7 +310,11 @@ class ModelStore:
             alias["publishedAt"] = self._now_iso()
             alias["reverted"] = [v for v in alias["reverted"] if v != version]
 
-        return self._update_alias(name, apply)
+        alias = self._update_alias(name, apply)
+        auc = (meta.get("metrics") or {}).get("auc")
+        if isinstance(auc, (int, float)):
+            telemetry.MODEL_AUC.set(float(auc), {"model": name, "model.version": int(version)})
+        return alias
 
     def revert(self, name: str) -> dict[str, Any]:
         """Discard the unpublished retrain(s) newer than the published version: the model goes back to the

@@ -16,6 +16,8 @@ from typing import Any
 MODEL_NAME = re.compile(r"[A-Za-z0-9_]{1,100}")
 # Dataverse record ids (opportunityid, ...): a GUID in its 8-4-4-4-12 hexadecimal form.
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# The audit log's page cursor (`next`, then `?before=`): the name of an audit record's blob.
+AUDIT_CURSOR = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 MAX_INT_DIGITS = 9  # integers callers send (versions, counts) stay below 10**9
 _DECIMAL = re.compile(rf"-?[0-9]{{1,{MAX_INT_DIGITS}}}")
 

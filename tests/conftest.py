@@ -111,3 +111,66 @@ def runner(
         yield r
     finally:
         r.stop()
+
+
+@functools.cache
+def _otel_providers() -> tuple[Any, Any]:
+    """The SDK's in-memory span exporter and metric reader, installed once as the global providers (the API
+    allows one provider per process). Until a test asks for them, spans and metrics stay no-ops."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(provider)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return spans, reader
+
+
+class Telemetry:
+    """What a test recorded: finished spans by name; counters and histogram sums as the change since the test
+    began; gauges as their last values."""
+
+    def __init__(self, spans: Any, reader: Any):
+        self._spans, self._reader = spans, reader
+        self._spans.clear()
+        self._base = self._points()
+
+    def spans(self, name: str | None = None) -> list[Any]:
+        return [s for s in self._spans.get_finished_spans() if name is None or s.name == name]
+
+    def _points(self) -> dict[tuple[str, tuple[tuple[str, Any], ...]], float]:
+        out: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
+        data = self._reader.get_metrics_data()
+        for rm in data.resource_metrics if data else []:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        value = point.value if hasattr(point, "value") else point.sum
+                        out[(metric.name, tuple(sorted(point.attributes.items())))] = float(value)
+        return out
+
+    def counted(self, name: str, **attributes: Any) -> float:
+        """How much a counter (or a histogram's sum) grew during the test, over points with these attributes."""
+        now = self._points()
+        return sum(
+            value - self._base.get(key, 0.0)
+            for key, value in now.items()
+            if key[0] == name and set(attributes.items()) <= set(key[1])
+        )
+
+    def gauge(self, name: str, **attributes: Any) -> list[float]:
+        """The last values of a gauge, one per attribute set matching `attributes`."""
+        return [v for (n, attrs), v in self._points().items() if n == name and set(attributes.items()) <= set(attrs)]
+
+
+@pytest.fixture
+def otel() -> Telemetry:
+    """Spans and metrics recorded by this test (the SDK's in-memory exporter and metric reader)."""
+    return Telemetry(*_otel_providers())

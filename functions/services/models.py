@@ -16,7 +16,7 @@ from functions.services import training
 from model_store import lifecycle
 from model_store.errors import InvalidVersion, VersionNotFound
 from model_store.store import ModelStore
-from modeling.values import MAX_INT_DIGITS, MODEL_NAME, bounded_int, matches
+from modeling.values import AUDIT_CURSOR, MAX_INT_DIGITS, MODEL_NAME, bounded_int, matches
 
 if TYPE_CHECKING:
     from functions.app_context import AppContext
@@ -163,6 +163,8 @@ def _resolve_version(store: ModelStore, name: str, version: Any) -> int:
             store.get_config(name)
             raise VersionNotFound(f"model {name} has no trained version yet", model=name)
         return int(chosen)
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # JSON's 2.0 is the integer 2 (as JSON Schema counts it)
     number = bounded_int(version, minimum=1)
     if number is None:
         shown = repr(version)
@@ -239,6 +241,9 @@ def audit_log(ctx: AppContext, name: str, *, limit: Any = None, before: Any = No
     text = "50" if limit is None or limit == "" else str(limit).strip()
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}", code="InvalidLimit")
+    if before not in (None, "") and not matches(AUDIT_CURSOR, before):
+        shown = repr(before)[:60]
+        raise InvalidInput(f"before must be the `next` cursor of a previous page, got {shown}", code="InvalidCursor")
     page = ctx.model_store.audit_page(name, limit=int(text), before=str(before) if before else None)
     return {"model": name, **page}
 

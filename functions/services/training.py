@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from connectors import telemetry
 from connectors.clock import iso, utcnow
 from connectors.jobs import JobNotFound
 from functions.services.jobs import execute
@@ -123,6 +124,7 @@ def _summary(meta: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
     }
 
 
+@telemetry.traced("training.run")
 def train(
     ctx: AppContext,
     name: str,
@@ -140,6 +142,7 @@ def train(
     store: ModelStore = ctx.model_store
     now = now or utcnow()
     started = time.perf_counter()
+    telemetry.annotate(model=name, **{"job.id": job_id or "", "training.reason": reason})
     config_doc = store.get_config(name)
     store.set_status(name, status="training", jobId=job_id, error=None, trainingStartedAt=iso(now))
     try:
@@ -186,6 +189,8 @@ def train(
                 "seconds": meta["pipelineSeconds"],
             },
         )
+        telemetry.annotate(**{"model.version": version})
+        telemetry.TRAINING_DURATION.record(time.perf_counter() - started, {"model": name})
         log.info(
             "trained model=%s@%d reason=%s auc=%s in %.1f s",
             name,

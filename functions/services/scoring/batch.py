@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from connectors import telemetry
 from connectors.clock import iso
 from connectors.dataverse_bulk import upsert_rows
 from functions.services.scoring import inputs, layout, quota, scores
@@ -64,10 +65,12 @@ def score_batch(ctx: AppContext, run_id: str, index: int) -> dict[str, Any]:
     return result
 
 
+@telemetry.traced("scoring.batch")
 def execute(ctx: AppContext, spec: BatchSpec, frame: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
     """Claim quota, score, decide against the last written rows, then upsert the changed rows, append them
     to the history and MERGE them into the state. Returns the batch result and every decided row."""
     started = time.perf_counter()
+    telemetry.annotate(model=spec.key, **{"scoring.run": spec.run_id, "scoring.batch": spec.batch})
     ids = frame[C_ID].astype(str).tolist()
     allowed = set(quota.claim(ctx, spec.month, ids, spec.quota))
     frame = frame[frame[C_ID].isin(allowed)].reset_index(drop=True)
@@ -89,6 +92,11 @@ def execute(ctx: AppContext, spec: BatchSpec, frame: pd.DataFrame) -> tuple[dict
         result.update(changed=result["changed"] + len(failures), unchanged=result["unchanged"] - len(failures))
         result.update(writeFailed=len(failures), writeFailures=failures[:100])
     result["seconds"] = round(time.perf_counter() - started, 3)
+    labels = {"model": spec.key}
+    telemetry.OPPORTUNITIES_SCORED.add(len(scored), labels)
+    telemetry.ROWS_WRITTEN.add(len(written), labels)
+    telemetry.WRITE_REQUESTS.add(requests, labels)
+    telemetry.annotate(scored=len(scored), written=len(written), **{"dataverse.requests": requests})
     log.info("scoring run=%s batch=%d model=%s %s", spec.run_id, spec.batch, spec.key, counts_text(result))
     return result, decided
 

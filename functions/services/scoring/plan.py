@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from connectors import telemetry
 from connectors.clock import utcnow
 from functions.services.scoring import active, inputs, layout
 from functions.services.scoring.common import message, new_run_id, parallel, to_arrow
@@ -57,6 +58,7 @@ def replan(ctx: AppContext, run_id: str, job: dict[str, Any]) -> dict[str, Any]:
     return _plan(ctx, run_id, params.get("opportunityIds"), actor=str(params.get("actor") or "resume"))
 
 
+@telemetry.traced("scoring.plan")
 def _plan(
     ctx: AppContext,
     run_id: str,
@@ -67,6 +69,7 @@ def _plan(
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    telemetry.annotate(**{"scoring.run": run_id, "scoring.listed": len(opportunity_ids or [])})
     owner = uuid.uuid4().hex
     if ctx.jobs.claim(run_id, owner) is None:
         raise ConflictError(f"scoring run {run_id} is planned by another worker", code="PlanningInProgress")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from connectors import telemetry
 from connectors.clock import iso
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def claim(ctx: AppContext, month: str, ids: Sequence[str], limit: int | None) ->
     if new_ids(stored):  # something to count: under the document's ETag (parallel batches never exceed it)
         stored = ctx.lake.json.update(path(month), add)
     counted = set((stored or {}).get("ids", []))
+    telemetry.QUOTA_USED.set(len(counted), {"month": month, "limit": limit})
     return [i for i in ids if i in counted]
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from connectors import telemetry
 from connectors.dataverse import DataverseBadRequest, DataverseClient, DataverseNotFound, Page
 from connectors.lake import (
     DELETED,
@@ -270,7 +271,7 @@ def extract_table(
 def _first_ahead(pages: Iterator[Page]) -> Iterator[Page]:
     """`pages`, with the first one requested at once in a thread of its own (the rest as they are read)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-page")
-    first = pool.submit(next, pages, None)
+    first = pool.submit(telemetry.in_this_context(next), pages, None)
     pool.shutdown(wait=False)  # the thread ends with its one task
 
     def chained() -> Iterator[Page]:

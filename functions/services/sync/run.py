@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from connectors import telemetry
 from connectors.clock import iso, stamp, utcnow
 from connectors.dataverse import DataverseClient, DataverseNotFound, processes_from_rows
 from connectors.jobs import JobNotFound
@@ -78,7 +79,7 @@ def read_metadata(
         return meta, client.option_sets(spec.logical)
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sync-meta") as pool:
-        fetched = [(m, labels) for m, labels in pool.map(one, specs) if m is not None]
+        fetched = [(m, labels) for m, labels in pool.map(telemetry.in_this_context(one), specs) if m is not None]
     lake.write_json("metadata/optionsets.json", {m.logical: labels for m, labels in fetched})
     tables = {m.logical: {"entity_set": m.entity_set, "key": m.key, "attributes": m.attributes} for m, _ in fetched}
     lake.write_json("metadata/tables.json", {"fetched_at_epoch": time.time(), "tables": tables})
@@ -100,6 +101,7 @@ def _thread_of(table: str) -> ThreadPoolExecutor:
         return _threads[table]
 
 
+@telemetry.traced("sync.run")
 def run_sync(
     lake: Lake,
     client: DataverseClient,
@@ -116,6 +118,7 @@ def run_sync(
     seconds, do nothing and return a report with `"skipped": true`."""
     sync_id = uuid.uuid4().hex
     started, started_at = time.perf_counter(), utcnow()
+    telemetry.annotate(**{"sync.id": sync_id, "sync.full": full, "job.id": job_id or ""})
     try:
         with lake.lease(LEASE_NAME, duration=LEASE_SECONDS, wait=lease_wait) as lease:
             log.info("sync %s started (job %s, full=%s)", sync_id, job_id, full)
@@ -130,6 +133,9 @@ def run_sync(
             "startedAt": iso(started_at),
         }
     report.update(jobId=job_id, startedAt=iso(started_at), durationS=round(time.perf_counter() - started, 3))
+    for table, stats in report["tables"].items():
+        labels = {"dataverse.table": table, "sync.mode": stats["mode"]}
+        telemetry.ROWS_SYNCED.add(int(stats.get("fetched") or 0), labels)
     _write_report(lake, report)
     log.info(
         "sync %s done in %.1f s: %s",
@@ -180,7 +186,8 @@ def _run_locked(
             extract.discard()
         return spec.logical, _table_stats(extract, recovered, t0, t_commit)
 
-    futures = [_thread_of(spec.logical).submit(one, spec) for spec in specs]  # largest first (TABLES)
+    traced_one = telemetry.in_this_context(one)
+    futures = [_thread_of(spec.logical).submit(traced_one, spec) for spec in specs]  # largest first (TABLES)
     wait(futures)  # every table ends under the lease, even when one fails
     results = dict(f.result() for f in futures)
     _write_processes(lake, results)

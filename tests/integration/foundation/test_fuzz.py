@@ -24,19 +24,8 @@ def fuzz_target(azurite, mock_info, tmp_path_factory):
     """Set up (full sync, model `M` trained) with a runner that polls its queues, then fuzz a runner that
     does not, so the jobs fuzzed requests start stay queued and the run is bounded."""
     settings = stack.unique_settings(azurite, mock_info, tag="fz")
-    logs = tmp_path_factory.mktemp("fuzz")
-    setup = stack.start_runner(settings, log_path=str(logs / "setup.log"), extra_args=["--no-timers"])
-    try:
-        known = fuzzing.prepare(setup.url)
-    finally:
-        setup.stop()
-    target = stack.start_runner(
-        settings, log_path=str(logs / "runner.log"), extra_args=["--no-timers", "--no-queues"]
-    )
-    try:
+    with fuzzing.prepared_runner(settings, str(tmp_path_factory.mktemp("fuzz"))) as (target, known):
         yield target, known
-    finally:
-        target.stop()
 
 
 def test_a_fuzzed_sample_finds_no_5xx_and_only_json_errors(fuzz_target):

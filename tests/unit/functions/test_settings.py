@@ -89,3 +89,29 @@ def test_job_stale_seconds_is_bounded() -> None:
     assert load_settings({**UNIT_ENV, "JOB_STALE_SECONDS": "40"}).job_stale_seconds == 40
     with pytest.raises(SettingsError, match="JOB_STALE_SECONDS"):
         load_settings({**UNIT_ENV, "JOB_STALE_SECONDS": "5"})
+
+
+def test_storage_by_managed_identity_has_no_key():
+    env = {k: v for k, v in BASE.items() if k != "AzureWebJobsStorage"}
+    s = load_settings({**env, "AzureWebJobsStorage__accountName": "stscoring01", "AzureWebJobsStorage__clientId": "mi"})
+    assert s.storage_identity and s.storage_client_id == "mi"
+    assert s.storage_connection == (
+        "AccountName=stscoring01;BlobEndpoint=https://stscoring01.blob.core.windows.net;"
+        "QueueEndpoint=https://stscoring01.queue.core.windows.net"
+    )
+    assert "AccountKey" not in s.storage_connection
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage__accountName must be a storage account name"):
+        load_settings({**env, "AzureWebJobsStorage__accountName": "not/an-account"})
+
+
+def test_a_connection_string_wins_over_the_identity_form():
+    s = load_settings({**BASE, "AzureWebJobsStorage__accountName": "stscoring01"})
+    assert not s.storage_identity and s.storage_connection == "UseDevelopmentStorage=true"
+
+
+def test_telemetry_settings():
+    s = load_settings(BASE)
+    assert s.appinsights_connection_string is None and s.telemetry_sampling_ratio == 1.0
+    assert not s.worker_configures_telemetry
+    with pytest.raises(SettingsError, match="TELEMETRY_SAMPLING_RATIO"):
+        load_settings({**BASE, "TELEMETRY_SAMPLING_RATIO": "1.5"})

@@ -219,6 +219,8 @@ def test_publish_default_latest_explicit_missing_and_bad_versions(ctx):
         status, body, _ = call("publish_model", "POST", route={"name": "M1"}, body={"version": bad})
         assert status == 400 and body["error"]["code"] == "InvalidVersion", bad
     assert call("publish_model", "POST", route={"name": "M1"}, body={"v": 1})[0] == 400
+    status, body, _ = call("publish_model", "POST", route={"name": "M1"}, body={"version": 1.0})
+    assert status == 200 and body["published"] == 1  # JSON's 1.0 is the integer 1, as the description's schema
     status, body, _ = call("publish_model", "POST", route={"name": "M1"}, headers=ADMIN)
     assert status == 200 and body["published"] == 1
     entry = ctx.model_store.audit_log("M1")[0]
@@ -479,3 +481,36 @@ def test_the_audit_endpoint_pages_newest_first(ctx):
     for bad in ("0", "abc", "501"):
         status, body, _ = call("model_audit", route={"name": "M1"}, params={"limit": bad})
         assert status == 400 and body["error"]["code"] == "InvalidLimit", bad
+
+
+def test_the_audit_cursor_is_checked_before_it_reaches_the_listing(ctx):
+    trained_model(ctx)
+    status, page, _ = call("model_audit", route={"name": "M1"}, params={"limit": "1"})
+    assert status == 200 and page["next"]
+    status, more, _ = call("model_audit", route={"name": "M1"}, params={"limit": "1", "before": page["next"]})
+    assert status == 200 and more["entries"] != page["entries"]
+    for bad in ("../x", "a" * 201, "20261201T000000Z x", "zz\n"):
+        status, body, _ = call("model_audit", route={"name": "M1"}, params={"before": bad})
+        assert status == 400 and body["error"]["code"] == "InvalidCursor", bad
+
+
+def test_the_entra_principal_of_the_caller_is_the_audit_actor(ctx):
+    import base64
+    import json
+
+    principal = {
+        "auth_typ": "aad",
+        "name_typ": "name",
+        "claims": [
+            {"typ": "name", "val": "Ada Admin"},
+            {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "oid-42"},
+        ],
+    }
+    header = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(json.dumps(principal).encode()).decode()}
+    status, body = create({"name": "Entra1"}, headers=header)[:2]
+    assert status == 202, body
+    actors = [e["actor"] for e in ctx.model_store.audit_log("Entra1")]
+    assert actors and set(actors) == {"aad:Ada Admin (oid-42)"}
+    status, body = create({"name": "Entra2"}, headers={"X-MS-CLIENT-PRINCIPAL": "%%%"})[:2]
+    assert status == 400 and body["error"]["code"] == "InvalidHeader"
+    assert "X-MS-CLIENT-PRINCIPAL" in body["error"]["message"]
