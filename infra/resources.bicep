@@ -212,6 +212,7 @@ var appSettings = {
   TRAINING_THREADS: '1'
   SCORING_BATCH_SIZE: '5000'
   JOB_STALE_SECONDS: '20'
+  DATAVERSE_WRITE_PARALLELISM: '8'
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
