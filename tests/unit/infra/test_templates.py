@@ -17,7 +17,7 @@ from pycep import BicepParser
 ROOT = Path(__file__).resolve().parents[3]
 INFRA = ROOT / "infra"
 TEMPLATES = sorted(INFRA.glob("*.bicep"))
-AZD_SCHEMA = ROOT.parent / "shared" / "reference" / "azd-azure.yaml.schema.json"
+AZD_SCHEMA = ROOT / "infra" / "azd-azure.yaml.schema.json"  # a copy of the Azure Developer CLI schema (MIT)
 CHECKOV = ROOT / ".venv-infra" / "bin" / "checkov"
 # Settings of local.settings.example.json the deployment does not set, and why (the Bicep says it too).
 NOT_DEPLOYED = {
