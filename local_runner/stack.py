@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+WEBRESOURCES = ROOT / "solution" / "webresources"  # served by the mock under /WebResources/, as Dataverse does
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
@@ -120,8 +121,10 @@ class Mock:
 
 
 def start_mock(args: list[str] | None = None, log_path: str | None = None, timeout: float = 120.0) -> Mock:
-    """`python -m mock_dataverse serve --port 0 ...` and its one JSON line (url, api, authority, ...)."""
-    cmd = [sys.executable, "-m", "mock_dataverse", "serve", "--port", "0", *(args or [])]
+    """`python -m mock_dataverse serve --port 0 --webresources solution/webresources ...` and its one JSON
+    line (url, api, authority, ...)."""
+    cmd = [sys.executable, "-m", "mock_dataverse", "serve", "--port", "0", "--webresources", str(WEBRESOURCES)]
+    cmd += args or []
     stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None

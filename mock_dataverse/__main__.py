@@ -1,6 +1,6 @@
 """CLI: `python -m mock_dataverse serve --port N [--seed S] [--opportunities K]
 [--import FILE --mapping MAP.json]
-[--http] [--token-ttl SECONDS] [--now 2026-11-26T00:00:00Z]`.
+[--http] [--token-ttl SECONDS] [--now 2026-11-26T00:00:00Z] [--webresources DIR]`.
 
 Prints exactly one JSON line on stdout once ready, logs to stderr, exits 0 on SIGTERM/SIGINT and 2 on
 bad arguments or an invalid mapping (the message names the field)."""
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--token-ttl", type=int, default=3600)
     s.add_argument("--now", type=_now, default=None, help="mock clock start (default: today 00:00 UTC)")
     s.add_argument("--rate-limit", type=int, default=6000, help="requests per client per 5 minutes")
+    s.add_argument("--webresources", help="folder served under /WebResources/ (e.g. solution/webresources)")
     s.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             now=args.now,
             host=args.host,
             rate_limit=args.rate_limit,
+            webresources=args.webresources,
         )
     except (MappingError, DataverseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
