@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from connectors.auth import token_provider_from
 from connectors.odata import key_segment
 from functions.app_context import AppContext, set_context
 from functions.services import scoring
@@ -27,11 +25,10 @@ from functions.settings import load_settings
 from local_runner import stack
 from modeling.config import ModelConfig
 from tests.conftest import mock_call
+from tests.integration.card.browser import braced_upper, shot
 
 pytestmark = pytest.mark.integration
 
-HARNESS = Path(__file__).with_name("harness.html").read_text()
-SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 TREND_LABELS = ["Improving", "Steady", "Declining", "Not enough info"]
 GRADES = "ABCD"
 
@@ -74,59 +71,10 @@ def _row(ctx: AppContext, opp_id: str) -> dict[str, Any]:
     return row
 
 
-@pytest.fixture(scope="module")
-def token(org: dict[str, Any]) -> str:
-    info = org["info"]
-    provider = token_provider_from(
-        authority=info["authority"],
-        client_id=info["client_id"],
-        scope=info["resource"].rstrip("/") + "/.default",
-        client_secret=info["client_secret"],
-        ca_bundle=info["ca_cert"],
-    )
-    return provider.token()
-
-
-@pytest.fixture
-def open_card(browser: Any, org: dict[str, Any], token: str) -> Iterator[Any]:
-    """open_card(record_id) -> the card's frame, loaded on the harness form at the mock's origin."""
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 480, "height": 1540})
-    form_url = org["info"]["url"] + "/main.aspx"
-
-    def fulfil(route: Any) -> None:
-        route.fulfill(status=200, content_type="text/html; charset=utf-8", body=HARNESS)
-
-    context.route(form_url + "*", fulfil)
-    pages: list[Any] = []
-
-    def open_(record_id: str) -> Any:
-        page = context.new_page()
-        pages.append(page)
-        page.add_init_script(f"window.__harness = {json.dumps({'token': token, 'recordId': record_id})};")
-        page.goto(form_url + "?pagetype=entityrecord&etn=opportunity")
-        frame = page.frame_locator("#WebResource_pos_scorecard")
-        frame.locator("#card[aria-busy='false']").wait_for(timeout=15000)
-        return page, frame
-
-    try:
-        yield open_
-    finally:
-        context.close()
-
-
-def _shot(card: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    card.locator("#card").screenshot(path=str(SHOTS / name))
-
-
-def _braced_upper(opp_id: str) -> str:
-    return "{" + opp_id.upper() + "}"
-
-
 def test_card_shows_score_grade_trend_and_top_reasons(open_card: Any, org: dict[str, Any]) -> None:
     opp_id = org["scored"]
     row = _row(org["ctx"], opp_id)
-    page, card = open_card(_braced_upper(opp_id))  # as a real form hands it over
+    page, card = open_card(braced_upper(opp_id))  # as a real form hands it over
     calls = page.evaluate("window.__harness.calls")
     assert len(calls) == 1 and f"msdyn_entityid='{opp_id}',msdyn_entitytype='opportunity'" in calls[0], calls
     assert card.locator("#card").get_attribute("data-state") == "scored"
@@ -146,7 +94,7 @@ def test_card_shows_score_grade_trend_and_top_reasons(open_card: Any, org: dict[
         points = card.locator(f"{css} .points").all_inner_texts()
         signs = {"positive": "+", "negative": "−"}[side]
         assert points == [f"{signs}{round(abs(r['points']))}" for r in row["reasons"][side][:5]]
-    _shot(card, "card-summary.png")
+    shot(card.locator("#card"), "card-summary.png")
 
 
 def test_insight_shows_on_hover_and_on_keyboard_focus(open_card: Any, org: dict[str, Any]) -> None:
@@ -157,7 +105,7 @@ def test_insight_shows_on_hover_and_on_keyboard_focus(open_card: Any, org: dict[
     assert tip.get_attribute("role") == "tooltip" and tip.is_hidden()
     first.hover()
     assert tip.is_visible() and tip.inner_text() == row["reasons"]["positive"][0]["insight"]
-    _shot(card, "card-insight.png")
+    shot(card.locator("#card"), "card-insight.png")
     card.locator("#score").hover()
     assert tip.is_hidden()
     first.focus()
@@ -193,7 +141,7 @@ def test_details_lists_every_reason_and_charts_the_history(open_card: Any, org: 
     assert len(polyline.split()) == len(history)
     label = card.locator("#panel-details svg.chart").get_attribute("aria-label") or ""
     assert f"from {history[0]['score']}" in label and f"to {history[-1]['score']}" in label
-    _shot(card, "card-details.png")
+    shot(card.locator("#card"), "card-details.png")
 
 
 def test_about_shows_grade_ranges_and_what_impacts_scores(open_card: Any, org: dict[str, Any]) -> None:
@@ -203,7 +151,7 @@ def test_about_shows_grade_ranges_and_what_impacts_scores(open_card: Any, org: d
     assert ranges == {"A": "75–100", "B": "50–74", "C": "25–49", "D": "0–24"}
     assert "What impacts scores" in card.locator("#panel-about").inner_text()
     assert "CardModel@1" in card.locator("#panel-about").inner_text()
-    _shot(card, "card-about.png")
+    shot(card.locator("#card"), "card-about.png")
 
 
 def test_set_client_api_context_is_idempotent(open_card: Any, org: dict[str, Any]) -> None:
@@ -217,10 +165,10 @@ def test_set_client_api_context_is_idempotent(open_card: Any, org: dict[str, Any
 
 
 def test_not_scored_and_unsaved_records(open_card: Any, org: dict[str, Any]) -> None:
-    page, card = open_card(_braced_upper(org["unscored"][0]))
+    page, card = open_card(braced_upper(org["unscored"][0]))
     assert card.locator("#card").get_attribute("data-state") == "notScored"
     assert "Not scored yet" in card.locator("#card").inner_text()
-    _shot(card, "card-not-scored.png")
+    shot(card.locator("#card"), "card-not-scored.png")
     page, card = open_card("")  # a new opportunity, not saved yet: nothing to read
     assert card.locator("#card").get_attribute("data-state") == "notSaved"
     assert page.evaluate("window.__harness.calls") == []
@@ -248,7 +196,7 @@ def test_error_state_and_retry(open_card: Any, org: dict[str, Any]) -> None:
         assert card.locator("#card").get_attribute("data-state") == "error"
         assert card.locator("[role='alert']").count() == 1
         assert "could not be loaded" in card.locator("#card").inner_text()
-        _shot(card, "card-error.png")
+        shot(card.locator("#card"), "card-error.png")
     finally:
         mock_call(info, "POST", "/_mock/faults", {})
     card.locator("button.retry").click()
