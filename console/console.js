@@ -408,6 +408,52 @@
     box.replaceChildren(el("p", { class: "muted", text: "Average win rate: " + pct(attr.global_rate) }), el("table", {}, [el("tbody", {}, rows)]));
   }
 
+  // -- activity --------------------------------------------------------------------------------------
+
+  function activityPage() {
+    view.replaceChildren(el("h2", { text: "Activity" }), el("p", { class: "muted", text: "Loading…" }));
+    api("GET", "activity").then(function (res) {
+      if (res.status !== 200) { view.replaceChildren(el("h2", { text: "Activity" }), el("div", { class: "panel bad", text: errorText(res) })); return; }
+      var a = res.body, u = a.usage, limit = u.limit;
+      var most = Math.max.apply(null, u.months.map(function (m) { return m.used; }).concat([limit || 1]));
+      var months = u.months.map(function (m) {
+        var bar = el("span", { class: "bar" });
+        bar.style.width = Math.round(200 * m.used / most) + "px";
+        return el("tr", { "data-month": m.month }, [el("td", { text: m.month }), el("td", {}, [bar]), el("td", { class: "num used", text: String(m.used) })]);
+      });
+      var sync = a.lastSync;
+      var tables = sync ? Object.keys(sync.tables || {}).map(function (t) {
+        var s = sync.tables[t];
+        return el("tr", {}, [el("td", { text: t }), el("td", { text: s.mode }), el("td", { class: "num", text: String(s["new"]) }),
+          el("td", { class: "num", text: String(s.changed) }), el("td", { class: "num", text: String(s.deleted) })]);
+      }) : [];
+      var runs = a.scoringRuns.map(function (r) {
+        return el("tr", { "data-run": r.runId }, [el("td", { text: when(r.createdAt) }), el("td", { class: "run-status", text: r.status }),
+          el("td", { text: (r.models || []).map(function (m) { return m.name ? m.name + "@" + m.version : String(m); }).join(", ") }),
+          el("td", { class: "num", text: String(r.eligible) }), el("td", { class: "num scored", text: String(r.scored) }),
+          el("td", { class: "num", text: String(r.written) }), el("td", { class: "num", text: String(r.writeRequests) }),
+          el("td", { text: r.durationSeconds === null ? "–" : Math.round(r.durationSeconds) + " s" }),
+          el("td", { text: r.message || (r.failures || []).map(function (f) { return "batch " + f.batch + ": " + f.reason; }).join("; ") })]);
+      });
+      var head = function (cols) { return el("thead", {}, [el("tr", {}, cols.map(function (t) { return el("th", { text: t }); }))]); };
+      view.replaceChildren(
+        el("h2", { text: "Activity" }),
+        el("h3", { text: "Scoring usage" }),
+        el("p", { id: "usage-now", text: u.counted ? u.thisMonth.used + " records scored in " + u.thisMonth.month + " of a monthly limit of " + limit
+          : "No monthly limit is in force, so scored records are not counted (set LICENSE_TIER=enterprise or MONTHLY_SCORING_QUOTA)." }),
+        el("table", { id: "usage" }, [el("tbody", {}, months)]),
+        el("h3", { text: "Last sync" }),
+        sync ? el("div", { id: "last-sync" }, [
+          el("p", { text: (sync.mode || "") + " sync " + (sync.runId || "") + ", finished " + when(sync.finishedAt) + (sync.skipped ? " (skipped: " + sync.reason + ")" : "") }),
+          el("table", {}, [head(["Table", "Mode", "New", "Changed", "Deleted"]), el("tbody", {}, tables)])
+        ]) : el("p", { id: "last-sync", class: "muted", text: "No sync yet." }),
+        el("h3", { text: "Scoring runs" }),
+        runs.length ? el("table", { id: "runs" }, [head(["Started", "Status", "Models", "Eligible", "Scored", "Written", "Write requests", "Took", "Notes"]), el("tbody", {}, runs)])
+          : el("p", { class: "muted", text: "No scoring run yet." })
+      );
+    });
+  }
+
   // -- router ------------------------------------------------------------------------------------------
 
   function route() {
@@ -416,9 +462,9 @@
     var m = /^#\/model\/(.+)$/.exec(hash);
     document.querySelectorAll("nav a").forEach(function (a) { a.removeAttribute("aria-current"); });
     if (m) return modelPage(decodeURIComponent(m[1]));
-    var page = hash === "#/add" ? "add" : "models";
+    var page = { "#/add": "add", "#/activity": "activity" }[hash] || "models";
     document.getElementById("nav-" + page).setAttribute("aria-current", "page");
-    if (page === "add") addPage(); else modelsPage();
+    ({ add: addPage, activity: activityPage, models: modelsPage })[page]();
   }
 
   document.getElementById("function-key").addEventListener("input", function (e) { key = e.target.value.trim(); });

@@ -1,6 +1,6 @@
 """GET /api/console: the admin console, static files (no server-side rendering) from `console/`. The page
 calls the product's own HTTP API with the function key the admin types in; it holds no secret itself, so
-its files are served anonymously."""
+its files are served anonymously. GET /api/activity: what its Activity page shows (usage, last runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import azure.functions as func
 
-from functions.http import error_response
+from functions.app_context import get_context
+from functions.http import error_response, handle_errors, json_response
+from functions.services.activity import activity as activity_of
 
 bp = func.Blueprint()
 
@@ -35,3 +37,10 @@ def console(req: func.HttpRequest) -> func.HttpResponse:
     if not _FILE.fullmatch(name) or not file.is_file():
         return error_response(404, "RouteNotFound", f"no console file {name[:100]!r}; open /api/console")
     return func.HttpResponse(file.read_bytes(), status_code=200, mimetype=TYPES[file.suffix], headers=SECURITY)
+
+
+@bp.function_name("get_activity")
+@bp.route(route="activity", methods=["GET"])
+@handle_errors
+def get_activity(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(activity_of(get_context()))

@@ -27,6 +27,7 @@ from tests.integration.card.browser import braced_upper, shot
 pytestmark = pytest.mark.integration
 
 SCHEDULES = {"SYNC_SCHEDULE": "0 0 */4 * * *", "SCORING_SCHEDULE": "0 30 5 * * *", "RETRAIN_SCHEDULE": "0 0 3 * * *"}
+QUOTA = 100_000  # a monthly limit, so the quota counts what is scored (the Activity page shows it)
 NAME = "Console_Walk"
 
 
@@ -58,7 +59,7 @@ def app(azurite: Any, mock_info: dict[str, Any], tmp_path_factory: pytest.TempPa
     """The local runner on containers of its own, the seeded org synced into its lake, and one existing
     model (a configuration, not trained) for the new one to overlap."""
     mock_call(mock_info, "POST", "/_mock/reset")
-    settings = stack.unique_settings(azurite, mock_info, tag="console", **SCHEDULES)
+    settings = stack.unique_settings(azurite, mock_info, tag="console", MONTHLY_SCORING_QUOTA=str(QUOTA), **SCHEDULES)
     log = tmp_path_factory.mktemp("console") / "runner.log"
     runner = stack.start_runner(settings, log_path=str(log), extra_args=["--no-timers"])
     try:
@@ -142,7 +143,16 @@ def test_an_admin_adds_trains_inspects_publishes_and_sees_the_card(
 
     status, accepted = call(app, "POST", "/api/score", {})
     assert status == 202, accepted
-    assert wait_job(app, accepted["job"]["id"])["status"] == "succeeded"
+    run = wait_job(app, accepted["job"]["id"])
+    assert run["status"] == "succeeded"
+    page.locator("#nav-activity").click()
+    page.locator(f"#runs tr[data-run='{run['id']}'] .run-status", has_text="succeeded").wait_for()
+    scored = int(page.locator(f"#runs tr[data-run='{run['id']}'] .scored").inner_text())
+    assert scored == run["result"]["scored"] > 0
+    assert page.locator("#usage-now").inner_text().startswith(f"{scored} records scored in ")
+    assert f"of a monthly limit of {QUOTA}" in page.locator("#usage-now").inner_text()
+    assert "finished" in page.locator("#last-sync").inner_text()
+    shot(page.locator("main"), "console-activity.png")
     row = max(mock_server.org.rows("msdyn_predictivescore"), key=lambda r: r["msdyn_score"])
     _, card = open_card(braced_upper(row["msdyn_entityid"]))
     assert card.locator("#score").inner_text() == str(row["msdyn_score"])
