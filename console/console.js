@@ -401,11 +401,13 @@
       var r = attr.values[v];
       var bar = el("span", { class: "bar" });
       bar.style.width = Math.round(160 * r.rate) + "px";
+      var average = el("span", { class: "average", title: "Average " + pct(attr.global_rate) });
+      average.style.left = Math.round(160 * attr.global_rate) + "px";
       var rel = r.rate >= attr.global_rate ? "above" : "below";
-      return el("tr", {}, [el("td", { text: v === "__missing__" ? "(empty)" : v }), el("td", {}, [bar]), el("td", { class: "num", text: pct(r.rate) }),
+      return el("tr", {}, [el("td", { text: v === "__missing__" ? "(empty)" : v }), el("td", {}, [el("span", { class: "track" }, [bar, average])]), el("td", { class: "num", text: pct(r.rate) }),
         el("td", { class: "muted", text: rel + " the average" })]);
     });
-    box.replaceChildren(el("p", { class: "muted", text: "Average win rate: " + pct(attr.global_rate) }), el("table", {}, [el("tbody", {}, rows)]));
+    box.replaceChildren(el("p", { class: "muted", text: "Average win rate: " + pct(attr.global_rate) + " (the dark line)" }), el("table", {}, [el("tbody", {}, rows)]));
   }
 
   // -- activity --------------------------------------------------------------------------------------
