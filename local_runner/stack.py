@@ -178,19 +178,24 @@ def unique_settings(azurite: Azurite, mock_info: dict[str, Any], tag: str = "", 
     return app_settings(azurite, mock_info, **{**own, **overrides})
 
 
-def dataverse_client(mock_info: dict[str, Any], **kwargs: Any) -> Any:
-    """A DataverseClient for the mock (MSAL against its token endpoint, its certificate trusted)."""
+def token_provider(mock_info: dict[str, Any]) -> Any:
+    """MSAL (client credentials) against the mock's token endpoint, its certificate trusted."""
     from connectors.auth import token_provider_from
-    from connectors.dataverse import DataverseClient
 
-    provider = token_provider_from(
+    return token_provider_from(
         authority=mock_info["authority"],
         client_id=mock_info["client_id"],
         scope=mock_info["resource"].rstrip("/") + "/.default",
         client_secret=mock_info["client_secret"],
         ca_bundle=mock_info["ca_cert"],
     )
-    return DataverseClient(mock_info["url"], provider, ca_bundle=mock_info["ca_cert"], **kwargs)
+
+
+def dataverse_client(mock_info: dict[str, Any], **kwargs: Any) -> Any:
+    """A DataverseClient for the mock (MSAL against its token endpoint, its certificate trusted)."""
+    from connectors.dataverse import DataverseClient
+
+    return DataverseClient(mock_info["url"], token_provider(mock_info), ca_bundle=mock_info["ca_cert"], **kwargs)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from connectors.auth import token_provider_from
+from local_runner import stack
 
 HARNESS = Path(__file__).with_name("harness.html").read_text()
 SHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
@@ -29,14 +29,7 @@ def braced_upper(opp_id: str) -> str:
 @pytest.fixture(scope="module")
 def token(mock_info: dict[str, Any]) -> str:
     """A bearer token from the mock's token endpoint, through MSAL (client credentials)."""
-    provider = token_provider_from(
-        authority=mock_info["authority"],
-        client_id=mock_info["client_id"],
-        scope=mock_info["resource"].rstrip("/") + "/.default",
-        client_secret=mock_info["client_secret"],
-        ca_bundle=mock_info["ca_cert"],
-    )
-    return provider.token()
+    return str(stack.token_provider(mock_info).token())
 
 
 @pytest.fixture

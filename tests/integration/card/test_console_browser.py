@@ -8,7 +8,6 @@ Expectations come from the API itself. The tests write docs/screenshots/console-
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,35 +22,13 @@ from modeling.config import ModelConfig
 from solution import package
 from tests.conftest import mock_call
 from tests.integration.card.browser import braced_upper, shot
+from tests.integration.http import call, wait_job
 
 pytestmark = pytest.mark.integration
 
 SCHEDULES = {"SYNC_SCHEDULE": "0 0 */4 * * *", "SCORING_SCHEDULE": "0 30 5 * * *", "RETRAIN_SCHEDULE": "0 0 3 * * *"}
 QUOTA = 100_000  # a monthly limit, so the quota counts what is scored (the Activity page shows it)
 NAME = "Console_Walk"
-
-
-def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        return err.code, json.loads(raw) if raw else None
-
-
-def wait_job(base: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, job = call(base, "GET", f"/api/jobs/{job_id}")
-        if status == 200 and job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout} s")
 
 
 @pytest.fixture(scope="module")
