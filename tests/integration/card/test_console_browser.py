@@ -168,3 +168,27 @@ def test_insufficient_data_shows_the_counts(console: Any, app: str) -> None:
     panel.wait_for()
     assert panel.locator("td.found").all_inner_texts() == ["0", "0"]
     assert "40" in panel.inner_text()
+
+
+def test_versions_retrain_revert_and_delete_follow_the_rules(console: Any, app: str) -> None:
+    page = console
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete model ...?"
+    page.goto(app + f"/api/console#/model/{NAME}")
+    page.locator("#retrain").click()
+    page.locator("#versions tr[data-version='2']").wait_for(timeout=240_000)
+    page.locator("#model-status .status", has_text="ready").wait_for(timeout=240_000)
+    view = call(app, "GET", f"/api/models/{NAME}")[1]
+    assert view["publishedVersion"] == 1 and view["canRevert"], view  # a manual retrain waits to be published
+    assert page.locator("#versions tr[data-version='2'] button.publish").is_enabled()
+    page.locator("#revert").click()
+    page.locator("#versions tr[data-version='2']", has_text="Reverted").wait_for()
+    assert page.locator("#revert").is_disabled()
+    page.locator("#delete").click()  # auto-retrain is on: the API refuses, the console says why
+    page.locator("#notice.bad").wait_for()
+    assert "(AutoRetrainOn)" in page.locator("#notice").inner_text()
+    page.locator("#auto-retrain").click()
+    page.locator("#auto-retrain", has_text="Turn auto-retrain on").wait_for()
+    page.locator("#delete").click()
+    page.locator("#models").wait_for()
+    assert page.locator(f"#models tr[data-model='{NAME}']").count() == 0
+    assert call(app, "GET", f"/api/models/{NAME}")[0] == 404
