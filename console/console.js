@@ -336,27 +336,45 @@
             el("tr", {}, [el("th", { text: "Lost" }), el("td", { class: "num", text: String(cm.fp) }), el("td", { class: "num", text: String(cm.tn) })])
           ])
         ]),
+        el("h3", { text: "ROC curve" }),
+        m.roc ? roc(m.roc, m.threshold) : el("p", { class: "muted", text: "Not kept for this version (trained before ROC points were stored)." }),
         el("h3", { text: "Reliability (predicted against won rate)" }),
         reliability(m.calibration || [])
       );
     });
   }
 
-  function reliability(bins) {
-    var W = 300, H = 220, L = 30, B = 24, T = 8, R = 8;
+  function axes(W, H, L, B, T, R, xLabel, yLabel) {
     var x = function (v) { return L + v * (W - L - R); }, y = function (v) { return T + (1 - v) * (H - T - B); };
-    var used = bins.filter(function (b) { return b.count > 0; });
-    var kids = [svg("title", { text: "Reliability chart: " + used.length + " score bands" }),
+    return { x: x, y: y, kids: [
       svg("line", { class: "axis", x1: L, y1: y(0), x2: x(1), y2: y(0) }), svg("line", { class: "axis", x1: L, y1: y(0), x2: L, y2: y(1) }),
       svg("line", { class: "ideal", x1: x(0), y1: y(0), x2: x(1), y2: y(1) }),
-      svg("text", { class: "label", x: x(0.5), y: H - 4, "text-anchor": "middle", text: "predicted" }),
-      svg("text", { class: "label", x: 4, y: T + 8, text: "won" }),
-      svg("polyline", { points: used.map(function (b) { return x(b.mean_predicted) + "," + y(b.won_rate); }).join(" ") })];
+      svg("text", { class: "label", x: x(0.5), y: H - 4, "text-anchor": "middle", text: xLabel }),
+      svg("text", { class: "label", x: 4, y: T + 8, text: yLabel })
+    ] };
+  }
+
+  /** ROC from the stored points (true- against false-positive rate per score cut); the chosen threshold marked. */
+  function roc(points, threshold) {
+    var a = axes(300, 220, 30, 24, 8, 8, "false positive rate", "true positive rate");
+    var kids = [svg("title", { text: "ROC curve, " + points.length + " score cuts" })].concat(a.kids);
+    kids.push(svg("polyline", { points: points.map(function (p) { return a.x(p.fpr) + "," + a.y(p.tpr); }).join(" ") }));
+    var near = points.reduce(function (best, p) { return Math.abs(p.threshold - threshold) < Math.abs(best.threshold - threshold) ? p : best; }, points[0]);
+    kids.push(svg("circle", { cx: a.x(near.fpr), cy: a.y(near.tpr), r: 4, fill: "#c50f1f", "data-threshold": near.threshold },
+      [svg("title", { text: "score cut " + near.threshold + ": " + pct(near.tpr) + " of won, " + pct(near.fpr) + " of lost above it" })]));
+    return svg("svg", { class: "chart", id: "roc", viewBox: "0 0 300 220", role: "img", "aria-label": "ROC curve" }, kids);
+  }
+
+  function reliability(bins) {
+    var a = axes(300, 220, 30, 24, 8, 8, "predicted", "won"), x = a.x, y = a.y;
+    var used = bins.filter(function (b) { return b.count > 0; });
+    var kids = [svg("title", { text: "Reliability chart: " + used.length + " score bands" })].concat(a.kids);
+    kids.push(svg("polyline", { points: used.map(function (b) { return x(b.mean_predicted) + "," + y(b.won_rate); }).join(" ") }));
     used.forEach(function (b) {
       kids.push(svg("circle", { cx: x(b.mean_predicted), cy: y(b.won_rate), r: 3, fill: "#0f6cbd", "data-count": b.count },
         [svg("title", { text: pct(b.mean_predicted) + " predicted, " + pct(b.won_rate) + " won (" + b.count + " records)" })]));
     });
-    return svg("svg", { class: "chart", id: "reliability", viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "Reliability chart" }, kids);
+    return svg("svg", { class: "chart", id: "reliability", viewBox: "0 0 300 220", role: "img", "aria-label": "Reliability chart" }, kids);
   }
 
   function insights(path, box) {

@@ -108,6 +108,10 @@ def test_an_admin_adds_trains_inspects_publishes_and_sees_the_card(
     assert page.locator("#m-auc").inner_text() == f"{perf['metrics']['auc']:.3f}"
     assert page.locator("#confusion tbody td").all_inner_texts()[0] == str(perf["metrics"]["confusion_matrix"]["tp"])
     assert page.locator("#reliability circle").count() == sum(1 for b in perf["metrics"]["calibration"] if b["count"])
+    roc_line = page.locator("#roc polyline").get_attribute("points") or ""
+    assert len(roc_line.split()) == len(perf["metrics"]["roc"]) == 21
+    marked = int(page.locator("#roc circle").get_attribute("data-threshold") or -1)
+    assert abs(marked - perf["metrics"]["threshold"]) <= 2  # the cut nearest the chosen threshold
     _, ins = call(app, "GET", f"/api/models/{NAME}/insights")
     page.locator("#top-attributes li").first.wait_for()
     assert page.locator("#top-attributes li").all_inner_texts() == [t["sentence"] for t in ins["topAttributes"]]
