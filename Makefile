@@ -1,5 +1,7 @@
 # One entry point. `make demo` runs the main job; `make test` runs every check CI runs.
-# Both install what they need on first use: a Python venv from requirements-dev.txt and Azurite via npm.
+# Both install what they need on first use: a Python venv from requirements-dev.txt, Azurite via npm and,
+# where no Chromium is found, Debian's `chromium` (the browser tests drive it through Playwright's
+# executable_path: Playwright's own browser download is unreachable).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,9 +9,14 @@ INFRA_VENV := .venv-infra
 MOCK_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test dev bench lint typecheck unit integration deps clean
+.PHONY: demo test dev bench lint typecheck unit integration deps browser package clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-deps: $(VENV)/.installed $(INFRA_VENV)/.installed node_modules/.installed
+deps: $(VENV)/.installed $(INFRA_VENV)/.installed node_modules/.installed browser
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,5 +57,8 @@ dev: deps
 bench: deps
 	$(PY) -m bench $(BENCH_ARGS)
 
+package: $(VENV)/.installed
+	$(PY) -m solution.package $(if $(VERSION),--version $(VERSION),) $(if $(FROM_APP),--from-app $(FROM_APP),)
+
 clean:
-	rm -rf .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .local dist .pytest_cache .mypy_cache .ruff_cache

@@ -170,12 +170,31 @@ OPERATIONS: tuple[Operation, ...] = (
             }
         },
     ),
+    Operation(
+        "get_activity", "GET", "activity", FUNCTION, "service",
+        "the console's Activity page: monthly scoring usage, the last sync's report, the last scoring runs",
+        {200: "Activity"}, errors=(503,),
+    ),
 )
 
 # The catch-all (JSON 404, or 405 + Allow for a known path) is registered here too but not described:
 # it is the absence of a route.
 CATCH_ALL = "not_found"
 BY_NAME: dict[str, Operation] = {op.name: op for op in OPERATIONS}
+
+
+@dataclass(frozen=True)
+class StaticFiles:
+    """A route serving files (not JSON, so not in the API description), registered from this table too."""
+
+    name: str
+    method: str
+    route: str
+    auth: func.AuthLevel
+
+
+# the admin console's page, script and style (functions/console.py): anonymous, it holds no secret
+STATIC: dict[str, StaticFiles] = {"console": StaticFiles("console", "GET", "console/{*path}", ANONYMOUS)}
 
 PARAMETERS: dict[str, dict[str, Any]] = {
     "ModelName": {
@@ -229,8 +248,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def route(bp: func.Blueprint, name: str) -> Callable[[F], F]:
-    """Register `fn` as the HTTP function `name` of the table: its name, template, method and auth level."""
-    op = BY_NAME[name]
+    """Register `fn` as the HTTP function `name` of the table (OPERATIONS or STATIC): its name, template,
+    method and auth level."""
+    op: Operation | StaticFiles = BY_NAME[name] if name in BY_NAME else STATIC[name]
 
     def register(fn: F) -> F:
         routed = bp.route(route=op.route, methods=[op.method], auth_level=op.auth)(fn)
@@ -240,11 +260,14 @@ def route(bp: func.Blueprint, name: str) -> Callable[[F], F]:
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
-    parts = [r"[^/]+" if p.startswith("{") else re.escape(p) for p in template.split("/")]
-    return re.compile("/".join(parts))
+    """`models/{name}` -> one segment per parameter; a trailing `/{*rest}` matches nothing or any rest."""
+    head, star, _ = template.partition("/{*")
+    parts = [r"[^/]+" if p.startswith("{") else re.escape(p) for p in head.split("/")]
+    return re.compile("/".join(parts) + (r"(?:/.*)?" if star else ""))
 
 
-_TEMPLATES = [(_template_regex(op.route), op.method) for op in OPERATIONS]
+_ROUTED: tuple[Operation | StaticFiles, ...] = (*OPERATIONS, *STATIC.values())
+_TEMPLATES = [(_template_regex(op.route), op.method) for op in _ROUTED]
 
 
 def allowed_methods(path: str) -> list[str]:

@@ -38,8 +38,8 @@ def _open(properties: dict[str, Any], required: list[str] | None = None, **extra
 
 
 _GRADE_RANGES = {
-    "description": "minimum scores of grades A, B, C as `[75, 50, 25]`, `{\"A\": 75, \"B\": 50, \"C\": 25}`, "
-    "or full contiguous ranges `{\"A\": {\"min\": 75, \"max\": 100}, ...}` covering 0..100",
+    "description": 'minimum scores of grades A, B, C as `[75, 50, 25]`, `{"A": 75, "B": 50, "C": 25}`, '
+    'or full contiguous ranges `{"A": {"min": 75, "max": 100}, ...}` covering 0..100',
     "oneOf": [
         {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 100}, "minItems": 3, "maxItems": 3},
         {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100}},
@@ -232,6 +232,23 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "insights": {"type": "object"},
         },
         ["model", "version", "insights"],
+    ),
+    # The console's Activity page: monthly scoring usage, the last sync's report, the last scoring runs' reports.
+    "Activity": _open(
+        {
+            "usage": _open(
+                {
+                    "limit": {"type": ["integer", "null"]},
+                    "counted": {"type": "boolean"},
+                    "thisMonth": {"type": "object"},
+                    "months": {"type": "array", "items": {"type": "object"}},
+                },
+                ["counted", "months"],
+            ),
+            "lastSync": {"type": ["object", "null"]},
+            "scoringRuns": {"type": "array", "items": {"type": "object"}},
+        },
+        ["usage", "lastSync", "scoringRuns"],
     ),
     "AuditPage": _open(
         {

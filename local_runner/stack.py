@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+WEBRESOURCES = ROOT / "solution" / "webresources"  # served by the mock under /WebResources/, as Dataverse does
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
@@ -120,8 +121,10 @@ class Mock:
 
 
 def start_mock(args: list[str] | None = None, log_path: str | None = None, timeout: float = 120.0) -> Mock:
-    """`python -m mock_dataverse serve --port 0 ...` and its one JSON line (url, api, authority, ...)."""
-    cmd = [sys.executable, "-m", "mock_dataverse", "serve", "--port", "0", *(args or [])]
+    """`python -m mock_dataverse serve --port 0 --webresources solution/webresources ...` and its one JSON
+    line (url, api, authority, ...)."""
+    cmd = [sys.executable, "-m", "mock_dataverse", "serve", "--port", "0", "--webresources", str(WEBRESOURCES)]
+    cmd += args or []
     stderr = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -175,19 +178,24 @@ def unique_settings(azurite: Azurite, mock_info: dict[str, Any], tag: str = "", 
     return app_settings(azurite, mock_info, **{**own, **overrides})
 
 
-def dataverse_client(mock_info: dict[str, Any], **kwargs: Any) -> Any:
-    """A DataverseClient for the mock (MSAL against its token endpoint, its certificate trusted)."""
+def token_provider(mock_info: dict[str, Any]) -> Any:
+    """MSAL (client credentials) against the mock's token endpoint, its certificate trusted."""
     from connectors.auth import token_provider_from
-    from connectors.dataverse import DataverseClient
 
-    provider = token_provider_from(
+    return token_provider_from(
         authority=mock_info["authority"],
         client_id=mock_info["client_id"],
         scope=mock_info["resource"].rstrip("/") + "/.default",
         client_secret=mock_info["client_secret"],
         ca_bundle=mock_info["ca_cert"],
     )
-    return DataverseClient(mock_info["url"], provider, ca_bundle=mock_info["ca_cert"], **kwargs)
+
+
+def dataverse_client(mock_info: dict[str, Any], **kwargs: Any) -> Any:
+    """A DataverseClient for the mock (MSAL against its token endpoint, its certificate trusted)."""
+    from connectors.dataverse import DataverseClient
+
+    return DataverseClient(mock_info["url"], token_provider(mock_info), ca_bundle=mock_info["ca_cert"], **kwargs)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """CLI: `python -m mock_dataverse serve --port N [--seed S] [--opportunities K]
 [--import FILE --mapping MAP.json]
-[--http] [--token-ttl SECONDS] [--now 2026-11-26T00:00:00Z]`.
+[--http] [--token-ttl SECONDS] [--now 2026-11-26T00:00:00Z] [--webresources DIR]`.
 
 Prints exactly one JSON line on stdout once ready, logs to stderr, exits 0 on SIGTERM/SIGINT and 2 on
 bad arguments or an invalid mapping (the message names the field)."""
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--concurrency-limit", type=int, default=52, help="concurrent requests per client")
     s.add_argument("--dop-hint", type=int, default=4, help="x-ms-dop-hint sent on every Web API response")
     s.add_argument("--cost-sleep", action="store_true", help="each request takes its modelled server time")
+    s.add_argument("--webresources", help="folder served under /WebResources/ (e.g. solution/webresources)")
     s.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrency_limit=args.concurrency_limit,
             dop_hint=args.dop_hint,
             cost_sleep=args.cost_sleep,
+            webresources=args.webresources,
         )
     except (MappingError, DataverseError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import errors as E
+from . import webresources
 from .api import Api, Request, Response
 from .auth import TokenService, make_certificate
 from .batch import handle_batch
@@ -140,6 +141,7 @@ class MockServer:
         concurrency_limit: int = 52,
         dop_hint: int = 4,
         cost_sleep: bool = False,
+        webresources: str | Path | None = None,
     ):
         self.seed, self.opportunities, self.port, self.https, self.host = (
             seed,
@@ -149,6 +151,7 @@ class MockServer:
             host,
         )
         self.import_file, self.mapping = import_file, mapping
+        self.webresources = Path(webresources) if webresources is not None else None
         if isinstance(now, str):
             now = datetime.fromisoformat(now.replace("Z", "+00:00"))
         self.start_now = (now or default_now()).astimezone(UTC)
@@ -265,6 +268,8 @@ class MockServer:
             return self._api(method, path, query, headers, body)
         if path.startswith("/_mock/"):
             return self._control(method, path, body)
+        if path.startswith(webresources.PREFIX):
+            return webresources.serve(self.webresources, method, path)
         return self._identity(method, path, headers, body)
 
     def _api(

@@ -208,6 +208,24 @@ def calibration_table(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict
     return out
 
 
+def roc_points(p: np.ndarray, y: np.ndarray, step: int = 5) -> list[dict[str, Any]]:
+    """The ROC curve on a grid of score cuts (0, 5, ..., 100 by default): at each cut, the share of won
+    records scored above it (`tpr`) and of lost ones (`fpr`); from (1, 1) at cut 0 down to (0, 0) at 100."""
+    y = y.astype(int)
+    won, lost = max(int(y.sum()), 1), max(int((1 - y).sum()), 1)
+    out = []
+    for cut in range(0, 101, step):
+        pred = p * 100 > cut if cut else np.ones(len(p), dtype=bool)
+        out.append(
+            {
+                "threshold": cut,
+                "tpr": round(float((pred & (y == 1)).sum()) / won, 4),
+                "fpr": round(float((pred & (y == 0)).sum()) / lost, 4),
+            }
+        )
+    return out
+
+
 def f1_threshold(p: np.ndarray, y: np.ndarray) -> float:
     """The cut (on a 1%-grid of scores) that maximises F1 when scores above it are predicted won."""
     y = y.astype(int)
@@ -258,6 +276,7 @@ def evaluate(
         "brier": round(float(brier_score_loss(y, p)), 4),
         "ece": round(ece(p, y), 4),
         "calibration": calibration_table(p, y),
+        "roc": roc_points(p, y),
         "readiness": status,
         "readiness_cutoffs": {"ready": ready, "ok": ok},
         "test_rows": n,

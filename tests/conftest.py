@@ -28,10 +28,11 @@ def azurite() -> Iterator[stack.Azurite]:
 
 @pytest.fixture(scope="session")
 def mock_server() -> Iterator[Any]:
-    """The mock Dataverse, in-process over HTTPS: seed 7, 1,500 opportunities."""
+    """The mock Dataverse, in-process over HTTPS: seed 7, 1,500 opportunities; the solution's web resources
+    under /WebResources/."""
     from mock_dataverse.server import MockServer
 
-    server = MockServer(seed=7, opportunities=1500, port=0, https=True)
+    server = MockServer(seed=7, opportunities=1500, port=0, https=True, webresources=stack.WEBRESOURCES)
     server.start()
     try:
         yield server
@@ -174,3 +175,27 @@ class Telemetry:
 def otel() -> Telemetry:
     """Spans and metrics recorded by this test (the SDK's in-memory exporter and metric reader)."""
     return Telemetry(*_otel_providers())
+def chromium_path() -> str:
+    """The system Chromium (`make deps` installs Debian's `chromium` where none is found): Playwright's own
+    browser download is unreachable, so it drives this one through `executable_path`."""
+    import os
+    import shutil
+
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser", "google-chrome"):
+        found = candidate and shutil.which(candidate)
+        if found:
+            return found
+    raise RuntimeError("no Chromium found: run `make deps` (apt-get install -y chromium) or set CHROMIUM_PATH")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by Playwright, one per session (pages and contexts are per test)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = {"connectors", "functions", "model_store", "modeling", "mock_dataverse", "local_runner", "bench", "tests"}
+PROJECT = {
+    "connectors", "functions", "model_store", "modeling", "mock_dataverse", "local_runner", "bench", "tests", "solution"
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,6 +37,7 @@ def _modules(package: str) -> list[Path]:
         ("modeling", set()),
         ("model_store", {"connectors", "modeling"}),
         ("mock_dataverse", set()),
+        ("solution", {"modeling"}),
         ("functions/services", {"connectors", "model_store", "modeling", "functions"}),
     ],
 )

@@ -17,8 +17,8 @@ from connectors.blobs import JsonBlobs, container_client
 from connectors.lake import Lake
 from local_runner import stack
 from tests.conftest import mock_call
-from tests.integration.foundation.test_pipeline_http import call
-from tests.integration.foundation.test_pipeline_http import wait_job as _wait_job
+from tests.integration.http import call
+from tests.integration.http import wait_job as _wait_job
 from tests.integration.sync.test_sync_mock import SYNCED, assert_history_clean, assert_lake_equals_mock
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from local_runner import stack
-from tests.integration.foundation.test_pipeline_http import wait_job
+from tests.integration.http import wait_job
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[3]
 def _http_functions() -> dict[str, dict]:
     out = {}
     for name, f in registry().items():
-        trigger = next(b for b in json.loads(f.get_function_json())["bindings"] if b["type"] == "httpTrigger" or
-                       b["type"].endswith("Trigger"))
+        trigger = next(
+            b
+            for b in json.loads(f.get_function_json())["bindings"]
+            if b["type"] == "httpTrigger" or b["type"].endswith("Trigger")
+        )
         if trigger["type"] == "httpTrigger":
             out[name] = trigger
     return out
@@ -37,7 +40,7 @@ def test_the_document_is_valid_openapi_3_1():
 
 
 def test_every_registered_route_is_described_and_every_described_route_registered():
-    registered = {n: t for n, t in _http_functions().items() if n != api.CATCH_ALL}
+    registered = {n: t for n, t in _http_functions().items() if n != api.CATCH_ALL and n not in api.STATIC}
     assert set(registered) == set(api.BY_NAME)
     for name, trigger in registered.items():
         op = api.BY_NAME[name]
@@ -49,16 +52,28 @@ def test_every_registered_route_is_described_and_every_described_route_registere
     assert described == {(op.method, op.path) for op in api.OPERATIONS}
 
 
+def test_static_routes_are_registered_from_the_table_and_take_only_their_method():
+    functions = _http_functions()
+    for name, static in api.STATIC.items():
+        assert functions[name]["route"] == static.route and [m.upper() for m in functions[name]["methods"]] == [
+            static.method
+        ]
+    assert api.allowed_methods("console") == ["GET"] and api.allowed_methods("console/console.js") == ["GET"]
+    assert api.allowed_methods("consoles") == []
+
+
 def test_the_readme_http_table_lists_exactly_the_described_routes():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
     rows = set(re.findall(r"^\| `(GET|POST|PATCH|DELETE|PUT) (/api/[^`]+)` \|", section, re.M))
-    assert rows == {(op.method, op.path) for op in api.OPERATIONS}
+    static = {(s.method, "/api/" + s.route.split("/{*")[0]) for s in api.STATIC.values()}
+    assert rows == {(op.method, op.path) for op in api.OPERATIONS} | static
 
 
 def test_auth_levels_anonymous_reads_and_admin_writes():
     levels = {n: t["authLevel"].lower() for n, t in _http_functions().items()}
-    assert {n for n, level in levels.items() if level == "anonymous"} == {"health", "openapi_document", "not_found"}
+    anonymous = {"health", "openapi_document", "not_found", *api.STATIC}
+    assert {n for n, level in levels.items() if level == "anonymous"} == anonymous
     for op in api.OPERATIONS:
         if op.method != "GET":
             assert levels[op.name] == "admin", op.name
@@ -107,8 +122,12 @@ def test_the_served_document_is_the_tables():
 
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
-    [("PUT", "models", "GET, POST"), ("GET", "sync", "POST"), ("POST", "models/M/audit", "GET"),
-     ("PUT", "models/M", "DELETE, GET, PATCH")],
+    [
+        ("PUT", "models", "GET, POST"),
+        ("GET", "sync", "POST"),
+        ("POST", "models/M/audit", "GET"),
+        ("PUT", "models/M", "DELETE, GET, PATCH"),
+    ],
 )
 def test_the_catch_all_answers_405_with_allow_for_a_known_path(method, path, allow):
     fn = registry()["not_found"].get_user_function()

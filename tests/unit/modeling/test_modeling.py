@@ -261,8 +261,12 @@ def test_training_metrics_export_and_insights(trained):
         "brier",
         "ece",
         "calibration",
+        "roc",
         "threshold",
     } <= set(met)
+    roc = met["roc"]
+    assert (roc[0]["tpr"], roc[0]["fpr"]) == (1.0, 1.0) and roc[-1]["threshold"] == 100
+    assert all(a["tpr"] >= b["tpr"] and a["fpr"] >= b["fpr"] for a, b in zip(roc, roc[1:], strict=False))
     cm = met["confusion_matrix"]
     assert sum(cm.values()) == met["test_rows"] == m["counts"]["test_rows"]
     assert m["counts"]["test_rows"] == int(np.ceil(len(data.frame) * 0.2))
