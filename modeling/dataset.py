@@ -378,9 +378,7 @@ def _with_account(
     return out
 
 
-def _past_outcomes(
-    queries: pd.DataFrame, events: pd.DataFrame, key: str, prefix: str, prior: float
-) -> pd.DataFrame:
+def _past_outcomes(queries: pd.DataFrame, events: pd.DataFrame, key: str, prefix: str) -> pd.DataFrame:
     """For each query (key, t): counts of events with the same key closed strictly before t."""
     q = queries[[key, "_t", "_row"]].dropna(subset=[key, "_t"])
     q = q.assign(**{key: q[key].astype(str).astype(object), "_t": _utc(q["_t"], len(q)).array})
@@ -417,6 +415,19 @@ def _past_outcomes(
     return res
 
 
+def prior_as_of(times: np.ndarray, ev_close: np.ndarray, ev_y: np.ndarray) -> np.ndarray:
+    """Per time, the win rate of the deals closed strictly before it ((won + 1) / (closed + 2)): the prior a
+    training row's smoothed rates may use, known at its as-of time (never later outcomes)."""
+    close = np.asarray(ev_close, dtype="datetime64[ns]")
+    y = np.asarray(ev_y, dtype=float)
+    keep = ~np.isnat(close) & np.isfinite(y)
+    close, y = close[keep], y[keep]
+    order = np.argsort(close, kind="stable")
+    close, won = close[order], np.concatenate([[0.0], np.cumsum(y[order])])
+    before = np.searchsorted(close, np.asarray(times, dtype="datetime64[ns]"), side="left")
+    return (won[before] + 1.0) / (before + 2.0)
+
+
 def _closed_events(opp: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
     y = _labels(opp, config)
     ev = pd.DataFrame(
@@ -448,8 +459,11 @@ def _close_time(opp: pd.DataFrame) -> pd.Series:
     return close.fillna(mod)
 
 
-def _derive(rows: pd.DataFrame, events: pd.DataFrame, prior: float, stats: Mapping[str, Any]) -> pd.DataFrame:
-    """Adds the DERIVED columns to `rows` (needs _t, _created, _stage_start, __stage__, account/owner ids)."""
+def _derive(
+    rows: pd.DataFrame, events: pd.DataFrame, prior: float | np.ndarray, stats: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Adds the DERIVED columns to `rows` (needs _t, _created, _stage_start, __stage__, account/owner ids);
+    past rates are smoothed toward `prior` (one rate, or one per row)."""
     out = rows.copy()
     for c in ("_t", "_created", "_stage_start"):
         out[c] = _utc(out[c], len(out)).array
@@ -482,9 +496,9 @@ def _derive(rows: pd.DataFrame, events: pd.DataFrame, prior: float, stats: Mappi
     value = pd.to_numeric(out.get("estimatedvalue", pd.Series(np.nan, index=out.index)), errors="coerce")
     q["account_value"] = q["account"].astype(str) + "|" + pd.Series(value.to_numpy()).astype(str)
     q.loc[q["account"].isna(), "account_value"] = None
-    acc = _past_outcomes(q, events, "account", "a_", prior)
-    own = _past_outcomes(q, events, "owner", "o_", prior)
-    accv = _past_outcomes(q, events, "account_value", "av_", prior)
+    acc = _past_outcomes(q, events, "account", "a_")
+    own = _past_outcomes(q, events, "owner", "o_")
+    accv = _past_outcomes(q, events, "account_value", "av_")
     k = PRIOR_STRENGTH
     out["d_account_win_rate"] = ((acc["a_won"] + k * prior) / (acc["a_n"] + k)).to_numpy()
     out["d_account_closed"] = acc["a_n"].to_numpy()
@@ -669,7 +683,11 @@ def build_training_frame(
     deals = _with_account(closed.reset_index(drop=True), tables, attributes)
     deal_close = close[closed.index].to_numpy(dtype="datetime64[ns]")
     deal_y = labels_closed.to_numpy(dtype=int)
-    stats["similar"] = _similar(rows, deals, deal_close, deal_y, open_raw, feats, prior)
+    # training rows smooth their past rates toward the win rate known at their as-of time; open rows (scoring)
+    # toward the training win rate, all of it known by then
+    ev_close = _utc(events["_close"], len(events)).to_numpy(dtype="datetime64[ns]")
+    row_prior = prior_as_of(rows["_t"].to_numpy(dtype="datetime64[ns]"), ev_close, events["_y"].to_numpy())
+    stats["similar"] = _similar(rows, deals, deal_close, deal_y, open_raw, feats, prior, row_prior)
     rate, n_similar, won_similar = similar.training_values(
         stats["similar"]["attributes"],
         rows,
@@ -677,10 +695,10 @@ def build_training_frame(
         deals,
         deal_close,
         deal_y,
-        prior,
+        row_prior,
     )
     rows["d_similar_win_rate"], rows["d_similar_closed"], rows["d_similar_won"] = rate, n_similar, won_similar
-    rows = _derive(rows, events, prior, stats)
+    rows = _derive(rows, events, row_prior, stats)
     open_data = _derive_open(open_raw, events, prior, stats)
     keep = ["opportunityid", STAGE_COLUMN] + [f["name"] for f in feats] + COUNT_COLUMNS
     frame = _ensure_columns(rows, keep)
@@ -863,9 +881,11 @@ def _similar(
     open_raw: pd.DataFrame,
     feats: Sequence[Mapping[str, Any]],
     prior: float,
+    row_prior: np.ndarray,
 ) -> dict[str, Any]:
     """Chooses the similar-deals profile key on the training part only (never the most recent TEST_SHARE
-    of rows, never attributes the leakage guard flags) and returns meta["stats"]["similar"]."""
+    of rows, never attributes the leakage guard flags; each row's rate smoothed toward `row_prior`, the win
+    rate known at its time) and returns meta["stats"]["similar"] (with the training win rate `prior`)."""
     row_close = rows["_close"].to_numpy(dtype="datetime64[ns]")
     order = np.argsort(row_close, kind="stable")
     n_train = len(order) - max(int(np.ceil(len(order) * TEST_SHARE)), 1)
@@ -894,7 +914,7 @@ def _similar(
         deals.loc[ev_mask, [c for c in names if c in deals.columns]].reset_index(drop=True),
         deal_close[ev_mask],
         deal_y[ev_mask],
-        prior,
+        row_prior[part],
     )
     return similar.stats_for(attrs, deals, deal_y, prior, trace)
 

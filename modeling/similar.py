@@ -111,9 +111,10 @@ def past_counts(
 
 
 def shrink(
-    levels: Sequence[tuple[np.ndarray, np.ndarray]], prior: float, k: float = PRIOR_STRENGTH
+    levels: Sequence[tuple[np.ndarray, np.ndarray]], prior: float | np.ndarray, k: float = PRIOR_STRENGTH
 ) -> np.ndarray:
-    """Hierarchical smoothed rate from per-level (closed, won) counts, coarsest first."""
+    """Hierarchical smoothed rate from per-level (closed, won) counts, coarsest first, toward `prior` (one
+    rate, or one per row)."""
     n = len(levels[0][0]) if levels else 0
     est = np.full(n, prior, dtype=float)
     for closed, won in levels:
@@ -129,7 +130,7 @@ def choose_attributes(
     events: pd.DataFrame,
     ev_time: np.ndarray,
     ev_y: np.ndarray,
-    prior: float,
+    prior: float | np.ndarray,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Greedy profile key on (rows, events) of the training part. Returns (attributes, trace)."""
     y = np.asarray(labels, dtype=int)
@@ -180,12 +181,12 @@ def training_values(
     events: pd.DataFrame,
     ev_time: np.ndarray,
     ev_y: np.ndarray,
-    prior: float,
+    prior: float | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rate, closed, won) per row from events closed strictly before the row's time."""
     if not attributes:
         n = len(rows)
-        return np.full(n, prior), np.zeros(n), np.zeros(n)
+        return np.full(n, prior, dtype=float), np.zeros(n), np.zeros(n)
     q_levels = level_keys(rows, attributes)
     e_levels = level_keys(events, attributes)
     counts = [past_counts(e, ev_time, ev_y, q, row_time) for q, e in zip(q_levels, e_levels, strict=True)]

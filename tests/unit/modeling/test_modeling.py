@@ -159,14 +159,19 @@ def test_training_frame_rules(tables):
 
 
 def test_past_win_rate_never_uses_own_outcome(tables):
-    """A deal that is the only closed deal of its account gets the prior, whatever its outcome."""
-    t = {k: v.copy() for k, v in tables.items()}
-    opp = t["opportunity"]
-    opp.loc[0, "_parentaccountid_value"] = "acc-solo"
-    data = build_training_frame(t, MD, _validate({}), synth.NOW)
-    row = data.frame[data.frame["opportunityid"] == opp.loc[0, "opportunityid"]]
-    assert row["d_account_win_rate"].iloc[0] == pytest.approx(data.stats["prior_win_rate"])
-    assert row["d_account_closed"].iloc[0] == 0
+    """A deal that is the only closed deal of its account gets the prior known at its time (no history of
+    its own), whatever its outcome."""
+    rates = []
+    for state, status in ((1, 3), (2, 5)):
+        t = {k: v.copy() for k, v in tables.items()}
+        opp = t["opportunity"]
+        solo = opp.index[opp["statecode"] != 0][0]
+        opp.loc[solo, ["_parentaccountid_value", "statecode", "statuscode"]] = ["acc-solo", state, status]
+        data = build_training_frame(t, MD, _validate({}), synth.NOW)
+        row = data.frame[data.frame["opportunityid"] == opp.loc[solo, "opportunityid"]]
+        assert row["d_account_closed"].iloc[0] == 0
+        rates.append(float(row["d_account_win_rate"].iloc[0]))
+    assert rates[0] == pytest.approx(rates[1]) and 0.05 < rates[0] < 0.95
 
 
 def test_per_stage_rows_and_scoring_eligibility(tables):

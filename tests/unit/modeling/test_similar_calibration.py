@@ -154,3 +154,33 @@ def test_calibrated_test_metrics_reported(trained):
     m = model.meta["metrics"]
     assert {"ece", "ece_uncalibrated", "auc", "auc_uncalibrated"} <= set(m)
     assert model.meta["calibration"]["method"] in {"none", "platt", "isotonic", "blend"}
+
+
+def test_training_rows_smooth_toward_the_win_rate_known_at_their_time(tables):
+    """Issue 16's audit leak: the smoothing prior of past win rates was the win rate of every closed record,
+    the test window's outcomes included. Flipping the outcomes of the latest deals must not move the
+    smoothed rates of rows that closed before them."""
+    from modeling.dataset import prior_as_of
+
+    times = np.array(["2026-01-01", "2026-03-01", "2026-06-01"], dtype="datetime64[ns]")
+    closes = np.array(["2025-12-01", "2026-02-01", "2026-02-15", "2026-05-01"], dtype="datetime64[ns]")
+    assert prior_as_of(times, closes, np.array([1, 0, 1, 1])).tolist() == [2 / 3, 3 / 5, 4 / 6]
+
+    cfg = validate_with_metadata({}, MD, now=synth.NOW)
+    base = build_training_frame(tables, MD, cfg, synth.NOW)
+    opp = tables["opportunity"].copy()
+    closed = opp["statecode"] != 0
+    late = closed & (
+        pd.to_datetime(opp["actualclosedate"], utc=True) >= pd.to_datetime(base.closed_at).max() - pd.Timedelta(days=60)
+    )
+    assert 20 < int(late.sum()) < int(closed.sum()) / 3
+    opp.loc[late, "statecode"] = np.where(opp.loc[late, "statecode"] == 1, 2, 1)
+    opp.loc[late, "statuscode"] = np.where(opp.loc[late, "statecode"] == 1, 3, 5)
+    flipped = build_training_frame({**tables, "opportunity": opp}, MD, cfg, synth.NOW)
+    cut = pd.to_datetime(base.closed_at).max() - pd.Timedelta(days=60)
+    early_ids = set(base.frame["opportunityid"][pd.to_datetime(base.closed_at) < cut])
+    a = base.frame[base.frame["opportunityid"].isin(early_ids)].set_index("opportunityid").sort_index()
+    b = flipped.frame[flipped.frame["opportunityid"].isin(early_ids)].set_index("opportunityid").sort_index()
+    assert len(a) > 100
+    for column in ("d_owner_win_rate", "d_account_win_rate", "d_account_same_value_win_rate"):
+        np.testing.assert_allclose(a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float), err_msg=column)
