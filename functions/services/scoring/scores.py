@@ -107,9 +107,11 @@ def state(lake: Lake) -> pd.DataFrame:
 
 
 def history(lake: Lake, opportunity_id: str | None = None) -> pd.DataFrame:
-    """Score history rows (of one opportunity, or all), oldest first."""
+    """Score history rows (of one opportunity, or all), oldest first. One opportunity's rows are read from
+    only the files whose statistics can hold its id (each batch appends a range of ids)."""
     where = None if opportunity_id is None else pc.field("opportunityid") == opportunity_id
-    rows = lake.tables.read(HISTORY, HISTORY_SCHEMA.names, filters=where)
+    prune = None if opportunity_id is None else [("opportunityid", "=", opportunity_id)]
+    rows = lake.tables.read(HISTORY, HISTORY_SCHEMA.names, filters=where, prune=prune)
     frame = _empty(HISTORY_SCHEMA) if rows is None else rows.to_pandas()
     return frame.sort_values("written_at", kind="stable").reset_index(drop=True)
 
