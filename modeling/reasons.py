@@ -19,7 +19,7 @@ from modeling import phrases
 from modeling.features import MISSING, STAGE_COLUMN
 
 TOP_REASONS = 5
-MIN_POINTS = 1.0
+MIN_POINTS = 1.0  # a reason moves the score by at least one point
 
 # (value as shown, headline when it raises the score, headline when it lowers it, insight, the insight's
 # direction: +1 / -1 when its rate is clearly above / below the overall rate, else 0); when the direction

@@ -31,7 +31,7 @@ from modeling.contributions import Part, contributions, read_model
 from modeling.errors import ModelMetaError
 from modeling.features import inapplicable, model_columns, prepare_with_report
 from modeling.insights import value_keys
-from modeling.reasons import Phrasing
+from modeling.reasons import TOP_REASONS, Phrasing
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ TREND_TOLERANCE = 3
 REASONS_MAX_CHARS = 10_000
 TEXT_MAX_CHARS = 300  # a reason's text longer than this is shortened when the JSON is over its cap
 REASONS_FORMAT = 2
-TOP_REASONS = 5
-MIN_POINTS = 1.0  # a reason moves the score by at least one point
 HISTORY_POINTS = 12  # scores kept in the reasons JSON for the card's chart
 MODEL_OPS = ("TreeEnsembleClassifier", "LinearClassifier")
 IMPROVING, STEADY, DECLINING, NOT_ENOUGH_INFO = 0, 1, 2, 3
@@ -278,7 +276,6 @@ class Scorer:
             self.calibration = meta["calibration"]
             self.rates = meta["value_rates"]
             self.grade_ranges = tuple(meta.get("grade_ranges") or (75, 50, 25))
-            self.baseline = {f["input"]: f["baseline"] for f in self.spec["features"]}
             self.prior = float((meta.get("stats") or {}).get("prior_win_rate", np.nan))
         except (KeyError, TypeError) as exc:
             raise ModelMetaError(f"model meta lacks {exc}") from exc

@@ -42,7 +42,6 @@ from modeling.features import (
     STAGE_COLUMN,
     build_spec,
     feed_to_frame,
-    model_columns,
     number_inputs,
     prepare,
 )
@@ -439,7 +438,6 @@ def _train_model(
     diff = float(np.max(np.abs(p_onnx - p_test_raw))) if len(p_onnx) else 0.0
     if not diff <= PARITY_TOLERANCE:
         raise ExportError(f"onnxruntime differs from scikit-learn by {diff:.2e} (> {PARITY_TOLERANCE}) on the test set")
-    _mark_unused_inputs(final, spec)
     p_test = calibrate(p_test_raw, cal)
     # the cut is chosen on the validation fold, so precision / recall / F1 on the test set are honest
     threshold = f1_threshold(calibrate(results[chosen]["p_val"], cal), y_val)
@@ -522,27 +520,6 @@ def _train_model(
         meta["training_seconds"],
     )
     return TrainedModel(onnx_bytes=onnx_bytes, meta=meta, test_index=np.sort(order[n_train:]))
-
-
-def _mark_unused_inputs(model: Pipeline, spec: Mapping[str, Any]) -> None:
-    """Sets spec feature "used" = False for inputs no tree of a HistGradientBoosting model splits on (their
-    reasons impact is exactly 0, so scoring skips them). Transformed columns follow the ColumnTransformer
-    layout of `_preprocessor`: one one-hot block per category input in spec order, then the numbers."""
-    hgb = model.named_steps["model"]
-    if not isinstance(hgb, HistGradientBoostingClassifier):
-        return
-    columns = model_columns(spec)
-    used: set[str] = set()
-    for predictors in hgb._predictors:
-        for tree in predictors:
-            nodes = tree.nodes
-            for idx in np.unique(nodes["feature_idx"][nodes["is_leaf"] == 0]):
-                if 0 <= int(idx) < len(columns):
-                    used.add(columns[int(idx)])
-    if len(columns) != hgb.n_features_in_:
-        return  # unexpected layout: keep every input
-    for f in spec["features"]:
-        f["used"] = f["input"] in used
 
 
 def _influence(

@@ -15,7 +15,8 @@ from modeling import phrases
 from modeling.config import validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.features import prepare_with_report
-from modeling.scoring import FACT_GROUPS, MIN_POINTS, Scorer, calibrate, raw_probabilities
+from modeling.reasons import MIN_POINTS
+from modeling.scoring import FACT_GROUPS, Scorer, calibrate, raw_probabilities
 from modeling.train import train_model
 from tests.unit.modeling import synth
 
