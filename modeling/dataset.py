@@ -415,6 +415,24 @@ def _past_outcomes(queries: pd.DataFrame, events: pd.DataFrame, key: str, prefix
     return res
 
 
+def test_split(row_close: np.ndarray) -> tuple[np.ndarray, int, np.datetime64]:
+    """The time-ordered split modeling.train repeats: (row order by close time, rows in the training part,
+    the close time the test part starts at; far in the future when there is no test part)."""
+    order = np.argsort(row_close, kind="stable")
+    n_train = len(order) - max(int(np.ceil(len(order) * TEST_SHARE)), 1)
+    test_from = row_close[order[n_train]] if n_train < len(order) else np.datetime64("2262-01-01", "ns")
+    return order, n_train, test_from
+
+
+def known_times(row_time: np.ndarray, row_close: np.ndarray) -> np.ndarray:
+    """When each training row's frozen knowledge dates from: its as-of time, but for test rows no later than
+    the test part's start. Scoring reads the similar-deals counts and the prior stored at training, so a test
+    row (standing for a deal scored by a model trained before the test window) must not see the outcomes of
+    earlier test deals through them. Live counts (account, owner) keep the row's own time, as scoring does."""
+    _, _, test_from = test_split(row_close)
+    return np.minimum(np.asarray(row_time, dtype="datetime64[ns]"), test_from)
+
+
 def prior_as_of(times: np.ndarray, ev_close: np.ndarray, ev_y: np.ndarray) -> np.ndarray:
     """Per time, the win rate of the deals closed strictly before it ((won + 1) / (closed + 2)): the prior a
     training row's smoothed rates may use, known at its as-of time (never later outcomes)."""
@@ -683,15 +701,16 @@ def build_training_frame(
     deals = _with_account(closed.reset_index(drop=True), tables, attributes)
     deal_close = close[closed.index].to_numpy(dtype="datetime64[ns]")
     deal_y = labels_closed.to_numpy(dtype=int)
-    # training rows smooth their past rates toward the win rate known at their as-of time; open rows (scoring)
-    # toward the training win rate, all of it known by then
+    # training rows smooth their past rates toward the win rate known at their as-of time (test rows: at the
+    # test window's start, see known_times); open rows (scoring) toward the training win rate
     ev_close = _utc(events["_close"], len(events)).to_numpy(dtype="datetime64[ns]")
-    row_prior = prior_as_of(rows["_t"].to_numpy(dtype="datetime64[ns]"), ev_close, events["_y"].to_numpy())
+    known = known_times(rows["_t"].to_numpy(dtype="datetime64[ns]"), rows["_close"].to_numpy(dtype="datetime64[ns]"))
+    row_prior = prior_as_of(known, ev_close, events["_y"].to_numpy())
     stats["similar"] = _similar(rows, deals, deal_close, deal_y, open_raw, feats, prior, row_prior)
     rate, n_similar, won_similar = similar.training_values(
         stats["similar"]["attributes"],
         rows,
-        rows["_t"].to_numpy(dtype="datetime64[ns]"),
+        known,
         deals,
         deal_close,
         deal_y,
@@ -886,11 +905,8 @@ def _similar(
     """Chooses the similar-deals profile key on the training part only (never the most recent TEST_SHARE
     of rows, never attributes the leakage guard flags; each row's rate smoothed toward `row_prior`, the win
     rate known at its time) and returns meta["stats"]["similar"] (with the training win rate `prior`)."""
-    row_close = rows["_close"].to_numpy(dtype="datetime64[ns]")
-    order = np.argsort(row_close, kind="stable")
-    n_train = len(order) - max(int(np.ceil(len(order) * TEST_SHARE)), 1)
+    order, n_train, test_from = test_split(rows["_close"].to_numpy(dtype="datetime64[ns]"))
     part = np.sort(order[:n_train])
-    test_from = row_close[order[n_train]] if n_train < len(order) else np.datetime64("2262-01-01", "ns")
     names = [f["name"] for f in feats if not f.get("derived") and f["name"] in rows.columns]
     train_rows = rows[names].iloc[part].reset_index(drop=True)  # the attributes only: not a copy of every column
     y_train = rows["_y"].to_numpy(dtype=int)[part]

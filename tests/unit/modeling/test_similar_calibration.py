@@ -184,3 +184,32 @@ def test_training_rows_smooth_toward_the_win_rate_known_at_their_time(tables):
     assert len(a) > 100
     for column in ("d_owner_win_rate", "d_account_win_rate", "d_account_same_value_win_rate"):
         np.testing.assert_allclose(a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float), err_msg=column)
+
+
+def test_test_rows_see_only_the_similar_counts_frozen_before_the_test_window(tables):
+    """Issue 16's second audit leak: scoring reads the similar-deals counts (and the prior) stored at training,
+    but test rows counted the outcomes of earlier test deals. Flipping every test-window outcome must leave the
+    test rows' similar-deals values unchanged, while their live owner counts (as scoring's) follow."""
+    from modeling.dataset import test_split
+
+    cfg = _cfg()
+    base = build_training_frame(tables, MD, cfg, synth.NOW)
+    assert base.stats["similar"]["attributes"], "the synthetic org should choose a similar-deals key"
+    _, _, test_from = test_split(pd.to_datetime(pd.Series(base.closed_at), utc=True).to_numpy(dtype="datetime64[ns]"))
+    opp = tables["opportunity"].copy()
+    close = pd.to_datetime(opp["actualclosedate"], utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    late = (opp["statecode"] != 0).to_numpy() & (close >= test_from)
+    assert 50 < int(late.sum())
+    opp.loc[late, "statecode"] = np.where(opp.loc[late, "statecode"] == 1, 2, 1)
+    opp.loc[late, "statuscode"] = np.where(opp.loc[late, "statecode"] == 1, 3, 5)
+    flipped = build_training_frame({**tables, "opportunity": opp}, MD, cfg, synth.NOW)
+
+    def test_rows(data):
+        closed_at = pd.to_datetime(pd.Series(data.closed_at), utc=True).dt.tz_localize(None).to_numpy()
+        return data.frame[closed_at >= test_from].set_index("opportunityid").sort_index()
+
+    a, b = test_rows(base), test_rows(flipped)
+    assert len(a) == len(b) > 50
+    for column in ("d_similar_win_rate", "d_similar_closed", "d_similar_won"):
+        np.testing.assert_allclose(a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float), err_msg=column)
+    assert not np.allclose(a["d_owner_win_rate"].to_numpy(dtype=float), b["d_owner_win_rate"].to_numpy(dtype=float))
