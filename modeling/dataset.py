@@ -31,7 +31,7 @@ from modeling import similar
 from modeling.config import ModelConfig
 from modeling.errors import InsufficientDataError
 from modeling.features import STAGE_COLUMN, boolean_options, build_spec
-from modeling.leakage import leakage_report
+from modeling.leakage import LATE_DAYS, leakage_report
 
 MIN_PER_CLASS = 40
 MIN_LAST_STAGE = 40
@@ -127,6 +127,7 @@ class TrainingData:
     stats: dict[str, Any]  # what scoring needs to derive features the same way (stage medians, prior)
     stages: list[str] = field(default_factory=list)
     period: dict[str, str] = field(default_factory=dict)
+    late: dict[str, dict[str, int]] = field(default_factory=dict)  # leakage_report's history test (_late_changes)
 
 
 @dataclass
@@ -571,6 +572,34 @@ def _point_in_time(rows: pd.DataFrame, history: pd.DataFrame | None, columns: Se
     return out
 
 
+def _late_changes(
+    deals: pd.DataFrame, close: pd.Series, history: pd.DataFrame | None, columns: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Per opportunity attribute, over the closed deals whose history reaches back LATE_DAYS before their
+    close and that hold a value at close: how many (`deals`) and how many of them got that final value only in
+    those last days (`late`: blank or different LATE_DAYS before close). For leakage_report's history test."""
+    cols = [c for c in columns if not c.startswith(ACCOUNT_PREFIX) and c in deals.columns]
+    if history is None or history.empty or "opportunityid" not in history.columns or not cols or deals.empty:
+        return {}
+    ht = _utc(history["modifiedon"] if "modifiedon" in history.columns else history.get("_synced_at"), len(history))
+    first = pd.Series(ht.array, index=history["opportunityid"].astype(str).to_numpy()).groupby(level=0).min()
+    rows = deals[["opportunityid"] + cols].reset_index(drop=True)
+    rows["opportunityid"] = rows["opportunityid"].astype(str)
+    rows["_t"] = (_utc(pd.Series(close.to_numpy()), len(rows)) - pd.Timedelta(days=LATE_DAYS)).array
+    seen = (rows["opportunityid"].map(first) <= rows["_t"]).to_numpy(dtype=bool)
+    if not seen.any():
+        return {}
+    at_cut = _point_in_time(rows[seen].reset_index(drop=True), history, cols)
+    final = rows[seen].reset_index(drop=True)
+    out: dict[str, dict[str, int]] = {}
+    for c in cols:
+        now_v, then_v = final[c].astype(object), at_cut[c].astype(object)
+        filled = now_v.notna().to_numpy()
+        changed = then_v.isna().to_numpy() | (then_v.map(str) != now_v.map(str)).to_numpy()
+        out[c] = {"deals": int(filled.sum()), "late": int((filled & changed).sum())}
+    return out
+
+
 def _stage_history(history: pd.DataFrame | None) -> pd.DataFrame:
     """(opportunityid, stage, entered) from opportunity_history's stepname changes."""
     if history is None or history.empty or "stepname" not in history.columns:
@@ -646,6 +675,7 @@ def build_training_frame(
     history = tables.get("opportunity_history")
     stage_hist = _stage_history(history)
     prior = won / max(won + lost, 1)
+    late = _late_changes(closed, close[closed.index], history, attributes)
 
     if config.per_stage:
         rows = _per_stage_rows(closed, created, close, stages, stage_hist, bpf_inst, process)
@@ -706,7 +736,7 @@ def build_training_frame(
     ev_close = _utc(events["_close"], len(events)).to_numpy(dtype="datetime64[ns]")
     known = known_times(rows["_t"].to_numpy(dtype="datetime64[ns]"), rows["_close"].to_numpy(dtype="datetime64[ns]"))
     row_prior = prior_as_of(known, ev_close, events["_y"].to_numpy())
-    stats["similar"] = _similar(rows, deals, deal_close, deal_y, open_raw, feats, prior, row_prior)
+    stats["similar"] = _similar(rows, deals, deal_close, deal_y, open_raw, feats, prior, row_prior, late)
     rate, n_similar, won_similar = similar.training_values(
         stats["similar"]["attributes"],
         rows,
@@ -731,6 +761,7 @@ def build_training_frame(
         stats=stats,
         stages=stages,
         period={"start": start.isoformat(), "end": now_ts.isoformat()},
+        late=late,
     )
 
 
@@ -901,6 +932,7 @@ def _similar(
     feats: Sequence[Mapping[str, Any]],
     prior: float,
     row_prior: np.ndarray,
+    late: Mapping[str, Mapping[str, int]],
 ) -> dict[str, Any]:
     """Chooses the similar-deals profile key on the training part only (never the most recent TEST_SHARE
     of rows, never attributes the leakage guard flags; each row's rate smoothed toward `row_prior`, the win
@@ -919,7 +951,7 @@ def _similar(
             continue  # constant, or free text / ids: never a profile
         candidates.append(dict(f))
     if candidates and len(train_rows):
-        leak = leakage_report(train_rows, y_train, open_raw, build_spec(train_rows, candidates))
+        leak = leakage_report(train_rows, y_train, open_raw, build_spec(train_rows, candidates), late=late)
         candidates = [f for f in candidates if not leak[f["name"]]["excluded"]]
     ev_mask = deal_close < test_from
     attrs, trace = similar.choose_attributes(

@@ -8,7 +8,11 @@ Tests, each on the prepared (model-input) values so they see exactly what the mo
    distribution of a category differs grossly (total variation distance >= 0.6): the value is set
    when the deal closes, so open deals never look like closed ones (e.g. actual revenue);
 3. near-perfect separation: the attribute alone ranks won above lost with AUC >= 0.97 on closed
-   records (either direction), e.g. an actual value that is 0 exactly when a deal is lost.
+   records (either direction), e.g. an actual value that is 0 exactly when a deal is lost;
+4. seen through history: where the lake's history reaches back LATE_DAYS before a closed deal's close, the
+   attribute got its final value (was blank or different LATE_DAYS before) on >= 80% of at least 30 such
+   deals: it is filled or changed as the deal closes, so it is not known while the deal is open. This test
+   needs no open records (dataset._late_changes counts the deals from the opportunity history).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ OPEN_FILL_GAP = 0.5
 OPEN_TVD = 0.6
 AUC_MAX = 0.97
 MIN_OPEN_ROWS = 20
+LATE_DAYS = 7
+LATE_SHARE = 0.8
+MIN_LATE_DEALS = 30
 THRESHOLDS = {
     "fill_high": FILL_HIGH,
     "fill_low": FILL_LOW,
@@ -37,6 +44,9 @@ THRESHOLDS = {
     "open_tvd": OPEN_TVD,
     "auc_max": AUC_MAX,
     "min_open_rows": MIN_OPEN_ROWS,
+    "late_days": LATE_DAYS,
+    "late_share": LATE_SHARE,
+    "min_late_deals": MIN_LATE_DEALS,
 }
 
 
@@ -72,10 +82,25 @@ def _single_auc(values: np.ndarray, kind: str, y: np.ndarray) -> float:
     return max(auc, 1.0 - auc)
 
 
+def _late_reason(label: str, counts: Mapping[str, int] | None) -> str | None:
+    """Test 4: `counts` is {"deals", "late"} from dataset._late_changes (None: no history for it)."""
+    if not counts or counts["deals"] < MIN_LATE_DEALS or counts["late"] < LATE_SHARE * counts["deals"]:
+        return None
+    return (
+        f"{label} got its final value in the last {LATE_DAYS} days before close on {counts['late']} of "
+        f"{counts['deals']} closed deals with history: it is not known while a deal is open"
+    )
+
+
 def leakage_report(
-    closed: pd.DataFrame, labels: np.ndarray, open_rows: pd.DataFrame, spec: Mapping[str, Any]
+    closed: pd.DataFrame,
+    labels: np.ndarray,
+    open_rows: pd.DataFrame,
+    spec: Mapping[str, Any],
+    *,
+    late: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per feature: fill rates, single-feature AUC, `excluded` and the `reasons`."""
+    """Per feature: fill rates, single-feature AUC, `excluded` and the `reasons`; `late` feeds test 4."""
     y = np.asarray(labels).astype(int)
     report: dict[str, dict[str, Any]] = {}
     for item in spec["features"]:
@@ -121,6 +146,9 @@ def leakage_report(
                 f"{label} alone separates won from lost almost perfectly (AUC {auc:.3f}): "
                 "it reveals the outcome"
             )
+        late_reason = _late_reason(label, (late or {}).get(item["source"]))
+        if late_reason:
+            reasons.append(late_reason)
         report[name] = {
             "label": label,
             "excluded": bool(reasons),

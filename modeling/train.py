@@ -366,7 +366,7 @@ def _train_model(
         derived = [f["name"] for f in data.features if f.get("derived")]
         stage_app = {s: list(v) + derived for s, v in stage_app.items()}
     spec_all = build_spec(train_frame, data.features, stage_applicability=stage_app)
-    leak = leakage_report(train_frame, y_all[:n_train], data.open_frame, spec_all)
+    leak = leakage_report(train_frame, y_all[:n_train], data.open_frame, spec_all, late=data.late)
     spec = dict(spec_all)
     for entry in leak.values():  # an attribute never filled in training cannot help (and breaks HGB)
         if entry["fill_closed"] == 0 and not entry["excluded"]:

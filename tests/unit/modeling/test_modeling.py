@@ -248,6 +248,30 @@ def test_leakage_guard_catches_trap_and_actual_value(trained):
     assert all(f["name"] not in excluded for f in model.meta["spec"]["features"])
 
 
+def test_leakage_seen_through_history_needs_no_open_records():
+    """Issue 16: an attribute that gets its final value only in the last days before close is excluded from
+    the history alone (no open records to compare with); one that was known early, or changed late on only a
+    few deals, is kept."""
+    tables = synth.make_tables(n=1200, n_open=0, seed=5)
+    opp = tables["opportunity"]
+    closed = opp[opp["statecode"] != 0]
+    early = closed.assign(modifiedon=closed["createdon"] + pd.Timedelta(days=1), need=None)
+    few = np.arange(len(early)) % 10 == 0  # a tenth of the deals had another close probability early on
+    early["closeprobability"] = np.where(few, 99, early["closeprobability"])
+    history = pd.concat([early, opp], ignore_index=True)
+    tables = {**tables, "opportunity_history": history.assign(_synced_at=history["modifiedon"], _deleted=False)}
+    cfg = _validate({})
+    data = build_training_frame(tables, MD, cfg, synth.NOW)
+    assert len(data.open_frame) == 0
+    need = data.late["need"]
+    assert need["deals"] > 500 and need["late"] >= 0.8 * need["deals"]  # closed within 7 days excluded
+    model = train_model(data, cfg)
+    leak = model.meta["leakage"]
+    assert leak["need"]["excluded"] and "last 7 days before close" in leak["need"]["reasons"][-1]
+    for kept in ("closeprobability", "budgetstatus", "new_competitorcount"):
+        assert not leak[kept]["excluded"], (kept, leak[kept]["reasons"])
+
+
 def test_training_metrics_export_and_insights(trained):
     cfg, data, model = trained
     m = model.meta
