@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .generator import Generator
@@ -67,6 +68,7 @@ TOP_KEYS = {
     "related",
     "ignore_unlisted",
     "shift_dates_to_now",
+    "shuffle_seed",
 }
 TRUE = {"yes", "true", "1", "y", "t"}
 FALSE = {"no", "false", "0", "n", "f"}
@@ -282,6 +284,11 @@ def import_csv(
         key = pd.to_numeric(df[col], errors="coerce")
         series = key if key.notna().all() else df[col]
         order = sorted(range(n), key=lambda i: (series.iloc[i], i))
+    if m.get("shuffle_seed") is not None:  # a random time order (no drift), the same for the same seed
+        seed = m["shuffle_seed"]
+        _need(isinstance(seed, int) and not isinstance(seed, bool), "shuffle_seed", "must be an integer")
+        _need(m.get("order_by") is None, "shuffle_seed", "cannot be combined with order_by")
+        order = [int(i) for i in np.random.default_rng(seed).permutation(n)]
 
     ignore = m.get("ignore", {})
     _need(isinstance(ignore, (dict, list)), "ignore", "must be {column: reason} or a list of columns")

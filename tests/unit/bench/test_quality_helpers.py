@@ -71,3 +71,16 @@ def test_a_missing_data_set_file_is_reported_not_raised(tmp_path: Path) -> None:
 def test_quick_sizes_pick_the_small_data_sets() -> None:
     assert min(q.QUICK_SIZES) < q.QUICK_LIMIT <= min(q.FULL_SIZES)
     assert set(q.QUICK_SET) <= set(q.DATASETS)
+
+
+def test_mapping_variants_change_only_what_they_name(tmp_path: Path) -> None:
+    import json
+
+    shipped = json.loads((q.ROOT / "mappings/bank_marketing.json").read_text())
+    plain = q.DATASETS["bank_marketing"]
+    assert plain.mapping_file(str(tmp_path)) == q.ROOT / "mappings/bank_marketing.json"
+    variant = json.loads(q.DATASETS["bank_marketing_no_duration"].mapping_file(str(tmp_path)).read_text())
+    assert "duration" not in variant["columns"] and "duration" in variant["ignore"]
+    assert variant["columns"] == {k: v for k, v in shipped["columns"].items() if k != "duration"}
+    shuffled = json.loads(q.DATASETS["ibm_sales_win_loss_shuffled"].mapping_file(str(tmp_path)).read_text())
+    assert shuffled["order_by"] is None and shuffled["shuffle_seed"] == 7

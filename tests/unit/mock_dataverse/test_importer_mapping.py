@@ -60,6 +60,8 @@ def test_valid_mapping_imports_rows(tmp_path: Path) -> None:
         ({"synthesize_dates": {"span_days": -1}}, "synthesize_dates.span_days"),
         ({"bogus": 1}, "bogus"),
         ({"ignore_unlisted": False}, "ignore"),
+        ({"shuffle_seed": "7"}, "shuffle_seed"),
+        ({"shuffle_seed": 7, "order_by": "id"}, "shuffle_seed"),
     ],
 )
 def test_mapping_errors_name_the_field(tmp_path: Path, change: dict[str, Any], field: str) -> None:
@@ -67,6 +69,20 @@ def test_mapping_errors_name_the_field(tmp_path: Path, change: dict[str, Any], f
     with pytest.raises(MappingError) as err:
         _run(tmp_path, CSV, m)
     assert field in str(err.value)
+
+
+def test_shuffle_seed_gives_a_random_but_repeatable_time_order(tmp_path: Path) -> None:
+    csv = "id|res\n" + "".join(f"{i}|{'W' if i % 2 else 'L'}\n" for i in range(40))
+    m = {**BASE, "csv": {"delimiter": "|"}, "id_column": "id", "ignore_unlisted": True}
+
+    def order(mapping: dict[str, Any]) -> list[str]:
+        org, _ = _run(tmp_path, csv, mapping)
+        return [r["name"] for r in sorted(org.rows("opportunity"), key=lambda r: r["createdon"])]
+
+    file_order = order(m)
+    shuffled = order({**m, "shuffle_seed": 7})
+    assert sorted(shuffled) == sorted(file_order) and shuffled != file_order
+    assert order({**m, "shuffle_seed": 7}) == shuffled
 
 
 def test_cli_exits_2_on_bad_mapping(tmp_path: Path) -> None:
