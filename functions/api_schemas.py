@@ -214,6 +214,17 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "version": {"type": "integer"},
             "readiness": _NULLABLE_STR,
             "metrics": _open({"auc": _NULLABLE_NUM, "brier": _NULLABLE_NUM, "ece": _NULLABLE_NUM}),
+            "choice": _open(
+                {
+                    "candidate": _NULLABLE_STR,
+                    "candidates": {
+                        "type": "object",
+                        "description": "per candidate: validationAuc, behindBest (AUC lag behind the best), "
+                        "standardError (bootstrap SE of that lag), iterations",
+                    },
+                    "calibration": {"type": "object", "description": "method, fittedOn, trials"},
+                }
+            ),
             "published": {"type": "boolean"},
         },
         ["model", "version", "metrics"],

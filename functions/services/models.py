@@ -209,10 +209,31 @@ def performance(ctx: AppContext, name: str, version: Any = None) -> dict[str, An
         ),
         "readinessCutoffs": {"ready": ctx.settings.readiness_auc_ready, "ok": ctx.settings.readiness_auc_ok},
         "metrics": metrics,
+        "choice": _choice(meta),
         "leakage": meta.get("leakage"),
         "counts": meta.get("counts"),
         "period": meta.get("period"),
         "published": store.get_alias(name)["published"] == number,
+    }
+
+
+def _choice(meta: dict[str, Any]) -> dict[str, Any]:
+    """How the version's model and calibration were chosen on the validation fold (modeling.choice)."""
+    cal = meta.get("calibration") or {}
+    return {
+        "candidate": meta.get("candidate") or meta.get("algorithm"),
+        "rule": (meta.get("choice") or {}).get("rule"),
+        "validationRows": (meta.get("choice") or {}).get("validation_rows"),
+        "candidates": {
+            name: {
+                "validationAuc": c.get("validation_auc"),
+                "behindBest": c.get("behind_best"),
+                "standardError": c.get("se"),
+                "iterations": c.get("iterations"),
+            }
+            for name, c in (meta.get("candidates") or {}).items()
+        },
+        "calibration": {"method": cal.get("method"), "fittedOn": cal.get("fitted_on"), "trials": cal.get("trials")},
     }
 
 

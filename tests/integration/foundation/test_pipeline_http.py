@@ -47,6 +47,16 @@ def test_sync_train_publish_score_and_read_back_over_http(pipeline_runner, mock_
     assert 0.6 < metrics["auc"] <= 1.0 and 0 <= metrics["brier"] < 0.25
     excluded = {k for k, v in (perf.get("leakage") or metrics.get("leakage") or {}).items() if v.get("excluded")}
     assert "new_contractnumber" in excluded
+    choice = perf["choice"]  # every candidate's validation figures, and the one the rule chose
+    assert set(choice["candidates"]) == {
+        "logistic_regression:attributes",
+        "logistic_regression",
+        "hist_gradient_boosting:attributes",
+        "hist_gradient_boosting",
+    }
+    assert choice["candidate"] in choice["candidates"] and choice["calibration"]["method"] in {"none", "platt", "blend"}
+    lag = choice["candidates"][choice["candidate"]]
+    assert lag["behindBest"] <= lag["standardError"] or lag["behindBest"] == 0
 
     status, body = call(base, "POST", "/api/models/Pipeline_All/publish", {})
     assert status == 200, body
