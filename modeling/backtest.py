@@ -288,7 +288,7 @@ def run_month(
     mask = scored_mask(src, cut)
     try:
         data = build_training_frame(src.tables, src.metadata, src.config, cut.to_pydatetime())
-        trained = train_model(data, src.config, seed=seed, readiness=readiness, threads=threads)
+        trained = train_model(data, src.config, seed=seed, readiness=readiness, threads=threads, explain=False)
     except InsufficientDataError as exc:
         reason = {"code": exc.code, "message": exc.message, "found": exc.found, "needed": exc.needed}
         head.update(status="skipped", reason=reason, openRows=int(mask.sum()))

@@ -216,3 +216,15 @@ def test_a_month_scores_exactly_the_deals_open_then_with_their_outcomes(src: Sou
     y = np.array([np.nan if o is None else o for o in month.outcomes], dtype=float)
     assert report == {**report, **month_metrics(month.ids, np.array(month.probabilities), y)}
     assert report["auc"] > 0.7 and report["stillOpen"] == sum(o is None for o in month.outcomes) > 0
+
+
+def test_training_without_explanations_gives_the_same_model(src: Source) -> None:
+    from modeling.dataset import build_training_frame
+    from modeling.train import train_model
+
+    data = build_training_frame(src.tables, src.metadata, src.config, datetime(2025, 4, 1, tzinfo=UTC))
+    full = train_model(data, src.config, threads=1)
+    lean = train_model(data, src.config, threads=1, explain=False)
+    assert lean.meta["metrics"] == full.meta["metrics"] and lean.meta["spec"] == full.meta["spec"]
+    assert full.meta["insights"]["influence"] and lean.meta["insights"]["influence"] == []
+    assert lean.meta["insights"]["top_attributes"] == []
