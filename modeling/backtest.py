@@ -148,6 +148,9 @@ class Source:
     outcome: np.ndarray = field(init=False)  # 1 won, 0 lost, NaN neither
     eligible: np.ndarray = field(init=False)  # the model's filter and BPF
     attributes: list[str] = field(init=False)
+    history: pd.DataFrame | None = field(init=False)  # opportunity_history (point-in-time values)
+    stage_hist: pd.DataFrame = field(init=False)  # (opportunityid, stage, entered)
+    events: pd.DataFrame = field(init=False)  # closed deals: account, owner, close time, outcome, value
 
     def __post_init__(self) -> None:
         opp = _base(self.tables)

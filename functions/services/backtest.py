@@ -20,8 +20,8 @@ from connectors import telemetry
 from connectors.clock import iso, utcnow
 from connectors.jobs import FINISHED, JobNotFound
 from functions.services.jobs import execute
-from functions.services.models import _audited as audited
-from functions.services.training import _STATUS_FIELDS, load_metadata, load_tables
+from functions.services.models import STATUS_FIELDS, audited
+from functions.services.training import load_metadata, load_tables
 from model_store.store import ModelStore
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def run_backtest(
         "months": [m.report for m in months],
         "summary": summary([m.report for m in months]),
         "seconds": round(time.perf_counter() - started, 2),
-        "configuration": {k: v for k, v in doc.items() if k not in _STATUS_FIELDS},
+        "configuration": {k: v for k, v in doc.items() if k not in STATUS_FIELDS},
     }
     scores = {
         "model": name,
@@ -121,6 +121,7 @@ def run_backtest(
             for m in months
         },
     }
+    store.get_config(name)  # a model deleted meanwhile keeps no backtest (404 ends the job failed)
     store.backtests.save(name, report, scores)
     detail = {"jobId": job_id, **report["summary"], "seconds": report["seconds"]}
     store.audit("backtest", actor=actor, model=name, detail=detail)
