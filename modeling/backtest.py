@@ -87,7 +87,7 @@ def _date_field(body: Mapping[str, Any], name: str) -> pd.Timestamp | None:
     try:
         when = pd.Timestamp(value, tz="UTC").as_unit("ns")
     except ValueError:
-        raise FieldError(name, f"is not a date: {value!r}") from None
+        raise FieldError(name, f"is not a date from {EARLIEST.date()} to the last full month: {value!r}") from None
     if when < EARLIEST:
         raise FieldError(name, f"must be on or after {EARLIEST.date()}, got {value}")
     return when
