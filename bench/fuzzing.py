@@ -38,6 +38,7 @@ FIELDS: dict[str, dict[str, Any]] = {
     "models/{name}": {"gradeRanges": [80, 60, 30], "autoRetrain": False, "attributes": ["budgetstatus"],
                       "stageAttributes": {}},
     "models/{name}/publish": {"version": 1},
+    "models/{name}/backtest": {"from": "2025-01-01", "to": "2025-06-01", "months": 6},
     "score": {"opportunityIds": [GUID]},
 }
 HOSTILE_TEXT = ["\u00b2", "\u0663", "Zed\n", "a\x00b", "..", "../../etc", "%00", "%0A", "a b", "x' or 1 eq 1",

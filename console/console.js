@@ -6,6 +6,7 @@
 
   var key = "";
   var refresh = null; // the pending reload of a model page while it trains
+  var backtestTimer = null; // the pending poll of a running backtest
   var view = document.getElementById("view");
   var notice = document.getElementById("notice");
   var PERIODS = [["3m", "3 months"], ["6m", "6 months"], ["1y", "1 year"], ["2y", "2 years"]];
@@ -225,11 +226,14 @@
       var perf = el("section", { id: "performance", "aria-label": "Performance" });
       var ins = el("section", { id: "insights", "aria-label": "Attribute insights" });
       parts.push(el("div", { class: "grid2" }, [perf, ins]));
+      var bt = el("section", { id: "backtest", class: "panel", "aria-label": "Backtest" });
+      parts.push(bt);
       view.replaceChildren.apply(view, parts);
       if (m.latestVersion !== null) {
         performance(path, perf, null);
         insights(path, ins);
       }
+      backtest(path, bt);
     });
   }
 
@@ -342,6 +346,73 @@
         reliability(m.calibration || [])
       );
     });
+  }
+
+  // -- backtest: the last report of POST models/{name}/backtest, one row per cut date -----------------------
+
+  function backtest(path, box, jobId) {
+    var months = el("input", { type: "number", id: "backtest-months", min: "1", max: "12", value: "12", "aria-label": "Months to replay" });
+    var run = el("button", { id: "run-backtest", text: "Run backtest", onclick: function () {
+      run.disabled = true;
+      api("POST", path + "/backtest", { months: Number(months.value) }).then(function (res) {
+        if (res.status === 202) { say("Backtest started (job " + res.body.job.id + ")."); backtest(path, box, res.body.job.id); }
+        else { run.disabled = false; say(errorText(res), true); }
+      });
+    } });
+    var head = [el("h3", { text: "Backtest" }),
+      el("p", { class: "muted", text: "Replays past months: trains this configuration as on each month's first day, scores the opportunities open then and compares with how they ended." }),
+      el("div", { class: "actions" }, [el("label", {}, ["Months ", months]), run])];
+    var status = el("p", { id: "backtest-status", class: "muted", role: "status" });
+    box.replaceChildren.apply(box, head.concat([status]));
+    var poll = function (id) {
+      run.disabled = true;
+      status.textContent = "Backtest running (job " + id + ")… this panel refreshes when it ends.";
+      backtestTimer = setTimeout(function () {
+        api("GET", "jobs/" + encodeURIComponent(id)).then(function (res) {
+          if (!document.body.contains(box)) return;
+          if (res.status === 200 && (res.body.status === "queued" || res.body.status === "running")) return poll(id);
+          if (res.status === 200 && res.body.status === "failed") say("Backtest failed: " + ((res.body.error || {}).message || ""), true);
+          backtest(path, box);
+        });
+      }, 2000);
+    };
+    if (jobId) return poll(jobId);
+    api("GET", path + "/backtest").then(function (res) {
+      if (res.status === 404 && res.body && res.body.error && res.body.error.code === "BacktestNotFound") {
+        status.textContent = "No backtest yet.";
+        return;
+      }
+      if (res.status !== 200) { status.textContent = errorText(res); return; }
+      var r = res.body;
+      status.textContent = "Last run " + when(r.ranAt) + " over " + r.months.length + " months, in " + Math.round(r.seconds) + " s.";
+      box.appendChild(backtestTable(r));
+      if (r.running) poll(r.running.id);
+    });
+  }
+
+  function backtestTable(r) {
+    var cols = ["Month", "Open then", "Ended since", "AUC", "ECE", "Won rate", "Mean score", "Top-decile lift"];
+    var rows = r.months.map(function (mo) {
+      var cells = [el("td", { text: mo.cutDate.slice(0, 7) })];
+      if (mo.status !== "evaluated") {
+        cells.push(el("td", { class: "num", text: String(mo.openRows) }), el("td", { colspan: "6", class: "muted skipped", text: "Not trained: " + ((mo.reason || {}).message || "") }));
+      } else {
+        cells.push(el("td", { class: "num", text: String(mo.scoredRows) }), el("td", { class: "num", text: String(mo.closedSince) }),
+          el("td", { class: "num auc", text: num(mo.auc) }), el("td", { class: "num ece", text: num(mo.ece) }),
+          el("td", { class: "num won-rate", text: pct(mo.wonRate) }), el("td", { class: "num mean", text: pct(mo.meanPredicted) }),
+          el("td", { class: "num lift", text: num(mo.topDecileLift, 2) }));
+      }
+      return el("tr", { "data-month": mo.cutDate }, cells);
+    });
+    var s = r.summary || {};
+    var median = el("tr", { class: "median" }, [el("th", { text: "Median" }), el("td"), el("td"),
+      el("td", { class: "num", text: num(s.medianAuc) }), el("td", { class: "num", text: num(s.medianEce) }),
+      el("td", { class: "num", text: pct(s.medianWonRate) }), el("td", { class: "num", text: pct(s.medianMeanPredicted) }),
+      el("td", { class: "num", text: num(s.medianTopDecileLift, 2) })]);
+    return el("table", { id: "backtest-table" }, [
+      el("thead", {}, [el("tr", {}, cols.map(function (t) { return el("th", { text: t }); }))]),
+      el("tbody", {}, rows), el("tfoot", {}, [median])
+    ]);
   }
 
   function axes(W, H, L, B, T, R, xLabel, yLabel) {
@@ -478,6 +549,7 @@
 
   function route() {
     clearTimeout(refresh);
+    clearTimeout(backtestTimer);
     var hash = location.hash || "#/models";
     var m = /^#\/model\/(.+)$/.exec(hash);
     document.querySelectorAll("nav a").forEach(function (a) { a.removeAttribute("aria-current"); });

@@ -35,7 +35,7 @@ API_VERSION = "0.1.0"
 # Error statuses: what each means on this API (the response description of each code).
 ERROR_MEANINGS: dict[int, str] = {
     400: "bad input: the error names the field, value or header that was wrong",
-    404: "no such model, version, job or score",
+    404: "no such model, version, job, score or backtest report",
     409: "conflict: see the error code (overlap, model limit, auto-retrain on, run in progress, registry busy)",
     412: "If-Match names an ETag the model no longer has",
     415: "the body was not sent as application/json",
@@ -150,6 +150,19 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "model_audit", "GET", "models/{name}/audit", FUNCTION, "models", "the model's audit trail, newest first, paged",
         {200: "AuditPage"}, parameters=("ModelName", "Limit", "Before"), errors=(400, 404, 503),
+    ),
+    Operation(
+        "start_backtest", "POST", "models/{name}/backtest", ADMIN, "models",
+        "replay past dates (default: the 12 months ending at the last full month): train as on each cut date, "
+        "score what was open then, compare with how it ended (202 + job)",
+        {202: "Accepted"}, parameters=("ModelName",), body="BacktestRequest", errors=(400, 404, 409, 415, 503),
+        request_example={"from": "2025-01-01", "to": "2025-12-01"},
+        examples={202: {**_JOB_EXAMPLE, "model": "Pipeline", "cutDates": ["2025-01-01", "2025-02-01"]}},
+    ),
+    Operation(
+        "get_backtest", "GET", "models/{name}/backtest", FUNCTION, "models",
+        "the model's last backtest report: per cut date AUC, ECE, won rate, mean score, top-decile lift; medians",
+        {200: "Backtest"}, parameters=("ModelName",), errors=(400, 404, 503),
     ),
     Operation(
         "start_scoring", "POST", "score", ADMIN, "scoring",

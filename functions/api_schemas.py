@@ -23,6 +23,7 @@ AUDIT_CURSOR_PATTERN = f"^({AUDIT_CURSOR.pattern})?$"  # empty: the first page
 VERSION_PATTERN = "^(0*[1-9][0-9]{0,8})?$"
 VERSION_MAX_LENGTH = 9
 
+_MONTH_START = r"^[0-9]{4}-(0[1-9]|1[0-2])-01$"
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
 _NULLABLE_NUM = {"type": ["number", "null"]}
@@ -122,6 +123,17 @@ REQUEST_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "opportunityIds": {"type": "array", "items": {"type": "string", "pattern": GUID_PATTERN}, "minItems": 1},
             "resume": {"type": "string", "pattern": JOB_ID_PATTERN},
+        },
+        "additionalProperties": False,
+    },
+    "BacktestRequest": {
+        "type": "object",
+        "description": "empty: the 12 monthly cut dates ending at the last full month; or `months` (ending there), "
+        "`from` and `to`, or one of them with `months`; at most 12 cut dates, none after the last full month",
+        "properties": {
+            "from": {"type": "string", "pattern": _MONTH_START, "description": "the first cut date, YYYY-MM-01"},
+            "to": {"type": "string", "pattern": _MONTH_START, "description": "the last cut date, YYYY-MM-01"},
+            "months": {"type": "integer", "minimum": 1, "maximum": 12, "description": "how many cut dates"},
         },
         "additionalProperties": False,
     },
@@ -297,6 +309,37 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
         ["opportunityId", "score"],
+    ),
+    # The last backtest of a model (modeling/backtest.py): one line per cut date and the medians.
+    "Backtest": _open(
+        {
+            "model": {"type": "string"},
+            "ranAt": {"type": "string"},
+            "cutDates": _STRINGS,
+            "months": {
+                "type": "array",
+                "items": _open(
+                    {
+                        "cutDate": {"type": "string"},
+                        "status": {"type": "string", "enum": ["evaluated", "skipped"]},
+                        "reason": {"type": "object", "description": "why a month could not be trained"},
+                        "trainedRows": {"type": "integer"},
+                        "scoredRows": {"type": "integer", "description": "open on the cut date, as scored"},
+                        "closedSince": {"type": "integer", "description": "of those, won or lost since"},
+                        "stillOpen": {"type": "integer"},
+                        "auc": _NULLABLE_NUM,
+                        "ece": _NULLABLE_NUM,
+                        "wonRate": _NULLABLE_NUM,
+                        "meanPredicted": _NULLABLE_NUM,
+                        "topDecileLift": _NULLABLE_NUM,
+                    },
+                    ["cutDate", "status"],
+                ),
+            },
+            "summary": _open({"medianAuc": _NULLABLE_NUM, "medianEce": _NULLABLE_NUM}),
+            "running": {"type": ["object", "null"], "description": "a backtest queued or running now"},
+        },
+        ["model", "months", "summary"],
     ),
     "OpenApiDocument": _open({"openapi": {"type": "string"}, "paths": {"type": "object"}}, ["openapi", "paths"]),
 }

@@ -1,7 +1,8 @@
 """Admin HTTP API of the models (DESIGN.md), the training queue worker and the auto-retrain timer.
 
-Thin triggers: parse the request, call one function of `functions.services.models` / `.training`, shape
-the response. Long work (training) runs in `train_worker` on the %TRAINING_QUEUE% queue: 202 + job."""
+Thin triggers: parse the request, call one function of `functions.services.models` / `.training` /
+`.backtest`, shape the response. Long work (training, backtests) runs in `train_worker` on the
+%TRAINING_QUEUE% queue: 202 + job."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import azure.functions as func
 from functions.api import route
 from functions.app_context import get_context
 from functions.http import BadRequest, accepted, caller_identity, handle_errors, if_match, json_body, json_response
+from functions.services import backtest, training
 from functions.services import models as admin
-from functions.services import training
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -116,11 +117,25 @@ def model_audit(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(page)
 
 
+@route(bp, "start_backtest")
+@handle_errors
+def start_backtest(req: func.HttpRequest) -> func.HttpResponse:
+    job = backtest.start_backtest(get_context(), _name(req), json_body(req), actor=caller_identity(req))
+    return accepted(job, model=_name(req), cutDates=job["params"]["cutDates"])
+
+
+@route(bp, "get_backtest")
+@handle_errors
+def get_backtest(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(backtest.last_backtest(get_context(), _name(req)))
+
+
 @bp.function_name("train_worker")
 @bp.queue_trigger(arg_name="msg", queue_name="%TRAINING_QUEUE%", connection="AzureWebJobsStorage")
 def train_worker(msg: func.QueueMessage) -> None:
-    """Runs one training job. Every failure ends the job `failed` with its error (see run_training_job);
-    a message that is not a training job is logged and dropped (retrying cannot fix it)."""
+    """Runs one training job, or a backtest (`"task": "backtest"`). Every failure ends the job `failed` with
+    its error (see run_training_job); a message that is neither is logged and dropped (retrying cannot fix
+    it)."""
     try:
         message = json.loads(msg.get_body())
     except (ValueError, UnicodeDecodeError):
@@ -129,7 +144,8 @@ def train_worker(msg: func.QueueMessage) -> None:
     if not isinstance(message, dict) or not message.get("jobId") or not message.get("model"):
         log.error("train_worker: message %s lacks jobId/model; dropped", msg.id)
         return
-    job = training.run_training_job(get_context(), message)
+    run = backtest.run_backtest_job if message.get("task") == backtest.TASK else training.run_training_job
+    job = run(get_context(), message)
     log.info("train_worker: job=%s model=%s ended %s", job["id"], message["model"], job["status"])
 
 

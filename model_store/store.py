@@ -6,6 +6,7 @@ an audit log. Layout (docs/CONTRACTS.md "Model store"):
     versions/<name>/<NNNN>/meta.json     metrics, spec, insights... + sha256 of model.onnx (create-only)
     aliases/<name>.json                  {"published", "previous", "reverted": [...], "publishedAt"}
     audit/<model>/<ts>-<uuid>.json       {"at", "actor", "action", "model", "version", "outcome", "detail"}
+    backtests/<name>/...                 the last backtest's report and scores (model_store/backtests.py)
                                          (refusals counted per hour: model_store/audit.py)
 
 Only ONNX and JSON are stored (never a pickle). Every load recomputes the sha256 of model.onnx and refuses
@@ -30,6 +31,7 @@ from connectors import telemetry
 from connectors.blobs import BlobChanged, BlobExists, BlobMissing, JsonBlobs, UpdateConflict
 from connectors.clock import iso, utcnow
 from model_store.audit import AuditLog
+from model_store.backtests import Backtests
 from model_store.errors import (
     ConcurrentUpdate,
     IntegrityError,
@@ -71,6 +73,7 @@ class ModelStore:
         self._audit = AuditLog(self.blobs, lambda: self.clock(), self._config_exists)
         # Append one audit record (create-only); a refusal is counted in its hour's summary instead.
         self.audit = self._audit.record
+        self.backtests = Backtests(self.blobs, self._name)  # the last backtest report of each model
 
     # ------------------------------------------------------------------ paths
 
@@ -175,6 +178,7 @@ class ModelStore:
         deleted = 0
         for path in self.blobs.list(f"versions/{self._name(name)}/"):
             deleted += int(self.blobs.delete(path))
+        deleted += self.backtests.delete(name)
         deleted += int(self.blobs.delete(self._alias_path(name)))
         deleted += int(self.blobs.delete(self._config_path(name)))
         return deleted

@@ -94,6 +94,17 @@ class InvalidInput(TypedError):
     code = "BadRequest"
 
 
+class FieldError(InvalidInput):
+    """A request field with a bad value (400): names the `field` and the `rule` it breaks."""
+
+    code = "InvalidField"
+
+    def __init__(self, field: str, rule: str, *, code: str | None = None):
+        super().__init__(f"{field}: {rule}", code=code, field=field, rule=rule)
+        self.field = field
+        self.rule = rule
+
+
 class NotFoundError(TypedError):
     """What the caller asked for does not exist."""
 

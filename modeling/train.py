@@ -351,15 +351,19 @@ def train_model(
     readiness: Sequence[float] = DEFAULT_READINESS,
     candidates: Sequence[str] | None = None,
     threads: int | None = None,
+    explain: bool = True,
 ) -> TrainedModel:
     """Trains, evaluates and exports one version. Raises ExportError when ONNX parity fails.
+
+    `explain=False` leaves out the attribute influence (meta["insights"] influence tables and top attributes
+    empty): a third of a small training, for models nobody reads the insights of (a backtest's).
 
     `threads` caps the OpenMP / BLAS threads of the fits (None: the libraries' default, every core).
     HistGradientBoosting's OpenMP threads spin while waiting, so several trainings (or a training and a
     scoring run) sharing the cores slow each other down several-fold; the app passes TRAINING_THREADS.
     """
     with threadpool_limits(limits=threads):
-        return _train_model(data, config, seed=seed, readiness=readiness, candidates=candidates)
+        return _train_model(data, config, seed=seed, readiness=readiness, candidates=candidates, explain=explain)
 
 
 def _train_model(
@@ -369,6 +373,7 @@ def _train_model(
     seed: int,
     readiness: Sequence[float],
     candidates: Sequence[str] | None,
+    explain: bool = True,
 ) -> TrainedModel:
     t0 = time.perf_counter()
     y_all = np.asarray(data.labels, dtype=int)
@@ -477,7 +482,9 @@ def _train_model(
     train_feed = {k: v[:n_train] for k, v in feed.items()}
     rates = insights.value_win_rates(train_feed, y_all[:n_train], spec)
     partial = {"spec": spec, "calibration": cal, "value_rates": rates, "stats": data.stats}
-    infl, infl_stage, top = _influence(onnx_bytes, partial, train_feed, frame.iloc[:n_train], seed)
+    infl, infl_stage, top = (
+        _influence(onnx_bytes, partial, train_feed, frame.iloc[:n_train], seed) if explain else ({}, {}, [])
+    )
     table = insights.influence_table(infl, spec)
     per_stage = {s: insights.influence_table(v, spec) for s, v in infl_stage.items()}
     meta: dict[str, Any] = {

@@ -29,7 +29,7 @@ REGISTRY_LEASE = "model-registry"  # held while a creation re-checks the rules a
 REGISTRY_LEASE_WAIT = 20.0  # seconds a creation waits for another one before 409 RegistryBusy
 
 
-def _audited(
+def audited(
     store: ModelStore,
     action: str,
     actor: str,
@@ -316,7 +316,7 @@ def create_model(
         )
         return {"model": config.name, "job": job, "counts": data.counts}
 
-    return _audited(store, "create", actor, name_hint, create, detail={"fields": sorted(payload)})
+    return audited(store, "create", actor, name_hint, create, detail={"fields": sorted(payload)})
 
 
 def edit_model(
@@ -342,7 +342,7 @@ def edit_model(
         store.audit("edit", actor=actor, model=name, detail={"fields": sorted(patch)})
         return saved
 
-    _audited(
+    audited(
         store,
         "edit",
         actor,
@@ -368,7 +368,7 @@ def delete_model(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
         store.audit("delete", actor=actor, model=name, detail={"blobs": blobs})
         return {"model": name, "deleted": True}
 
-    return _audited(store, "delete", actor, name, delete)
+    return audited(store, "delete", actor, name, delete)
 
 
 def start_training(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
@@ -391,7 +391,7 @@ def start_training(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
         store.audit("train-requested", actor=actor, model=name, detail={"jobId": job["id"]})
         return job
 
-    return _audited(store, "train-requested", actor, name, start)
+    return audited(store, "train-requested", actor, name, start)
 
 
 def publish(ctx: AppContext, name: str, version: Any, *, actor: str) -> dict[str, Any]:
@@ -410,7 +410,7 @@ def publish(ctx: AppContext, name: str, version: Any, *, actor: str) -> dict[str
         )
         return {"model": name, **alias}
 
-    return _audited(store, "publish", actor, name, run)
+    return audited(store, "publish", actor, name, run)
 
 
 def revert(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
@@ -428,4 +428,4 @@ def revert(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
         )
         return {"model": name, "currentVersion": store.latest_version(name), **result}
 
-    return _audited(store, "revert", actor, name, run)
+    return audited(store, "revert", actor, name, run)

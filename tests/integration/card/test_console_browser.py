@@ -1,7 +1,8 @@
 """The admin console in headless Chromium, served by the function app through the local runner (real HTTP,
 Azurite, the mock over HTTPS), walking an admin's path: add a model with an invalid field, then one that
 overlaps an existing model (the warning, then "Yes, create model"), wait for its training, read its
-performance and insights, publish it, score, and open an opportunity's card to see its score.
+performance and insights, publish it, score, and open an opportunity's card to see its score; run a
+backtest from the model's page and read its months.
 
 Expectations come from the API itself. The tests write docs/screenshots/console-*.png."""
 
@@ -172,6 +173,31 @@ def test_insufficient_data_shows_the_counts(console: Any, app: str) -> None:
     panel.wait_for()
     assert panel.locator("td.found").all_inner_texts() == ["0", "0"]
     assert "40" in panel.inner_text()
+
+
+def test_a_backtest_runs_from_the_model_page_and_shows_its_months(console: Any, app: str) -> None:
+    page = console
+    page.goto(app + f"/api/console#/model/{NAME}")
+    page.locator("#backtest-status", has_text="No backtest yet").wait_for()
+    page.locator("#backtest-months").fill("3")
+    page.locator("#run-backtest").click()
+    page.locator("#backtest-status", has_text="running").wait_for()
+    assert page.locator("#run-backtest").is_disabled()
+    page.locator("#backtest-table tbody tr").nth(2).wait_for(timeout=240_000)
+    status, report = call(app, "GET", f"/api/models/{NAME}/backtest")
+    assert status == 200 and len(report["months"]) == 3
+    rows = page.locator("#backtest-table tbody tr")
+    assert [rows.nth(i).get_attribute("data-month") for i in range(3)] == report["cutDates"]
+    for i, month in enumerate(report["months"]):
+        assert month["status"] == "evaluated", month
+        row = rows.nth(i)
+        assert row.locator(".auc").inner_text() == f"{month['auc']:.3f}"
+        assert row.locator(".ece").inner_text() == f"{month['ece']:.3f}"
+        assert row.locator(".won-rate").inner_text() == f"{month['wonRate'] * 100:.1f}%"
+        assert row.locator(".lift").inner_text() == f"{month['topDecileLift']:.2f}"
+    assert page.locator("#backtest-table tfoot td").nth(2).inner_text() == f"{report['summary']['medianAuc']:.3f}"
+    assert page.locator("#run-backtest").is_enabled()
+    shot(page.locator("#backtest"), "console-backtest.png")
 
 
 def test_versions_retrain_revert_and_delete_follow_the_rules(console: Any, app: str) -> None:
