@@ -128,7 +128,7 @@ def _view(ctx: AppContext, doc: dict[str, Any], *, detailed: bool) -> dict[str, 
         view["createdAt"] = doc.get("createdAt")
         view["createdBy"] = doc.get("createdBy")
         view["previousVersion"] = alias["previous"]
-        view["drift"] = _drift_view(drift.latest(ctx, name, alias["published"]))
+        view["drift"] = drift.view(drift.latest(ctx, name, alias["published"]))
         view["versions"] = [
             dict(
                 _version_summary(store, ctx, name, v),
@@ -138,27 +138,6 @@ def _view(ctx: AppContext, doc: dict[str, Any], *, detailed: bool) -> dict[str, 
             for v in versions
         ]
     return view
-
-
-def _drift_view(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The published version's latest drift (docs/SCORING.md "Drift"): the assessment first, then the
-    measures; None until a full scoring run has measured it."""
-    if doc is None:
-        return None
-    assessment = doc.get("assessment") or {}
-    population = doc.get("population") or {}
-    return {
-        "alert": assessment.get("alert"),
-        "earlyRetrain": assessment.get("retrain"),
-        "message": assessment.get("message"),
-        "reasons": assessment.get("reasons") or [],
-        "drifted": population.get("drifted") or [],
-        "moderate": population.get("moderate") or [],
-        "score": population.get("score"),
-        "realized": doc.get("realized"),
-        "attributes": population.get("attributes") or [],
-        **{k: doc.get(k) for k in ("version", "runId", "measuredAt", "asOf", "thresholds")},
-    }
 
 
 def list_models(ctx: AppContext) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pandas as pd
 from connectors.clock import iso, parse
 from functions.services.scoring import scores
 from functions.services.scoring.common import C_ID
-from modeling import drift
+from modeling import drift as drift_math
 from modeling.scoring_rules import PublishedModel
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def measure(ctx: AppContext, run_id: str, lake_inputs: LakeInputs, chosen: Assig
             if not meta.get("drift") or frame.empty:
                 continue
             feed, p = scorer.feed_probabilities(frame)
-            found = drift.population(meta["drift"], feed, scorer.spec, p)
+            found = drift_math.population(meta["drift"], feed, scorer.spec, p)
             real = realized(model, meta, lake_inputs.tables.get("opportunity"), state, lake_inputs.as_of)
             doc = {
                 "model": model.name,
@@ -58,15 +58,15 @@ def measure(ctx: AppContext, run_id: str, lake_inputs: LakeInputs, chosen: Assig
                 "asOf": iso(lake_inputs.as_of),
                 "population": found,
                 "realized": real,
-                "assessment": drift.assess(found, real),
-                "thresholds": drift.thresholds(),
+                "assessment": drift_math.assess(found, real),
+                "thresholds": drift_math.thresholds(),
             }
             ctx.lake.json.write(drift_path(model.name), doc)
             out.append(doc)
     except Exception as exc:  # noqa: BLE001 - drift is a report; the run scores without it
         log.warning("scoring run=%s: drift not measured (%s: %s)", run_id, type(exc).__name__, exc)
         return []
-    for line in drift.summarize(out):
+    for line in drift_math.summarize(out):
         log.warning("scoring run=%s drift alert %s", run_id, line)
     return out
 
@@ -82,7 +82,7 @@ def realized(
     version's training and REALIZED_DAYS before `as_of`) against its outcome (`modeling.drift.realized`)."""
     from modeling.dataset import close_time, outcome_labels
 
-    since = as_of - dt.timedelta(days=drift.REALIZED_DAYS)
+    since = as_of - dt.timedelta(days=drift_math.REALIZED_DAYS)
     trained = parse(str(meta.get("trainedAt") or ""))
     if trained is not None and trained > since:
         since = trained
@@ -98,7 +98,7 @@ def realized(
         scored = mine.assign(opportunityid=mine["opportunityid"].astype(str).str.lower())
         joined = closed.merge(scored[["opportunityid", "score"]], on="opportunityid", how="inner")
         p, y = joined["score"].to_numpy(dtype=float) / 100.0, joined["won"].to_numpy(dtype=int)
-    return {**drift.realized(p, y, meta.get("metrics") or {}), "since": iso(since)}
+    return {**drift_math.realized(p, y, meta.get("metrics") or {}), "since": iso(since)}
 
 
 def latest(ctx: AppContext, name: str, version: int | None) -> dict[str, Any] | None:
@@ -107,6 +107,27 @@ def latest(ctx: AppContext, name: str, version: int | None) -> dict[str, Any] | 
         return None
     doc = ctx.lake.read_json(drift_path(name))
     return doc if doc and doc.get("version") == version else None
+
+
+def view(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The published version's latest drift (docs/SCORING.md "Drift"): the assessment first, then the
+    measures; None until a full scoring run has measured it."""
+    if doc is None:
+        return None
+    assessment = doc.get("assessment") or {}
+    population = doc.get("population") or {}
+    return {
+        "alert": assessment.get("alert"),
+        "earlyRetrain": assessment.get("retrain"),
+        "message": assessment.get("message"),
+        "reasons": assessment.get("reasons") or [],
+        "drifted": population.get("drifted") or [],
+        "moderate": population.get("moderate") or [],
+        "score": population.get("score"),
+        "realized": doc.get("realized"),
+        "attributes": population.get("attributes") or [],
+        **{k: doc.get(k) for k in ("version", "runId", "measuredAt", "asOf", "thresholds")},
+    }
 
 
 def forget(ctx: AppContext, name: str) -> None:
