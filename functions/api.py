@@ -24,6 +24,7 @@ from functions.api_schemas import (
     JOB_ID_PATTERN,
     MODEL_NAME_PATTERN,
     SCHEMAS,
+    SEGMENT_PATTERN,
     VERSION_MAX_LENGTH,
     VERSION_PATTERN,
 )
@@ -139,8 +140,9 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "model_performance", "GET", "models/{name}/performance", FUNCTION, "models",
-        "metrics of a version: AUC, Brier, ECE, calibration; precision/recall/F1 at the chosen threshold",
-        {200: "Performance"}, parameters=("ModelName", "Version"), errors=(400, 404, 503),
+        "metrics of a version: AUC, Brier, ECE, calibration; precision/recall/F1 at the chosen threshold; "
+        "AUC, calibration error and counts per owner, stage, region and a chosen column (`?segment=`)",
+        {200: "Performance"}, parameters=("ModelName", "Version", "Segment"), errors=(400, 404, 503),
     ),
     Operation(
         "model_insights", "GET", "models/{name}/insights", FUNCTION, "models",
@@ -225,6 +227,12 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "Version": {
         "name": "version", "in": "query", "required": False, "description": "default: published, else latest",
         "schema": {"type": "string", "pattern": VERSION_PATTERN, "maxLength": VERSION_MAX_LENGTH}, "example": "2",
+    },
+    "Segment": {
+        "name": "segment", "in": "query", "required": False,
+        "description": "also group the test records by this opportunity column (or account.<column>); 400 "
+        "InvalidSegment naming it when the synced tables have no such column",
+        "schema": {"type": "string", "pattern": SEGMENT_PATTERN, "maxLength": 100}, "example": "budgetstatus",
     },
     "Limit": {
         "name": "limit", "in": "query", "required": False,

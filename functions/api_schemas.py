@@ -21,6 +21,7 @@ GUID_PATTERN = f"^{GUID.pattern}$"
 AUDIT_CURSOR_PATTERN = f"^({AUDIT_CURSOR.pattern})?$"  # empty: the first page
 # A version as a query value: empty (published, else latest) or at most 9 ASCII digits of a number >= 1.
 VERSION_PATTERN = "^(0*[1-9][0-9]{0,8})?$"
+SEGMENT_PATTERN = "^[A-Za-z0-9_.]{0,100}$"  # a column's logical name (account.<name> for the account's)
 VERSION_MAX_LENGTH = 9
 
 _MONTH_START = r"^[0-9]{4}-(0[1-9]|1[0-2])-01$"
@@ -214,6 +215,13 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "createdAt": _NULLABLE_STR,
             "createdBy": _NULLABLE_STR,
             "previousVersion": _NULLABLE_INT,
+            "drift": {
+                "type": ["object", "null"],
+                "additionalProperties": True,
+                "description": "the published version's latest drift, measured by the last full scoring run (null "
+                "before one): alert, earlyRetrain, message, reasons, drifted and moderate attributes, score PSI, "
+                "realized performance of records closed since, the PSI of every attribute, thresholds",
+            },
         },
         ["name", "status", "configuration", "versions"],
     ),
@@ -238,6 +246,19 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                 }
             ),
             "published": {"type": "boolean"},
+            "segments": _open(
+                {
+                    "available": {"type": "boolean"},
+                    "minClosed": {"type": "integer", "description": "fewer closed records: the segment is small"},
+                    "segments": {
+                        "type": "object",
+                        "description": "owner, stage, region and the chosen column: per value its closed, won, "
+                        "lost, wonRate, meanScore, auc (null with one outcome), ece and small",
+                        "additionalProperties": {"type": "array", "items": _open({"small": {"type": "boolean"}})},
+                    },
+                },
+                ["available"],
+            ),
         },
         ["model", "version", "metrics"],
     ),

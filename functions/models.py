@@ -101,7 +101,8 @@ def revert_model(req: func.HttpRequest) -> func.HttpResponse:
 @route(bp, "model_performance")
 @handle_errors
 def model_performance(req: func.HttpRequest) -> func.HttpResponse:
-    return json_response(admin.performance(get_context(), _name(req), _version_param(req)))
+    segment = req.params.get("segment")
+    return json_response(admin.performance(get_context(), _name(req), _version_param(req), segment))
 
 
 @route(bp, "model_insights")

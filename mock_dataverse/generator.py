@@ -392,10 +392,13 @@ class Generator:
         return Fate(won, close, last, starts)
 
     def opportunity(
-        self, created: datetime, account: str | None, owner: str, contact: str | None = None
+        self, created: datetime, account: str | None, owner: str, contact: str | None = None, shift: Any = None
     ) -> str:
-        """Create one opportunity (+ its BPF instance) as it stands at `self.now`."""
+        """Create one opportunity (+ its BPF instance) as it stands at `self.now`; `shift` (mock_dataverse.shift)
+        may put it in its segment and set its win probability."""
         f = self.features(account or "", owner)
+        if shift is not None:
+            shift.apply(self.rng, f, self.org.data["account"].rows.get(account or ""))
         fate = self.fate(created, f)
         oid = self.uid()
         self.fates[oid] = fate

@@ -1,9 +1,15 @@
-"""`POST /_mock/simulate {"days": N, "seed": optional}`: moves the org forward in time, one day at a time.
+"""`POST /_mock/simulate {"days": N, "seed": optional, "shift": optional}`: moves the org forward in time, one
+day at a time.
 
 Open opportunities follow their hidden fate (stage advances, then won or lost on the planned date, with the
 planted signal), sellers edit fields (close dates slip, budget status changes, probability moves), new
 opportunities arrive at the recent creation rate and a few open ones are deleted. Every change goes
 through the store, so versionnumber/modifiedon move and change tracking sees it.
+
+`shift` changes one segment (mock_dataverse/shift.py): `{"attribute": "new_channel", "value": 100000003,
+"winRate": 0.9, "share": 0.8}` - deals of the segment closing meanwhile are won with probability `winRate`,
+and `share` of the new deals are put in the segment (with that win probability), so the open population's
+mix moves too. A bad setting is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 from .errors import bad_request
 from .generator import STAGE_NAMES, Generator
 from .schema import DEFAULT_STAGE_IDS, PARTNER_STAGE_IDS
+from .shift import Shift, parse_shift
 from .store import Org, Row, iso, parse_iso
 from .writes import sync_bpf
 
@@ -31,9 +38,10 @@ def simulate(org: Org, gen: Generator | None, body: dict[str, Any]) -> dict[str,
     days = body.get("days")
     if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_DAYS:
         raise bad_request(f"'days' must be an integer between 1 and {MAX_DAYS}.")
-    unknown = set(body) - {"days", "seed"}
+    unknown = set(body) - {"days", "seed", "shift"}
     if unknown:
-        raise bad_request(f"Unknown simulate setting '{sorted(unknown)[0]}'; known: days, seed.")
+        raise bad_request(f"Unknown simulate setting '{sorted(unknown)[0]}'; known: days, seed, shift.")
+    shift = parse_shift(body.get("shift"))
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad_request("'seed' must be an integer.")
@@ -41,7 +49,12 @@ def simulate(org: Org, gen: Generator | None, body: dict[str, Any]) -> dict[str,
         raise bad_request("This org has no generator to simulate with.")
     rng = random.Random(seed) if seed is not None else gen.rng
     gen.rng = rng
-    report = {"days": days, "advanced": 0, "won": 0, "lost": 0, "created": 0, "updated": 0, "deleted": 0}
+    report: dict[str, Any] = {
+        "days": days, "advanced": 0, "won": 0, "lost": 0, "created": 0, "updated": 0, "deleted": 0,
+    }  # fmt: skip
+    if shift is not None:
+        report["shift"] = {"attribute": shift.attribute, "value": shift.value, "winRate": shift.win_rate,
+                           "share": shift.share, "created": 0, "won": 0, "lost": 0}  # fmt: skip
     owners = [
         u["systemuserid"]
         for u in org.rows("systemuser")
@@ -53,7 +66,7 @@ def simulate(org: Org, gen: Generator | None, body: dict[str, Any]) -> dict[str,
             org.clock.advance(1)
             now = org.now()
             gen.now = now
-            _day(org, gen, rng, now, owners, accounts, report)
+            _day(org, gen, rng, now, owners, accounts, report, shift)
     report["now"] = org.now_iso()
     return report
 
@@ -66,8 +79,10 @@ def _day(
     owners: list[str],
     accounts: list[str],
     report: dict[str, Any],
+    shift: Shift | None = None,
 ) -> None:
     opps = org.data["opportunity"].rows
+    account_rows = org.data["account"].rows
     open_ids = [oid for oid, r in opps.items() if r["statecode"] == 0]
     since = iso(now - timedelta(days=90))
     recent = sum(1 for r in opps.values() if (r["createdon"] or "") > since)
@@ -85,8 +100,12 @@ def _day(
             report["deleted"] += 1
             continue
         if fate.close <= now:
-            _close(org, rng, row, fate.won, now)
-            report["won" if fate.won else "lost"] += 1
+            won = fate.won
+            if shift is not None and shift.matches(row, account_rows.get(row["_parentaccountid_value"] or "")):
+                won = rng.random() < shift.win_rate
+                report["shift"]["won" if won else "lost"] += 1
+            _close(org, rng, row, won, now)
+            report["won" if won else "lost"] += 1
             continue
         stage = row["salesstage"] or 0
         reached = max(i for i, s in enumerate(fate.starts) if s <= now)
@@ -100,8 +119,11 @@ def _day(
     for _ in range(n_new):
         if not accounts:
             break
-        gen.opportunity(now, rng.choice(accounts), rng.choice(owners))
+        account = rng.choice(accounts) if shift is None else shift.account(rng, accounts, account_rows)
+        oid = gen.opportunity(now, account, rng.choice(owners), shift=shift)
         report["created"] += 1
+        if shift is not None and shift.matches(opps[oid], account_rows.get(account)):
+            report["shift"]["created"] += 1
 
 
 def _close(org: Org, rng: random.Random, row: Row, won: bool, now: Any) -> None:

@@ -26,6 +26,7 @@ from connectors.clock import parse
 RETRAIN_EVERY_DAYS = 15
 AUTO_PUBLISH_RATIO = 0.95
 STALE_AFTER_MONTHS = 3
+EARLY_RETRAIN_AFTER_DAYS = 3  # drift starts a retrain early, but not within 3 days of the last
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -52,6 +53,25 @@ def retrain_due(config: dict[str, Any], published: int | None, now: dt.datetime)
         return False
     last = parse_time(config.get("lastTrainedAt"))
     return last is None or now - last >= dt.timedelta(days=RETRAIN_EVERY_DAYS)
+
+
+def early_retrain(
+    config: dict[str, Any], published: int | None, drift: dict[str, Any] | None, now: dt.datetime
+) -> str | None:
+    """Why auto-retrain starts before its 15 days (None: it does not): the published version's latest drift
+    (docs/SCORING.md "Drift") says `retrain` - its score distribution drifted significantly or it got worse
+    on records closed since - measured after the last training, and that training is at least
+    EARLY_RETRAIN_AFTER_DAYS old (a retrain kept unpublished does not restart every day)."""
+    if not auto_retrain_active(config, published) or config.get("status") == "training" or not drift:
+        return None
+    assessment = drift.get("assessment") or {}
+    if drift.get("version") != published or not assessment.get("retrain"):
+        return None
+    last, measured = parse_time(config.get("lastTrainedAt")), parse_time(drift.get("measuredAt"))
+    if last is not None:
+        if measured is None or measured <= last or now - last < dt.timedelta(days=EARLY_RETRAIN_AFTER_DAYS):
+            return None
+    return f"drift: {assessment.get('message')}"
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,9 @@ from modeling.dataset import (
     SCORING_WINDOW_DAYS,
     _active_bpf,
     _base,
-    _close_time,
     _closed_events,
     _derive_open,
     _ensure_columns,
-    _key,
     _point_in_time,
     _select,
     _stage_at,
@@ -42,8 +40,10 @@ from modeling.dataset import (
     _utc,
     _with_account,
     build_training_frame,
+    close_time,
     default_attributes,
     feature_descriptors,
+    option_key,
     outcome_labels,
 )
 from modeling.errors import FieldError, InsufficientDataError
@@ -158,9 +158,9 @@ class Source:
         n = len(opp)
         self.created = _utc(opp.get("createdon"), n).to_numpy(dtype="datetime64[ns]")
         self.outcome = outcome_labels(opp, self.config).to_numpy(dtype=float)
-        state = opp.get("statecode", pd.Series([None] * n, index=opp.index)).map(_key)
+        state = opp.get("statecode", pd.Series([None] * n, index=opp.index)).map(option_key)
         closed = (state.notna() & state.ne("0")).to_numpy() | ~np.isnan(self.outcome)
-        close = _close_time(opp).to_numpy(dtype="datetime64[ns]")
+        close = close_time(opp).to_numpy(dtype="datetime64[ns]")
         self.close = np.where(closed, close, np.datetime64("NaT", "ns"))
         self.eligible = _select(opp, self.config, _active_bpf(self.tables)).to_numpy(dtype=bool)
         self.attributes = (
@@ -299,7 +299,7 @@ def run_month(
         return Month(head)
     frame = scoring_frame_at(src, mask, cut, trained.meta["stats"])
     if len(frame):
-        p, _ = Scorer(trained.onnx_bytes, trained.meta).probabilities(frame)
+        _, p = Scorer(trained.onnx_bytes, trained.meta).feed_probabilities(frame)
     else:
         p = np.zeros(0)
     p = np.round(np.asarray(p, dtype=float), PROBABILITY_DIGITS)

@@ -432,7 +432,7 @@ def _options_of(
     if str((opp_attrs.get(column) or {}).get("type", "")) == "Boolean" or (
         opts and {str(k).lower() for k in opts} == {"true", "false"}
     ):
-        return boolean_options(opts)  # keyed "1"/"0" as the lake's True/False compare (dataset._key)
+        return boolean_options(opts)  # keyed "1"/"0" as the lake's True/False compare (dataset.option_key)
     if opts:
         return opts
     if column == "statecode":

@@ -231,7 +231,8 @@ def _utc(s: pd.Series | None, n: int) -> pd.Series:
     return pd.to_datetime(s, utc=True, errors="coerce").astype("datetime64[ns, UTC]")
 
 
-def _key(v: Any) -> str | None:
+def option_key(v: Any) -> str | None:
+    """A lake value as an option-set key: "1"/"0" for Booleans, integral floats as integers, None when missing."""
     if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)):
         return None
     if isinstance(v, (bool, np.bool_)):
@@ -311,7 +312,7 @@ def _select(opp: pd.DataFrame, config: ModelConfig, bpf_inst: pd.DataFrame) -> p
     mask = pd.Series(True, index=opp.index)
     if config.filter_column:
         if config.filter_column in opp.columns:
-            keys = opp[config.filter_column].map(_key)
+            keys = opp[config.filter_column].map(option_key)
             mask &= keys.isin(set(config.filter_values)).to_numpy()
         else:
             mask &= False
@@ -333,7 +334,7 @@ def _labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
     col = opp.get(config.state_option_set)
     if col is None:
         return pd.Series(np.nan, index=opp.index)
-    keys = col.map(_key)
+    keys = col.map(option_key)
     won = keys.isin({str(v) for v in config.won_values})
     lost = keys.isin({str(v) for v in config.lost_values})
     return pd.Series(np.where(won, 1.0, np.where(lost, 0.0, np.nan)), index=opp.index)
@@ -346,7 +347,7 @@ def outcome_labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
     if col is None:
         return pd.Series(np.nan, index=opp.index)
     codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    keys = [_key(v) for v in uniques]
+    keys = [option_key(v) for v in uniques]
     won = np.array([k in {str(v) for v in config.won_values} for k in keys] + [False])
     lost = np.array([k in {str(v) for v in config.lost_values} for k in keys] + [False])
     return pd.Series(np.where(won[codes], 1.0, np.where(lost[codes], 0.0, np.nan)), index=opp.index)
@@ -455,7 +456,7 @@ def _closed_events(opp: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
                 "_parentaccountid_value", pd.Series([None] * len(opp), index=opp.index)
             ).astype(object),
             "owner": opp.get("_ownerid_value", pd.Series([None] * len(opp), index=opp.index)).astype(object),
-            "_close": _close_time(opp).to_numpy(),
+            "_close": close_time(opp).to_numpy(),
             "_y": y.to_numpy(),
             "_v": pd.to_numeric(
                 opp.get("estimatedvalue", pd.Series(np.nan, index=opp.index)), errors="coerce"
@@ -468,7 +469,7 @@ def _closed_events(opp: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
     return ev
 
 
-def _close_time(opp: pd.DataFrame) -> pd.Series:
+def close_time(opp: pd.DataFrame) -> pd.Series:
     """actualclosedate, else modifiedon (closed deals without a close date keep their last change)."""
     n = len(opp)
     close = _utc(opp.get("actualclosedate"), n)
@@ -658,7 +659,7 @@ def build_training_frame(
     bpf_inst = _active_bpf(tables)
     created = _utc(opp.get("createdon"), n)
     created.index = opp.index
-    close = _close_time(opp)
+    close = close_time(opp)
     y = _labels(opp, config)
     sel = _select(opp, config, bpf_inst).to_numpy()
     in_period = ((created >= start) & (close >= start) & (close <= now_ts) & (created <= close)).to_numpy()
@@ -877,7 +878,7 @@ def _open_rows(
     n = len(opp)
     created = _utc(opp.get("createdon"), n)
     created.index = opp.index
-    state = opp.get("statecode", pd.Series([None] * n, index=opp.index)).map(_key)
+    state = opp.get("statecode", pd.Series([None] * n, index=opp.index)).map(option_key)
     is_open = state.eq("0").to_numpy()
     recent = (created >= now_ts - pd.Timedelta(days=SCORING_WINDOW_DAYS)).to_numpy() & (
         created <= now_ts

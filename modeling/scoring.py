@@ -306,9 +306,10 @@ class Scorer:
         """Whether the model's graph can be explained (every graph this product trains can)."""
         return self.split is not None
 
-    def probabilities(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
-        feed, report = prepare_with_report(frame, self.spec)
-        return calibrate(raw_probabilities(self.sess, feed), self.calibration), report
+    def feed_probabilities(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The model's feed of `frame` and its calibrated P(won), without reasons (what drift measures)."""
+        feed, _ = prepare_with_report(frame, self.spec)
+        return feed, calibrate(raw_probabilities(self.sess, feed), self.calibration)
 
     def _same(self, feed: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """[n, facts] True where a per-stage model does not apply the fact in the row's stage (its

@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from modeling import choice, insights, phrases
+from modeling import choice, drift, insights, phrases, segments
 from modeling.config import ModelConfig
 from modeling.dataset import TEST_SHARE, TrainingData
 from modeling.errors import ExportError, InsufficientDataError
@@ -481,6 +481,12 @@ def _train_model(
             f["baseline"] = 0.0
     train_feed = {k: v[:n_train] for k, v in feed.items()}
     rates = insights.value_win_rates(train_feed, y_all[:n_train], spec)
+    # drift: the training records' bucket shares; scores out of sample (the test records, not the fitted ones)
+    # and of the open records at training time, the population later runs score (modeling/drift.py)
+    p_open = p_test[:0]
+    if len(data.open_frame):
+        p_open = calibrate(raw_probabilities(sess, prepare(data.open_frame, spec)), cal)
+    profile = drift.training_profile(train_feed, spec, p_test, p_open)
     partial = {"spec": spec, "calibration": cal, "value_rates": rates, "stats": data.stats}
     infl, infl_stage, top = (
         _influence(onnx_bytes, partial, train_feed, frame.iloc[:n_train], seed) if explain else ({}, {}, [])
@@ -526,7 +532,11 @@ def _train_model(
             "from": str(closed_at.iloc[n_train]),
             "to": str(closed_at.iloc[-1]),
             "share": TEST_SHARE,
+            **segments.kept_records(
+                frame["opportunityid"].iloc[n_train:].astype(str).tolist(), p_test, y_test, _stages(frame, n_train)
+            ),
         },
+        "drift": profile,
         "per_stage": config.per_stage,
         "stages": list(data.stages),
         "seed": seed,
@@ -541,6 +551,13 @@ def _train_model(
         meta["training_seconds"],
     )
     return TrainedModel(onnx_bytes=onnx_bytes, meta=meta, test_index=np.sort(order[n_train:]))
+
+
+def _stages(frame: pd.DataFrame, start: int) -> list[Any]:
+    """The stage of each row from `start` on when it was observed (None where unknown)."""
+    if STAGE_COLUMN not in frame.columns:
+        return [None] * (len(frame) - start)
+    return frame[STAGE_COLUMN].iloc[start:].tolist()
 
 
 def _influence(

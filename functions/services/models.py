@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from connectors.clock import utcnow
-from functions.services import training
+from functions.services import segments, training
+from functions.services.scoring import drift
 from model_store import lifecycle
 from model_store.errors import InvalidVersion, VersionNotFound
 from model_store.store import ModelStore
@@ -127,6 +128,7 @@ def _view(ctx: AppContext, doc: dict[str, Any], *, detailed: bool) -> dict[str, 
         view["createdAt"] = doc.get("createdAt")
         view["createdBy"] = doc.get("createdBy")
         view["previousVersion"] = alias["previous"]
+        view["drift"] = drift.view(drift.latest(ctx, name, alias["published"]))
         view["versions"] = [
             dict(
                 _version_summary(store, ctx, name, v),
@@ -195,12 +197,15 @@ _PERFORMANCE_KEYS = (
 )
 
 
-def performance(ctx: AppContext, name: str, version: Any = None) -> dict[str, Any]:
+def performance(ctx: AppContext, name: str, version: Any = None, segment: str | None = None) -> dict[str, Any]:
+    """A version's test metrics, with accuracy per owner, stage, region and the `segment` column
+    (functions.services.segments)."""
     store: ModelStore = ctx.model_store
     number = _resolve_version(store, name, version)
     meta = store.get_meta(name, number)
     metrics = meta.get("metrics") or {}
     return {
+        "segments": segments.segment_performance(ctx, meta, segment or None),
         "model": name,
         "version": number,
         "trainedAt": meta.get("trainedAt") or meta.get("createdAt"),
@@ -365,6 +370,7 @@ def delete_model(ctx: AppContext, name: str, *, actor: str) -> dict[str, Any]:
         if lifecycle.auto_retrain_active(doc, store.get_alias(name)["published"]):
             raise ConflictError(f"turn autoRetrain off before deleting {name}", code="AutoRetrainOn", model=name)
         blobs = store.delete_model(name)
+        drift.forget(ctx, name)
         store.audit("delete", actor=actor, model=name, detail={"blobs": blobs})
         return {"model": name, "deleted": True}
 

@@ -22,6 +22,7 @@ from connectors.clock import iso, utcnow
 from connectors.jobs import JobNotFound
 from functions.services.jobs import execute
 from functions.services.jobs import record_poisoned as poisoned_job
+from functions.services.scoring import drift
 from model_store import lifecycle
 from model_store.errors import ModelNotFound
 from model_store.store import ModelStore
@@ -134,8 +135,10 @@ def train(
     job_id: str | None = None,
     now: dt.datetime | None = None,
     seed: int = 0,
+    trigger: str | None = None,
 ) -> dict[str, Any]:
     """Train a new version of `name` and register it. Returns version info (also the job's result).
+    `trigger`: why an automatic retrain started early (kept in the version's meta and the audit).
 
     On any failure the configuration's status becomes `failed` with the error, the audit log records it,
     and the exception propagates (the queue worker turns it into a failed job)."""
@@ -159,11 +162,14 @@ def train(
                 "counts": meta.get("counts") or data.counts,
                 "config": {k: v for k, v in config_doc.items() if k not in _STATUS_FIELDS},
                 "pipelineSeconds": round(time.perf_counter() - started, 2),
+                **({"trigger": trigger} if trigger else {}),
             }
         )
         version = store.save_version(name, trained.onnx_bytes, meta)
         info: dict[str, Any] = {"model": name, "version": version, "reason": reason, **_summary(meta, ctx)}
         info["counts"] = data.counts
+        if trigger:
+            info["trigger"] = trigger
         decision = None
         if reason == "auto-retrain":
             decision = _auto_publish(ctx, name, version, meta, data, trained, now)
@@ -183,6 +189,7 @@ def train(
             version=version,
             detail={
                 "reason": reason,
+                "trigger": trigger,
                 "jobId": job_id,
                 "auc": info["auc"],
                 "counts": data.counts,
@@ -288,12 +295,16 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 # ---------------------------------------------------------------------------------------------- jobs
 
 
-def enqueue_training(ctx: AppContext, name: str, *, reason: str, actor: str) -> dict[str, Any]:
-    """Create a `train` job, mark the model as training and queue the message for `train_worker`."""
-    job = ctx.jobs.create("train", {"model": name, "reason": reason, "actor": actor})
+def enqueue_training(
+    ctx: AppContext, name: str, *, reason: str, actor: str, trigger: str | None = None
+) -> dict[str, Any]:
+    """Create a `train` job, mark the model as training and queue the message for `train_worker`; `trigger`
+    says why an automatic retrain started early (drift)."""
+    params = {"model": name, "reason": reason, "actor": actor, **({"trigger": trigger} if trigger else {})}
+    job = ctx.jobs.create("train", params)
     ctx.model_store.set_status(name, status="training", jobId=job["id"], error=None)
-    ctx.queue(ctx.settings.training_queue).send({"jobId": job["id"], "model": name, "reason": reason, "actor": actor})
-    log.info("queued training job=%s model=%s reason=%s", job["id"], name, reason)
+    ctx.queue(ctx.settings.training_queue).send({"jobId": job["id"], **params})
+    log.info("queued training job=%s model=%s reason=%s trigger=%s", job["id"], name, reason, trigger or "-")
     return job
 
 
@@ -310,8 +321,12 @@ def run_training_job(
     name = str(message["model"])
     reason = str(message.get("reason") or "manual")
     actor = str(message.get("actor") or "anonymous")
+    extra = {"trigger": str(message["trigger"])} if message.get("trigger") else {}
     return execute(
-        ctx.jobs, job_id, lambda: trainer(ctx, name, reason=reason, actor=actor, job_id=job_id), what="training"
+        ctx.jobs,
+        job_id,
+        lambda: trainer(ctx, name, reason=reason, actor=actor, job_id=job_id, **extra),
+        what="training",
     )
 
 
@@ -359,7 +374,8 @@ def record_poisoned(ctx: AppContext, body: bytes | str) -> dict[str, Any] | None
 
 def retrain_due_models(ctx: AppContext, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """The daily timer: queue a retraining for every published model with auto-retrain on whose last
-    training is at least 15 days old. Returns the queued jobs."""
+    training is at least 15 days old, or earlier on drift (`lifecycle.early_retrain`, recorded as the
+    job's and version's `trigger`). Returns the queued jobs."""
     now = now or utcnow()
     store: ModelStore = ctx.model_store
     jobs = []
@@ -370,5 +386,8 @@ def retrain_due_models(ctx: AppContext, *, now: dt.datetime | None = None) -> li
         published = store.get_alias(name)["published"]
         if lifecycle.retrain_due(config, published, now):
             jobs.append(enqueue_training(ctx, name, reason="auto-retrain", actor=AUTO_ACTOR))
+        elif trigger := lifecycle.early_retrain(config, published, drift.latest(ctx, name, published), now):
+            log.warning("auto-retrain: model=%s@%s retrained early: %s", name, published, trigger)
+            jobs.append(enqueue_training(ctx, name, reason="auto-retrain", actor=AUTO_ACTOR, trigger=trigger))
     log.info("auto-retrain: %d model(s) due of %d", len(jobs), len(configs))
     return jobs

@@ -8,6 +8,7 @@ scoring/runs/<run>/errors/<NNNNN>.json       # the last error of a failed attemp
 scoring/runs/<run>/poisoned/<NNNNN>.json     # the host gave up on the batch (the poison trigger's marker)
 scoring/runs/<run>/superseded.json           # a later scheduled run replaced this unfinished one
 scoring/quota/<YYYY-MM>.json                 # ids scored this calendar month (only with a quota)
+scoring/drift/<model>.json                   # the model's latest drift (functions/services/scoring/drift.py)
 ```
 """
 

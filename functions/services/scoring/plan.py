@@ -14,7 +14,7 @@ import pandas as pd
 
 from connectors import telemetry
 from connectors.clock import utcnow
-from functions.services.scoring import active, inputs, layout
+from functions.services.scoring import active, drift, inputs, layout
 from functions.services.scoring.common import message, new_run_id, parallel, to_arrow
 from functions.services.scoring.report import plan_document
 from modeling.errors import ConflictError
@@ -75,6 +75,8 @@ def _plan(
         raise ConflictError(f"scoring run {run_id} is planned by another worker", code="PlanningInProgress")
     with ctx.jobs.heartbeat(run_id, owner):
         lake_inputs, chosen = _assign(ctx, run_id, opportunity_ids)
+        # a whole population: how far it moved from each version's training records (None for listed ids)
+        measured = drift.measure(ctx, run_id, lake_inputs, chosen) if opportunity_ids is None else None
         batches = _cut(chosen.frames, batch_size or ctx.settings.scoring_batch_size)
         parallel(
             lambda b: ctx.lake.write_parquet(layout.input_path(run_id, b[0]), to_arrow(b[1][1])),
@@ -85,6 +87,7 @@ def _plan(
             requested=None if opportunity_ids is None else len(opportunity_ids), quota=ctx.settings.monthly_quota,
             seconds=time.perf_counter() - started,
         )  # fmt: skip
+        doc["drift"] = measured
         ctx.lake.json.write(layout.plan_path(run_id), doc)
         inputs.record_broken(ctx, run_id, chosen.broken)
     sender = ctx.queue(ctx.settings.scoring_queue)

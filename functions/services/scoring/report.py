@@ -109,6 +109,7 @@ def summarize(docs: RunDocs) -> dict[str, Any]:
         "writeFailures": refused,
         "quota": plan.get("quota"),
         "quotaReached": totals["quotaStopped"] > 0,
+        "drift": plan.get("drift"),  # measured while planning a full run (None for listed ids)
         "status": _status(docs, failures),
     }
     if totals["quotaStopped"]:

@@ -64,3 +64,30 @@ def test_parse_time():
     assert lifecycle.parse_time("2025-01-01T00:00:00Z") == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     assert lifecycle.parse_time("2025-01-01T00:00:00") == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     assert lifecycle.parse_time("garbage") is None and lifecycle.parse_time(None) is None
+
+
+def _drift(version: int = 1, retrain: bool = True, measured_days_ago: float = 0.0) -> dict:
+    measured = NOW_FOR_DRIFT - dt.timedelta(days=measured_days_ago)
+    return {"version": version, "measuredAt": measured.isoformat(), "assessment": {"retrain": retrain, "message": "m"}}
+
+
+NOW_FOR_DRIFT = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("config", "published", "drift", "starts"),
+    [
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z"}, 1, _drift(), True),
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z"}, 1, _drift(retrain=False), False),  # attributes only: no
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z"}, 2, _drift(version=1), False),  # another version's drift
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z"}, 1, _drift(measured_days_ago=7), False),  # before the training
+        ({"lastTrainedAt": "2026-11-30T00:00:00Z"}, 1, _drift(), False),  # trained 1.5 days ago: too soon
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z", "autoRetrain": False}, 1, _drift(), False),
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z", "status": "training"}, 1, _drift(), False),
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z"}, None, _drift(), False),  # unpublished
+        ({"lastTrainedAt": "2026-11-25T00:00:00Z"}, 1, None, False),
+    ],
+)
+def test_early_retrain_on_drift(config, published, drift, starts):
+    found = lifecycle.early_retrain(config, published, drift, NOW_FOR_DRIFT)
+    assert (found is not None) == starts and (found is None or found == "drift: m")

@@ -439,3 +439,21 @@ def test_with_history_equals_the_full_serialiser():
     history = [{"date": "2026-11-30", "score": 38, "grade": "C"}, {"date": "2026-12-01", "score": 40, "grade": "C"}]
     assert with_history(reasons_json("M", 2, r), history) == reasons_json("M", 2, r, history=history)
     assert with_history(reasons_json("M", 2, r, history=history), history) is None
+
+
+def test_training_keeps_the_drift_profile_and_the_test_records(trained):
+    from sklearn.metrics import roc_auc_score
+
+    from modeling import drift
+
+    _, data, model = trained
+    meta = model.meta
+    profile, test = meta["drift"], meta["test"]
+    assert set(profile["attributes"]) == {f["name"] for f in meta["spec"]["features"]}
+    assert profile["rows"] == meta["counts"]["training_rows"] and profile["openRows"] == len(data.open_frame)
+    for found in profile["attributes"].values():
+        assert sum(found.values()) == pytest.approx(1.0, abs=1e-2)
+    # the kept test records are the calibrated test scores: their AUC is the reported one
+    assert len(test["p"]) == len(test["won"]) == len(test["stages"]) == test["rows"]
+    assert roc_auc_score(test["won"], test["p"]) == pytest.approx(meta["metrics"]["auc"], abs=2e-3)
+    assert profile["scores"] == drift.shares(drift.score_keys(np.asarray(test["p"])))

@@ -69,6 +69,9 @@ class FakeLake:
     def read_json(self, path: str) -> Any:
         return self.docs.get(path)
 
+    def delete(self, path: str) -> bool:
+        return self.docs.pop(path, None) is not None
+
     @contextlib.contextmanager
     def lease(self, name: str, *, duration: int = 60, wait: float = 0.0, poll: float = 1.0) -> Iterator[None]:
         """Lake.lease's contract: one holder at a time, LeaseBusy after `wait` seconds."""

@@ -514,3 +514,41 @@ def test_the_entra_principal_of_the_caller_is_the_audit_actor(ctx):
     status, body = create({"name": "Entra2"}, headers={"X-MS-CLIENT-PRINCIPAL": "%%%"})[:2]
     assert status == 400 and body["error"]["code"] == "InvalidHeader"
     assert "X-MS-CLIENT-PRINCIPAL" in body["error"]["message"]
+
+
+def test_drift_starts_auto_retrain_early_and_records_why(ctx, domain):
+    from connectors.clock import iso
+
+    domain.aucs = [0.80, 0.80]
+    trained_model(ctx)
+    _publish_and_age(ctx, 5)  # 10 days before auto-retrain is due by age
+    message = "score distribution drifted significantly (PSI 0.40); retraining is suggested"
+    assessment = {"alert": True, "retrain": True, "message": message, "reasons": [message]}
+    population = {"drifted": [], "score": {"psi": 0.4}}
+    drift_doc = {"version": 1, "runId": "r1", "measuredAt": iso(), "assessment": assessment, "population": population}
+    ctx.lake.docs["scoring/drift/M1.json"] = drift_doc
+    view = call("get_model", route={"name": "M1"})[1]
+    assert view["drift"]["alert"] and view["drift"]["earlyRetrain"] and view["drift"]["runId"] == "r1"
+    registry()["retrain_timer"].get_user_function()(TimerRequest(past_due=False))
+    sent = [(m["model"], m["reason"], m.get("trigger")) for m in ctx.sent]
+    assert sent == [("M1", "auto-retrain", f"drift: {message}")]
+    [job] = work(ctx)
+    assert job["status"] == "succeeded" and job["result"]["trigger"] == f"drift: {message}"
+    assert ctx.model_store.get_meta("M1", 2)["trigger"] == f"drift: {message}"
+    train_entry = next(e for e in ctx.model_store.audit_log("M1") if e["action"] == "train")
+    assert train_entry["detail"]["trigger"] == f"drift: {message}"
+    # measured before the last training (the retrain just done): no second early retrain
+    ctx.sent.clear()
+    training.retrain_due_models(ctx, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=4))
+    assert ctx.sent == []
+
+
+def test_performance_segment_must_name_a_synced_column(ctx, domain):
+    trained_model(ctx)
+    status, body, _ = call("model_performance", route={"name": "M1"}, params={"segment": "no_such_column"})
+    assert status == 400 and body["error"]["code"] == "InvalidSegment", body
+    assert "no_such_column" in body["error"]["message"]
+    assert call("model_performance", route={"name": "M1"}, params={"segment": "account.nothing"})[0] == 400
+    # a known column: this fake version kept no test scores, which the answer says instead of failing
+    status, body, _ = call("model_performance", route={"name": "M1"}, params={"segment": "account.industrycode"})
+    assert status == 200 and body["segments"]["available"] is False and "retrain" in body["segments"]["reason"]
