@@ -522,7 +522,7 @@ def measure_dataset(ds: DataSet, size: int, reps: int, seed: int) -> dict[str, A
     )
     entry["notes"] += product.checks
     entry["notes"].append(
-        f"The product chose `{product.meta.get('algorithm')}` with "
+        f"The product chose `{product.meta.get('candidate') or product.meta.get('algorithm')}` with "
         f"`{(product.meta.get('calibration') or {}).get('method', '?')}` calibration; its threshold "
         f"({threshold_pct}%) is the F1-best cut on its validation fold "
         f"(chosen on: {m.get('threshold_chosen_on', 'the test records: an older version')}), and each peer's "
