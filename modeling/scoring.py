@@ -172,13 +172,13 @@ class Facts:
         return self.batch.points[self.row]
 
     def as_dict(self) -> dict[str, list[Any]]:
-        """{attribute: [points (0.1), value as spoken, label]} of the facts that move the score."""
+        """{attribute: [points (0.1), value as spoken, label]} of every fact, those at their baseline (0 points)
+        too: a later change away from the baseline value can then say what the value was."""
         out: dict[str, list[Any]] = {}
         values = self.batch.values[self.row].tolist()
         for (name, label, unit), q, v in zip(self.batch.items, self.points.tolist(), values, strict=True):
-            if abs(q) >= 0.05:
-                shown = phrases.display_value(v) if isinstance(v, str) else phrases.spoken(float(v), unit)
-                out[name] = [round(q, 1), shown, label]
+            shown = phrases.display_value(v) if isinstance(v, str) else phrases.spoken(float(v), unit)
+            out[name] = [round(q, 1) + 0.0, shown, label]
         return out
 
     def to_json(self) -> str:

@@ -9,6 +9,7 @@ write the screenshots shown in the README (docs/screenshots/card-*.png)."""
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -93,7 +94,11 @@ def test_card_shows_score_grade_trend_and_top_reasons(open_card: Any, org: dict[
         assert card.locator(f"{css} .headline").all_inner_texts() == expected
         points = card.locator(f"{css} .points").all_inner_texts()
         signs = {"positive": "+", "negative": "−"}[side]
-        assert points == [f"{signs}{round(abs(r['points']))}" for r in row["reasons"][side][:5]]
+        # whole points with halves away from zero, as the card rounds (Python's round() takes 12.5 to 12)
+        whole = [math.floor(abs(r["points"]) + 0.5) for r in row["reasons"][side][:5]]
+        assert points == [f"{signs}{n}" for n in whole]
+        labels = card.locator(f"{css} .points").evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+        assert labels == [f"{'-' if side == 'negative' else ''}{n} points" for n in whole]
     shot(card.locator("#card"), "card-summary.png")
 
 

@@ -390,7 +390,7 @@ def test_after_simulate_changed_scores_show_the_right_trend(
             change = card["lastChange"]
             assert change["from"] == before.loc[i, "msdyn_score"] and change["to"] == after.loc[i, "msdyn_score"]
             assert change["facts"], card
-            assert any(f["from"] != f["to"] and f["from"] and f["to"] for f in change["facts"]), change
+            assert any(f["from"] != f["to"] and f["from"] and f["to"] for f in change["facts"]), json.dumps(change)
             assert all(f["text"].startswith(f["label"]) and "point" in f["text"] for f in change["facts"])
             chart = json.loads(after.loc[i, "msdyn_scorereasons"])["history"]
             assert [p["score"] for p in chart] == [before.loc[i, "msdyn_score"], after.loc[i, "msdyn_score"]]

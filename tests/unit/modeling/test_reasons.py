@@ -189,7 +189,7 @@ def test_past_win_rates_are_measured_against_no_history(scored):
     new = frame.iloc[:30].copy()  # accounts nothing is known about yet
     new["d_account_closed"], new["d_account_won"], new["d_account_win_rate"] = 0.0, 0.0, prior
     for facts in scorer.score(new)["facts"]:
-        assert "d_account_win_rate" not in facts.as_dict()
+        assert facts.as_dict().get("d_account_win_rate", [0.0])[0] == 0.0  # kept at 0 points: no history
 
 
 def test_insights_name_what_impacts_scores(scored):
@@ -276,3 +276,24 @@ def test_per_stage_models_give_facts_a_stage_does_not_apply_no_contribution(kind
         assert abs(rs["baseline"] + float(facts.points.sum()) - 100 * out["probability"].iloc[i]) < 0.1
         if qualify[i]:  # Qualify applies budget and need only
             assert facts.points[competitors] == 0.0
+
+
+def test_a_change_away_from_the_baseline_value_names_the_old_value(scored):
+    """Facts at their baseline (0 points) are kept in the history, so moving off the baseline value says what the
+    value was (it used to read "Budget (Can Buy) now counts +8 points (was 0 points)")."""
+    from modeling.changes import what_moved
+
+    model, frame, scorer, _ = scored
+    budget = next(f for f in model.meta["spec"]["features"] if f["name"] == "budgetstatus")
+    code = {label: int(c) for c, label in budget["options"].items()}  # the feed holds option labels
+    at_base = frame.iloc[:1].copy()
+    at_base["budgetstatus"] = code[budget["baseline"]]
+    moved = at_base.copy()
+    moved["budgetstatus"] = next(v for label, v in code.items() if label != budget["baseline"])
+    facts_old = scorer.score(at_base)["facts"][0]
+    facts_new = scorer.score(moved)["facts"][0]
+    assert facts_old.as_dict()["budgetstatus"][0] == 0.0
+    change = what_moved({"facts": facts_old.to_json(), "model": "M@1"}, {"facts": facts_new.to_json(), "model": "M@1"})
+    fact = next(f for f in change["facts"] if f["attribute"] == "budgetstatus")
+    assert fact["from"] and fact["to"] and fact["from"] != fact["to"]
+    assert fact["text"].startswith(f"Budget changed from {fact['from']} to {fact['to']}")

@@ -62,9 +62,13 @@
     return new Intl.DateTimeFormat(S.locale, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" }).format(d);
   }
 
+  // whole points, halves away from zero (Math.round alone takes -12.5 to -12 but 12.5 to 13)
+  function wholePoints(points) {
+    return (points < 0 ? -1 : 1) * Math.round(Math.abs(points));
+  }
+
   function pointsText(points) {
-    var rounded = Math.round(Math.abs(points));
-    return fmt(points >= 0 ? S.pointsUp : S.pointsDown, { points: rounded });
+    return fmt(points >= 0 ? S.pointsUp : S.pointsDown, { points: Math.abs(wholePoints(points)) });
   }
 
   function card() { return document.getElementById("card"); }
@@ -118,7 +122,7 @@
       "data-attribute": reason.attribute || ""
     }, [
       el("span", { class: "headline", text: reason.headline || fmt(S.reasonValue, reason) }),
-      el("span", { class: "points " + (points >= 0 ? "up" : "down"), "aria-label": fmt(S.pointsLabel, { points: Math.round(points) }), text: pointsText(points) })
+      el("span", { class: "points " + (points >= 0 ? "up" : "down"), "aria-label": fmt(S.pointsLabel, { points: wholePoints(points) }), text: pointsText(points) })
     ]);
     var tip = el("div", { class: "tooltip", role: "tooltip", id: tipId, text: reason.insight || "", hidden: "" });
     function show() { if (reason.insight) tip.hidden = false; }
