@@ -3,6 +3,7 @@ pointing at both, an AppContext with per-test containers, and the local runner o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import ssl
@@ -30,9 +31,17 @@ def azurite() -> Iterator[stack.Azurite]:
 def mock_server() -> Iterator[Any]:
     """The mock Dataverse, in-process over HTTPS: seed 7, 1,500 opportunities; the solution's web resources
     under /WebResources/."""
+    with mock_org(seed=7, opportunities=1500, webresources=stack.WEBRESOURCES) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def mock_org(**options: Any) -> Iterator[Any]:
+    """A mock Dataverse of its own, in-process over HTTPS on a free port (MockServer's `options`: seed,
+    opportunities, ...), stopped however the test ends: for tests that change the org others share."""
     from mock_dataverse.server import MockServer
 
-    server = MockServer(seed=7, opportunities=1500, port=0, https=True, webresources=stack.WEBRESOURCES)
+    server = MockServer(port=0, https=True, **options)
     server.start()
     try:
         yield server

@@ -18,16 +18,13 @@ import pytest
 
 from functions.app_context import AppContext
 from functions.settings import load_settings
-from local_runner import stack
 from modeling.config import ModelConfig
 from solution import package
-from tests.conftest import mock_call
 from tests.integration.card.browser import braced_upper, shot
-from tests.integration.http import call, wait_job
+from tests.integration.http import call, synced_runner, wait_job
 
 pytestmark = pytest.mark.integration
 
-SCHEDULES = {"SYNC_SCHEDULE": "0 0 */4 * * *", "SCORING_SCHEDULE": "0 30 5 * * *", "RETRAIN_SCHEDULE": "0 0 3 * * *"}
 QUOTA = 100_000  # a monthly limit, so the quota counts what is scored (the Activity page shows it)
 NAME = "Console_Walk"
 
@@ -36,19 +33,11 @@ NAME = "Console_Walk"
 def app(azurite: Any, mock_info: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The local runner on containers of its own, the seeded org synced into its lake, and one existing
     model (a configuration, not trained) for the new one to overlap."""
-    mock_call(mock_info, "POST", "/_mock/reset")
-    settings = stack.unique_settings(azurite, mock_info, tag="console", MONTHLY_SCORING_QUOTA=str(QUOTA), **SCHEDULES)
     log = tmp_path_factory.mktemp("console") / "runner.log"
-    runner = stack.start_runner(settings, log_path=str(log), extra_args=["--no-timers"])
-    try:
-        status, accepted = call(runner.url, "POST", "/api/sync", {"full": True})
-        assert status == 202, accepted
-        assert wait_job(runner.url, accepted["job"]["id"])["status"] == "succeeded"
+    with synced_runner(azurite, mock_info, log, tag="console", MONTHLY_SCORING_QUOTA=str(QUOTA)) as (url, settings):
         existing = ModelConfig(name="Existing_All").to_json()
         AppContext(load_settings(settings)).model_store.create_config("Existing_All", existing)
-        yield runner.url
-    finally:
-        runner.stop()
+        yield url
 
 
 @pytest.fixture

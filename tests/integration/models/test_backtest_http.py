@@ -12,14 +12,11 @@ import pytest
 
 from functions.app_context import AppContext
 from functions.settings import load_settings
-from local_runner import stack
-from tests.conftest import mock_call
-from tests.integration.http import call, wait_job
+from tests.integration.http import call, synced_runner, wait_job
 from tests.integration.models.backtest_check import check_report, lake_opportunities
 
 pytestmark = pytest.mark.integration
 
-SCHEDULES = {"SYNC_SCHEDULE": "0 0 */4 * * *", "SCORING_SCHEDULE": "0 30 5 * * *", "RETRAIN_SCHEDULE": "0 0 3 * * *"}
 NAME = "Backtest_Synth"
 
 
@@ -28,20 +25,12 @@ def app(
     azurite: Any, mock_info: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, AppContext]]:
     """The runner on containers of its own, the seeded org synced into its lake and a model created."""
-    mock_call(mock_info, "POST", "/_mock/reset")
-    settings = stack.unique_settings(azurite, mock_info, tag="bt", **SCHEDULES)
     log = tmp_path_factory.mktemp("backtest") / "runner.log"
-    runner = stack.start_runner(settings, log_path=str(log), extra_args=["--no-timers"])
-    try:
-        status, accepted = call(runner.url, "POST", "/api/sync", {"full": True})
-        assert status == 202, accepted
-        assert wait_job(runner.url, accepted["job"]["id"])["status"] == "succeeded"
-        status, created = call(runner.url, "POST", "/api/models", {"name": NAME})
+    with synced_runner(azurite, mock_info, log, tag="bt") as (url, settings):
+        status, created = call(url, "POST", "/api/models", {"name": NAME})
         assert status == 202, created
-        assert wait_job(runner.url, created["job"]["id"])["status"] == "succeeded"
-        yield runner.url, AppContext(load_settings(settings))
-    finally:
-        runner.stop()
+        assert wait_job(url, created["job"]["id"])["status"] == "succeeded"
+        yield url, AppContext(load_settings(settings))
 
 
 def test_a_12_month_backtest_matches_an_independent_recomputation_from_the_lake(app: tuple[str, AppContext]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from local_runner import stack
-from tests.conftest import mock_call
+from tests.conftest import mock_call, mock_org
 from tests.integration.http import call, wait_job
 
 pytestmark = pytest.mark.integration
@@ -26,14 +26,8 @@ SHIFT = {"attribute": "new_channel", "value": REFERRAL, "winRate": 0.9, "share":
 
 @pytest.fixture(scope="module")
 def org() -> Iterator[Any]:
-    from mock_dataverse.server import MockServer
-
-    server = MockServer(seed=11, opportunities=1500, port=0, https=True)
-    server.start()
-    try:
+    with mock_org(seed=11, opportunities=1500) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
