@@ -10,7 +10,7 @@ from typing import Any
 
 from . import errors as E
 from .errors import DataverseError
-from .protection import concurrency_exceeded, count_exceeded, time_exceeded
+from .protection import concurrency_exceeded, count_exceeded, settings_body, time_exceeded
 
 FAULT_FIELDS = {
     "rate_429": float,
@@ -42,27 +42,12 @@ class Faults:
 
     @staticmethod
     def parse(body: Any) -> Faults:
-        if not isinstance(body, dict):
-            raise E.bad_request("The faults body must be a JSON object.")
-        f = Faults()
-        for k, v in body.items():
-            kind = FAULT_FIELDS.get(k)
-            if kind is None:
-                raise E.bad_request(f"Unknown fault setting '{k}'; known: {', '.join(FAULT_FIELDS)}.")
-            if v is None and k == "paths":
-                continue
-            ok = (
-                isinstance(v, str)
-                if kind is str
-                else (isinstance(v, (int, float)) and not isinstance(v, bool))
-            )
-            if not ok or (kind is int and not float(v).is_integer()):
-                raise E.bad_request(f"Fault setting '{k}' must be {kind.__name__}.")
-            if k.startswith("rate_") and not 0 <= v <= 1:
-                raise E.bad_request(f"Fault setting '{k}' must be between 0 and 1.")
-            if kind is not str and v < 0:
-                raise E.bad_request(f"Fault setting '{k}' must not be negative.")
-            setattr(f, k, kind(v))
+        if isinstance(body, dict) and body.get("paths", "") is None:  # null paths: every path
+            body = {k: v for k, v in body.items() if k != "paths"}
+        f = Faults(**settings_body(body, FAULT_FIELDS, "fault"))
+        for k in FAULT_FIELDS:
+            if k.startswith("rate_") and getattr(f, k) > 1:
+                raise E.bad_request(f"The fault setting '{k}' must be between 0 and 1.")
         if f.rate_429 + f.rate_429_time + f.rate_429_concurrency + f.rate_500 + f.rate_503 + f.rate_drop > 1:
             raise E.bad_request("The fault rates add up to more than 1.")
         f.rng = random.Random(f.seed)

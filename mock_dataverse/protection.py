@@ -75,7 +75,9 @@ def concurrency_exceeded(limit: int, retry_after: int) -> DataverseError:
     )
 
 
-def _parse(body: Any, fields: dict[str, type], what: str) -> dict[str, Any]:
+def settings_body(body: Any, fields: dict[str, type], what: str) -> dict[str, Any]:
+    """A control endpoint's JSON body of settings, each of `fields`' type (bool, str, or a non-negative int
+    or float): 400 naming the setting that is unknown or wrong."""
     if not isinstance(body, dict):
         raise E.bad_request(f"The {what} body must be a JSON object.")
     out: dict[str, Any] = {}
@@ -86,6 +88,9 @@ def _parse(body: Any, fields: dict[str, type], what: str) -> dict[str, Any]:
         if kind is bool:
             if not isinstance(v, bool):
                 raise E.bad_request(f"The {what} setting '{k}' must be true or false.")
+        elif kind is str:
+            if not isinstance(v, str):
+                raise E.bad_request(f"The {what} setting '{k}' must be a string.")
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != v or v == float("inf"):
             raise E.bad_request(f"The {what} setting '{k}' must be a non-negative number.")
         elif kind is int and not float(v).is_integer():
@@ -111,7 +116,7 @@ class CostModel:
         )
 
     def update(self, body: Any) -> None:
-        for k, v in _parse(body, COST_FIELDS, "cost").items():
+        for k, v in settings_body(body, COST_FIELDS, "cost").items():
             setattr(self, k, v)
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,7 +159,7 @@ class ServiceProtection:
             self._clients: dict[str, _Client] = defaultdict(_Client)
 
     def update(self, body: Any) -> None:
-        values = _parse(body, LIMIT_FIELDS, "limits")
+        values = settings_body(body, LIMIT_FIELDS, "limits")
         if values.get("dop_hint") == 0 or values.get("concurrent") == 0 or values.get("window_s") == 0:
             raise E.bad_request("dop_hint, concurrent and window_s must be at least 1.")
         with self._lock:
