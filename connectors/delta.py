@@ -9,12 +9,13 @@ that wrote it), read back with `last_commit`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -109,16 +110,33 @@ class DeltaTables:
             except TableNotFoundError:
                 return None
         cache = self._cache()
+        pinned: set[str] | None = getattr(self._local, "pinned", None)
         table = cache.get(path)
         if table is not None:
-            table.update_incremental()
+            if pinned is None or path not in pinned:
+                table.update_incremental()
+                if pinned is not None:
+                    pinned.add(path)
             return table
         try:
             table = DeltaTable(self.uri(path), storage_options=self.location.storage_options)
         except TableNotFoundError:
             return None
         cache[path] = table
+        if pinned is not None:
+            pinned.add(path)
         return table
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within the block, a table this thread opened is brought up to date once, not on every use: for
+        the sync lease's holder, the only writer, whose own commits update its opened tables (each
+        up-to-date check lists the table's log)."""
+        self._local.pinned = set()
+        try:
+            yield
+        finally:
+            self._local.pinned = None
 
     def _cache(self) -> dict[str, DeltaTable]:
         cache: dict[str, DeltaTable] | None = getattr(self._local, "tables", None)
@@ -129,6 +147,12 @@ class DeltaTables:
                 self._caches.append((threading.current_thread(), cache))
         return cache
 
+    def _unpin(self, path: str) -> None:
+        """The next `open` of `path` on this thread brings it up to date (after a commit lost a race)."""
+        pinned: set[str] | None = getattr(self._local, "pinned", None)
+        if pinned is not None:
+            pinned.discard(path)
+
     def forget(self, path: str | None = None) -> None:
         """Drop every thread's opened table(s) (of `path`, or all), e.g. after blobs under them were deleted."""
         with self._caches_lock:
@@ -138,6 +162,9 @@ class DeltaTables:
                 cache.clear()
             else:
                 cache.pop(path, None)
+        pinned: set[str] | None = getattr(self._local, "pinned", None)
+        if pinned is not None:
+            pinned.clear() if path is None else pinned.discard(path)
 
     def exists(self, path: str) -> bool:
         return self.open(path) is not None
@@ -247,7 +274,9 @@ class DeltaTables:
                     commit_properties=_props(metadata),
                 ),
                 path,
+                current.update_incremental,
             )  # fmt: skip
+            current.update_incremental()  # a write transaction does not update the table it was made on
         return self._version(path)
 
     def overwrite(
@@ -278,7 +307,7 @@ class DeltaTables:
                 writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
             )
 
-        _retry(write, path)
+        _retry(write, path, lambda: self._unpin(path))
         return self._version(path)
 
     def merge(
@@ -331,7 +360,7 @@ class DeltaTables:
                 merger = merger.when_matched_update(updates).when_not_matched_insert(updates)
             return dict(merger.execute())
 
-        return _retry(run, path)
+        return _retry(run, path, lambda: self._unpin(path))
 
     def maintain(self, path: str, *, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict[str, Any]:
         """Compact small files (`optimize`), remove files older than `retention_hours` that no version within
@@ -341,7 +370,7 @@ class DeltaTables:
         table = self.open(path)
         if table is None:
             return {}
-        compacted = dict(_retry(lambda: table.optimize.compact(), path))
+        compacted = dict(_retry(lambda: table.optimize.compact(), path, table.update_incremental))
         table = self.open(path)
         assert table is not None
         removed = table.vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False)
@@ -367,14 +396,17 @@ def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:
     return CommitProperties(custom_metadata={str(k): str(v) for k, v in metadata.items()})
 
 
-def _retry(fn: Any, path: str) -> Any:
-    """Run a commit; on CommitFailedError (another writer committed first) re-read and try again."""
+def _retry(fn: Any, path: str, refresh: Callable[[], Any] | None = None) -> Any:
+    """Run a commit; on CommitFailedError (another writer committed first) re-read and try again
+    (`refresh` makes the next attempt see the newer version)."""
     for attempt in range(COMMIT_RETRIES):
         try:
             return fn()
         except CommitFailedError as exc:
             if attempt == COMMIT_RETRIES - 1:
                 raise
+            if refresh is not None:
+                refresh()
             wait = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
             log.info("delta %s: commit lost a race (%s); retry %d in %.2f s", path, exc, attempt + 1, wait)
             time.sleep(wait)

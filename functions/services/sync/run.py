@@ -171,6 +171,10 @@ def _run_locked(
             return sync_table(spec)
 
     def sync_table(spec: TableSpec) -> tuple[str, dict[str, Any]]:
+        with lake.tables.pinned():  # this thread, under the lease, is the table's only writer
+            return synced_table(spec)
+
+    def synced_table(spec: TableSpec) -> tuple[str, dict[str, Any]]:
         t0 = time.perf_counter()
         recovered = recover(lake, spec.logical)
         extract = extract_table(

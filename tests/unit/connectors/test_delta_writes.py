@@ -41,3 +41,19 @@ def test_last_commit_looks_past_commits_without_the_key(tmp_path: Path) -> None:
     assert tables.last_commit("t", having="sync_id")["sync_id"] == "s2"
     assert tables.last_commit("t", having="sync_id", depth=5) == {}
     assert "sync_id" not in tables.last_commit("t")
+
+
+def test_a_pinned_table_sees_its_own_commits_without_rereading_the_log(tmp_path: Path) -> None:
+    ours, other = DeltaTables(DeltaLocation(str(tmp_path))), DeltaTables(DeltaLocation(str(tmp_path)))
+    ours.append("t", pa.table({"id": ["a"], "state": [0]}))
+    with ours.pinned():
+        assert ours.read("t").num_rows == 1  # type: ignore[union-attr]
+        other.append("t", pa.table({"id": ["x"], "state": [0]}))  # a writer that does not hold the lease
+        assert ours.read("t").num_rows == 1  # type: ignore[union-attr]  # not re-read within the block
+        ours.append("t", pa.table({"id": ["b"], "state": [0]}))  # a commit of our own: conflict-checked
+        ours.append_stream("t", _stream(5, batch=5))  # a write transaction: refreshed after it
+        assert ours.read("t").num_rows == 8  # type: ignore[union-attr]
+        ours.merge("t", pa.table({"id": ["a"], "state": [2]}), ["id"])
+        assert sorted(ours.read("t")["id"].to_pylist()) == sorted(["a", "x", "b"] + [f"r{i:06d}" for i in range(5)])  # type: ignore[index]
+    other.append("t", pa.table({"id": ["y"], "state": [0]}))
+    assert "y" in ours.read("t")["id"].to_pylist()  # type: ignore[index]  # outside the block: up to date
