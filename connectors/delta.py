@@ -97,6 +97,7 @@ class DeltaTables:
         self._local = threading.local()
         self._caches: list[tuple[threading.Thread, dict[str, DeltaTable]]] = []
         self._caches_lock = threading.Lock()
+        self._commits: dict[tuple[str, int, str | None, int], dict[str, Any]] = {}  # (path, version, ...)
 
     def uri(self, path: str) -> str:
         return self.location.uri(path)
@@ -157,6 +158,7 @@ class DeltaTables:
         """Drop every thread's opened table(s) (of `path`, or all), e.g. after blobs under them were deleted."""
         with self._caches_lock:
             caches = [c for _, c in self._caches]
+            self._commits = {k: v for k, v in self._commits.items() if path is not None and k[0] != path}
         for cache in caches:
             if path is None:
                 cache.clear()
@@ -213,14 +215,16 @@ class DeltaTables:
         table = self.open(path)
         if table is None:
             return {}
-        for n in (1, 8, depth):  # reading a commit costs a request: the newest is usually the one
-            commits = table.history(min(n, depth))
-            for commit in commits:
-                if having is None or having in commit:
-                    return dict(commit)
-            if having is None or len(commits) < min(n, depth):
-                break
-        return {}
+        key = (path, int(table.version()), having, depth)  # a version's commits never change
+        with self._caches_lock:
+            found = self._commits.get(key)
+        if found is None:
+            found = _last_commit(table, having, depth)
+            with self._caches_lock:
+                self._commits[key] = found
+                if len(self._commits) > 256:
+                    self._commits.pop(next(iter(self._commits)))
+        return dict(found)
 
     def append(
         self,
@@ -388,6 +392,17 @@ class DeltaTables:
     def _version(self, path: str) -> int:
         table = self.open(path)
         return -1 if table is None else int(table.version())
+
+
+def _last_commit(table: DeltaTable, having: str | None, depth: int) -> dict[str, Any]:
+    for n in (1, 8, depth):  # reading a commit costs a request: the newest is usually the one
+        commits = table.history(min(n, depth))
+        for commit in commits:
+            if having is None or having in commit:
+                return dict(commit)
+        if having is None or len(commits) < min(n, depth):
+            break
+    return {}
 
 
 def _props(metadata: Mapping[str, str] | None) -> CommitProperties | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors import delta_stream
+from connectors import delta, delta_stream
 from connectors.delta import DeltaLocation, DeltaTables
 
 
@@ -57,3 +57,19 @@ def test_a_pinned_table_sees_its_own_commits_without_rereading_the_log(tmp_path:
         assert sorted(ours.read("t")["id"].to_pylist()) == sorted(["a", "x", "b"] + [f"r{i:06d}" for i in range(5)])  # type: ignore[index]
     other.append("t", pa.table({"id": ["y"], "state": [0]}))
     assert "y" in ours.read("t")["id"].to_pylist()  # type: ignore[index]  # outside the block: up to date
+
+
+def test_a_versions_last_commit_is_read_once(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    reads: list[int] = []
+    real = delta._last_commit
+    monkeypatch.setattr(delta, "_last_commit", lambda table, *a: reads.append(table.version()) or real(table, *a))
+    tables = DeltaTables(DeltaLocation(str(tmp_path)))
+    tables.append("t", pa.table({"id": ["a"]}), metadata={"sync_id": "s1"})
+    assert tables.last_commit("t", having="sync_id")["sync_id"] == "s1"
+    assert tables.last_commit("t", having="sync_id")["sync_id"] == "s1"
+    assert reads == [0]
+    tables.append("t", pa.table({"id": ["b"]}), metadata={"sync_id": "s2"})
+    assert tables.last_commit("t", having="sync_id")["sync_id"] == "s2"
+    tables.forget()  # e.g. after the table's blobs were deleted: read again
+    assert tables.last_commit("t", having="sync_id")["sync_id"] == "s2"
+    assert reads == [0, 1, 1]
