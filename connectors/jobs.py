@@ -192,6 +192,19 @@ class JobStore:
             stop.set()
             thread.join(timeout=5)
 
+    def release(self, job_id: str, owner: str, progress: Any = None) -> dict[str, Any] | None:
+        """Give a running job back (running -> queued, with its `progress`) for another delivery to go on
+        with; None when it is no longer `owner`'s (finished, or taken over meanwhile)."""
+        try:
+            return self._update(
+                job_id,
+                lambda job: {**job, "status": "queued", "owner": None, "progress": progress}
+                if _owned(job, owner)
+                else _raise(job_id),
+            )
+        except _Changed:
+            return None
+
     def abandon(self, job_id: str, message: str, *, force: bool = False) -> dict[str, Any] | None:
         """End a running job whose worker is gone (any unfinished job with `force`: the host gave up on its
         message) `failed` with code `WorkerLost`; None when it is live, queued or finished."""

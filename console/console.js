@@ -364,13 +364,14 @@
       el("div", { class: "actions" }, [el("label", {}, ["Months ", months]), run])];
     var status = el("p", { id: "backtest-status", class: "muted", role: "status" });
     box.replaceChildren.apply(box, head.concat([status]));
-    var poll = function (id) {
+    var poll = function (id, progress) {
       run.disabled = true;
-      status.textContent = "Backtest running (job " + id + ")… this panel refreshes when it ends.";
+      var done = progress ? ", " + progress.monthsDone + " of " + progress.months + " months done" : "";
+      status.textContent = "Backtest running (job " + id + done + ")… this panel refreshes when it ends.";
       backtestTimer = setTimeout(function () {
         api("GET", "jobs/" + encodeURIComponent(id)).then(function (res) {
           if (!document.body.contains(box)) return;
-          if (res.status === 200 && (res.body.status === "queued" || res.body.status === "running")) return poll(id);
+          if (res.status === 200 && (res.body.status === "queued" || res.body.status === "running")) return poll(id, res.body.progress);
           if (res.status === 200 && res.body.status === "failed") say("Backtest failed: " + ((res.body.error || {}).message || ""), true);
           backtest(path, box);
         });

@@ -61,6 +61,7 @@ class Settings:
     readiness_auc_ready: float
     readiness_auc_ok: float
     training_threads: int = 1
+    backtest_delivery_seconds: int = 420
     scoring_batch_size: int = 5000
     job_stale_seconds: int = 20
     write_parallelism: int = 8
@@ -184,6 +185,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if quota is None:
             problems.append(f"MONTHLY_SCORING_QUOTA must be a whole number, got {quota_raw!r}")
     threads = _bounded(get, problems, "TRAINING_THREADS", 1, 1, 64)
+    backtest_seconds = _bounded(get, problems, "BACKTEST_DELIVERY_SECONDS", 420, 0, 3600)
     batch_size = _bounded(get, problems, "SCORING_BATCH_SIZE", 5000, 10, 50_000)
     stale = _bounded(get, problems, "JOB_STALE_SECONDS", 20, 8, 600)
     write_parallelism = _bounded(get, problems, "DATAVERSE_WRITE_PARALLELISM", 8, 1, 52)
@@ -223,6 +225,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         readiness_auc_ready=number("READINESS_AUC_READY", 0.75, 0.5, 1.0),
         readiness_auc_ok=number("READINESS_AUC_OK", 0.65, 0.5, 1.0),
         training_threads=threads,
+        backtest_delivery_seconds=backtest_seconds,
         scoring_batch_size=batch_size,
         job_stale_seconds=stale,
         write_parallelism=write_parallelism,

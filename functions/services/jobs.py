@@ -1,7 +1,9 @@
 """Jobs: running a queued job (sync, training) and what `GET /api/jobs/{id}` shows.
 
 `execute` is the one place that claims a job record, runs its work under a heartbeat and ends the record
-`succeeded` with the result or `failed` with the error's code and message. Failures are recorded, not
+`succeeded` with the result or `failed` with the error's code and message, or, when the work stopped early
+to go on in another delivery (it returned `Unfinished`), re-sends its message and gives the job back
+(`queued`, with its progress) for that delivery to claim. Failures are recorded, not
 re-raised, so the host does not retry work a retry would not fix (sync and training jobs). A redelivered
 message of a finished job, or of one whose worker is alive (it beats), does nothing; one whose worker died
 (no heartbeat for `STALE_AFTER_SECONDS`) takes the job over. A scoring run's job is not ended this way: its
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connectors.jobs import JobNotFound, JobStore
@@ -20,6 +23,15 @@ if TYPE_CHECKING:
     from functions.app_context import AppContext
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """What a job's work returns when it stopped before the host's time limit with work left: `resend`
+    queues the job's message again (the work keeps its own progress, so that delivery goes on from it)."""
+
+    resend: Callable[[], None]
+    progress: Any = None
 
 
 def execute(jobs: JobStore, job_id: str, work: Callable[[], Any], *, what: str) -> dict[str, Any]:
@@ -38,6 +50,11 @@ def execute(jobs: JobStore, job_id: str, work: Callable[[], Any], *, what: str) 
             code = str(getattr(exc, "code", "") or type(exc).__name__)
             log.warning("%s job=%s failed: %s", what, job_id, code)
             return jobs.fail(job_id, code, str(exc)[:2000] or code, details=getattr(exc, "details", None))
+    if isinstance(result, Unfinished):
+        # message first: should the release fail, that delivery takes the job over once it goes stale
+        result.resend()
+        log.info("%s job=%s goes on in another delivery: %s", what, job_id, result.progress)
+        return jobs.release(job_id, owner, result.progress) or jobs.get(job_id)
     return jobs.succeed(job_id, result)
 
 

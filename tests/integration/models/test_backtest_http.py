@@ -1,7 +1,8 @@
 """A 12-month backtest of the seeded synthetic org (the session mock: 1,500 opportunities) over real HTTP
 through the local runner: sync, create a model, `POST /api/models/{name}/backtest`, poll the job, read
 `GET .../backtest`; every month's figures are then recomputed independently from the lake's Delta tables
-(tests/integration/models/backtest_check.py)."""
+(tests/integration/models/backtest_check.py). The runner's BACKTEST_DELIVERY_SECONDS is 0, so each
+delivery runs one month and queues the rest: the report is assembled from 12 deliveries' saved months."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def app(
 ) -> Iterator[tuple[str, AppContext]]:
     """The runner on containers of its own, the seeded org synced into its lake and a model created."""
     log = tmp_path_factory.mktemp("backtest") / "runner.log"
-    with synced_runner(azurite, mock_info, log, tag="bt") as (url, settings):
+    with synced_runner(azurite, mock_info, log, tag="bt", BACKTEST_DELIVERY_SECONDS="0") as (url, settings):
         status, created = call(url, "POST", "/api/models", {"name": NAME})
         assert status == 202, created
         assert wait_job(url, created["job"]["id"])["status"] == "succeeded"
@@ -42,6 +43,8 @@ def test_a_12_month_backtest_matches_an_independent_recomputation_from_the_lake(
     assert len(accepted["cutDates"]) == 12
     job = wait_job(url, accepted["job"]["id"], timeout=600)
     assert job["status"] == "succeeded", job
+    assert job["attempts"] == 12 and job["progress"] == {"monthsDone": 11, "months": 12}  # a month a delivery
+    assert all(ctx.model_store.backtests.month(NAME, job["id"], c) is None for c in accepted["cutDates"])
     status, report = call(url, "GET", f"/api/models/{NAME}/backtest")
     assert status == 200 and report["running"] is None
     assert report["months"] == job["result"]["months"] and report["cutDates"] == accepted["cutDates"]

@@ -54,3 +54,26 @@ def test_a_stale_job_is_taken_over_and_abandon_spares_live_and_queued_jobs() -> 
     jobs.update(stale["id"], heartbeatAt=old)
     assert jobs.abandon(stale["id"], "gone")["status"] == "failed"
     assert jobs.claim(stale["id"], "late") is None  # finished: a late delivery does nothing
+
+
+def test_work_that_stops_early_resends_its_message_and_gives_the_job_back() -> None:
+    from functions.services.jobs import Unfinished, execute
+
+    jobs = _store()
+    job = jobs.create("backtest")
+    sent: list[str] = []
+    left = [3]
+
+    def work() -> object:
+        left[0] -= 1
+        return {"done": True} if left[0] == 0 else Unfinished(lambda: sent.append("again"), {"left": left[0]})
+
+    first = execute(jobs, job["id"], work, what="backtest")
+    assert first["status"] == "queued" and first["progress"] == {"left": 2} and first["owner"] is None
+    assert sent == ["again"]
+    assert not jobs.beat(job["id"], "anyone")  # given back: nobody owns it
+    execute(jobs, job["id"], work, what="backtest")
+    done = execute(jobs, job["id"], work, what="backtest")
+    assert done["status"] == "succeeded" and done["result"] == {"done": True}
+    assert done["attempts"] == 3 and sent == ["again", "again"]
+    assert jobs.release(job["id"], "anyone") is None  # finished: nothing to give back
