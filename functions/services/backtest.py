@@ -83,7 +83,7 @@ def run_backtest(
     """Replay `cuts` (YYYY-MM-01) for model `name`, store the report and its scores; returns the report."""
     from modeling.backtest import Source, run_month, summary
     from modeling.config import ModelConfig
-    from modeling.dataset import history_columns
+    from modeling.dataset.history import history_columns
 
     started = time.perf_counter()
     store: ModelStore = ctx.model_store
