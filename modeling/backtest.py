@@ -25,26 +25,21 @@ import numpy as np
 import pandas as pd
 
 from modeling.config import ModelConfig
-from modeling.dataset import (
-    COUNT_COLUMNS,
-    SCORING_WINDOW_DAYS,
-    _active_bpf,
-    _base,
-    _closed_events,
-    _derive_open,
-    _ensure_columns,
-    _point_in_time,
-    _select,
-    _stage_at,
-    _stage_history,
-    _utc,
-    _with_account,
-    build_training_frame,
+from modeling.dataset import build_training_frame
+from modeling.dataset.attributes import default_attributes, feature_descriptors
+from modeling.dataset.derived import COUNT_COLUMNS, closed_events, derive_open
+from modeling.dataset.history import point_in_time, stage_at, stage_history
+from modeling.dataset.scoring_frame import SCORING_WINDOW_DAYS
+from modeling.dataset.tables import (
+    active_bpf,
+    as_utc,
     close_time,
-    default_attributes,
-    feature_descriptors,
+    ensure_columns,
+    latest_opportunities,
     option_key,
     outcome_labels,
+    selection_mask,
+    with_account,
 )
 from modeling.errors import FieldError, InsufficientDataError
 from modeling.features import STAGE_COLUMN
@@ -153,24 +148,24 @@ class Source:
     events: pd.DataFrame = field(init=False)  # closed deals: account, owner, close time, outcome, value
 
     def __post_init__(self) -> None:
-        opp = _base(self.tables)
+        opp = latest_opportunities(self.tables)
         self.opp = opp
         n = len(opp)
-        self.created = _utc(opp.get("createdon"), n).to_numpy(dtype="datetime64[ns]")
+        self.created = as_utc(opp.get("createdon"), n).to_numpy(dtype="datetime64[ns]")
         self.outcome = outcome_labels(opp, self.config).to_numpy(dtype=float)
         state = opp.get("statecode", pd.Series([None] * n, index=opp.index)).map(option_key)
         closed = (state.notna() & state.ne("0")).to_numpy() | ~np.isnan(self.outcome)
         close = close_time(opp).to_numpy(dtype="datetime64[ns]")
         self.close = np.where(closed, close, np.datetime64("NaT", "ns"))
-        self.eligible = _select(opp, self.config, _active_bpf(self.tables)).to_numpy(dtype=bool)
+        self.eligible = selection_mask(opp, self.config, active_bpf(self.tables)).to_numpy(dtype=bool)
         self.attributes = (
             list(self.config.attributes)
             if self.config.attributes is not None
             else default_attributes(self.metadata, self.config.state_option_set)
         )
         self.history = self.tables.get("opportunity_history")
-        self.stage_hist = _stage_history(self.history)
-        self.events = _closed_events(opp, self.config)
+        self.stage_hist = stage_history(self.history)
+        self.events = closed_events(opp, self.config)
 
 
 def open_at(created: np.ndarray, close: np.ndarray, cut: pd.Timestamp) -> np.ndarray:
@@ -199,12 +194,12 @@ def scoring_frame_at(src: Source, mask: np.ndarray, cut: pd.Timestamp, stats: Ma
     rows["_close"] = pd.NaT
     rows[STAGE_COLUMN] = None
     rows["_stage_start"] = pd.NaT
-    rows = _stage_at(rows.reset_index(drop=True), src.stage_hist)
-    rows = _point_in_time(rows, src.history, src.attributes)
-    rows = _with_account(rows, src.tables, src.attributes)
-    rows = _derive_open(rows, src.events, float(stats.get("prior_win_rate", 0.5)), stats)
+    rows = stage_at(rows.reset_index(drop=True), src.stage_hist)
+    rows = point_in_time(rows, src.history, src.attributes)
+    rows = with_account(rows, src.tables, src.attributes)
+    rows = derive_open(rows, src.events, float(stats.get("prior_win_rate", 0.5)), stats)
     keep = ["opportunityid", STAGE_COLUMN] + [f["name"] for f in feature_descriptors(src.attributes, src.metadata)]
-    return _ensure_columns(rows, keep + COUNT_COLUMNS)
+    return ensure_columns(rows, keep + COUNT_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------- metrics

@@ -432,7 +432,7 @@ def _options_of(
     if str((opp_attrs.get(column) or {}).get("type", "")) == "Boolean" or (
         opts and {str(k).lower() for k in opts} == {"true", "false"}
     ):
-        return boolean_options(opts)  # keyed "1"/"0" as the lake's True/False compare (dataset.option_key)
+        return boolean_options(opts)  # keyed "1"/"0" as the lake's True/False compare (dataset.tables.option_key)
     if opts:
         return opts
     if column == "statecode":
@@ -472,7 +472,7 @@ def _validate_attributes(
     acc_attrs: Mapping[str, Mapping[str, Any]],
     state_set: str,
 ) -> tuple[str, ...] | None:
-    from modeling.dataset import attribute_ineligibility  # one rule, shared with the dataset builder
+    from modeling.dataset.attributes import attribute_ineligibility  # one rule, shared with the dataset builder
 
     if value is None:
         return None

@@ -12,7 +12,7 @@ Tests, each on the prepared (model-input) values so they see exactly what the mo
 4. seen through history: where the lake's history reaches back LATE_DAYS before a closed deal's close, the
    attribute got its final value (was blank or different LATE_DAYS before) on >= 80% of at least 30 such
    deals: it is filled or changed as the deal closes, so it is not known while the deal is open. This test
-   needs no open records (dataset._late_changes counts the deals from the opportunity history).
+   needs no open records (dataset.history.late_changes counts the deals from the opportunity history).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _single_auc(values: np.ndarray, kind: str, y: np.ndarray) -> float:
 
 
 def _late_reason(label: str, counts: Mapping[str, int] | None) -> str | None:
-    """Test 4: `counts` is {"deals", "late"} from dataset._late_changes (None: no history for it)."""
+    """Test 4: `counts` is {"deals", "late"} from dataset.history.late_changes (None: no history for it)."""
     if not counts or counts["deals"] < MIN_LATE_DEALS or counts["late"] < LATE_SHARE * counts["deals"]:
         return None
     return (

@@ -188,7 +188,7 @@ def row_name(name: Any, opportunity_id: str) -> str:
 def past_outcome_rows(frame: pd.DataFrame, configs: Sequence[ModelConfig]) -> pd.DataFrame:
     """The rows that are a won or lost deal for at least one model: the only other deals the past-outcome
     features (account, owner and account-and-value win rates) read."""
-    from modeling.dataset import outcome_labels
+    from modeling.dataset.tables import outcome_labels
 
     if frame.empty or not configs:
         return frame.iloc[0:0]

@@ -37,7 +37,8 @@ from threadpoolctl import threadpool_limits
 
 from modeling import choice, drift, insights, phrases, segments
 from modeling.config import ModelConfig
-from modeling.dataset import TEST_SHARE, TrainingData
+from modeling.dataset import TrainingData
+from modeling.dataset.split import TEST_SHARE
 from modeling.errors import ExportError, InsufficientDataError
 from modeling.features import (
     MISSING,

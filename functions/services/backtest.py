@@ -117,7 +117,7 @@ def replay(
     delivery whose time is up returns `Unfinished` instead."""
     from modeling.backtest import Source, run_month
     from modeling.config import ModelConfig
-    from modeling.dataset import history_columns
+    from modeling.dataset.history import history_columns
 
     if not cuts or not all(isinstance(c, str) and CUT.fullmatch(c) for c in cuts):
         raise BacktestMessageError(f"a backtest message needs cut dates YYYY-MM-01, got {list(cuts)[:3]!r}")

@@ -13,7 +13,8 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from connectors.lake import Lake
-from modeling.dataset import ACCOUNT_PREFIX, NUMERIC_TYPES, option_key
+from modeling.dataset.attributes import ACCOUNT_PREFIX, NUMERIC_TYPES
+from modeling.dataset.tables import option_key
 from modeling.errors import InvalidInput
 from modeling.features import MISSING, boolean_options
 from modeling.insights import number_bins, value_keys

@@ -57,7 +57,7 @@ def load_tables(
 ) -> dict[str, pd.DataFrame]:
     """The lake's current tables as pandas frames, plus `opportunity_history` (point-in-time values; only
     `history_columns` when given)."""
-    from modeling.dataset import BPF_COLUMNS
+    from modeling.dataset.tables import BPF_COLUMNS
 
     columns: dict[str, Sequence[str]] = {"opportunitysalesprocess": BPF_COLUMNS}
     tables = {name: lake.read_current(name, columns.get(name)).to_pandas() for name in LAKE_TABLES}
@@ -69,7 +69,8 @@ def load_tables(
 def build_training_data(ctx: AppContext, config_doc: dict[str, Any], now: dt.datetime) -> Any:
     """The modeling TrainingData for a stored configuration; raises InsufficientDataError (422)."""
     from modeling.config import ModelConfig
-    from modeling.dataset import build_training_frame, history_columns
+    from modeling.dataset import build_training_frame
+    from modeling.dataset.history import history_columns
 
     started = time.perf_counter()
     config = ModelConfig.from_json(config_doc)

@@ -80,7 +80,7 @@ def realized(
 ) -> dict[str, Any]:
     """The version's last written score of each opportunity closed in the window (since the later of the
     version's training and REALIZED_DAYS before `as_of`) against its outcome (`modeling.drift.realized`)."""
-    from modeling.dataset import close_time, outcome_labels
+    from modeling.dataset.tables import close_time, outcome_labels
 
     since = as_of - dt.timedelta(days=drift_math.REALIZED_DAYS)
     trained = parse(str(meta.get("trainedAt") or ""))

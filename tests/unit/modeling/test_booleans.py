@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from modeling.config import validate_with_metadata
-from modeling.dataset import build_scoring_frame, build_training_frame, feature_descriptors
+from modeling.dataset import build_scoring_frame, build_training_frame
+from modeling.dataset.attributes import feature_descriptors
 from modeling.errors import ConfigError
 from modeling.features import MISSING, boolean_options, build_spec, prepare, prepare_with_report
 from modeling.insights import value_win_rates

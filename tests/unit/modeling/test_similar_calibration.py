@@ -8,7 +8,8 @@ import pytest
 
 from modeling import similar
 from modeling.config import validate_with_metadata
-from modeling.dataset import TEST_SHARE, build_scoring_frame, build_training_frame
+from modeling.dataset import build_scoring_frame, build_training_frame
+from modeling.dataset.split import TEST_SHARE
 from modeling.phrases import count_texts
 from modeling.scoring import Scorer, calibrate
 from modeling.train import choose_calibration, train_model
@@ -160,7 +161,7 @@ def test_training_rows_smooth_toward_the_win_rate_known_at_their_time(tables):
     """Issue 16's audit leak: the smoothing prior of past win rates was the win rate of every closed record,
     the test window's outcomes included. Flipping the outcomes of the latest deals must not move the
     smoothed rates of rows that closed before them."""
-    from modeling.dataset import prior_as_of
+    from modeling.dataset.split import prior_as_of
 
     times = np.array(["2026-01-01", "2026-03-01", "2026-06-01"], dtype="datetime64[ns]")
     closes = np.array(["2025-12-01", "2026-02-01", "2026-02-15", "2026-05-01"], dtype="datetime64[ns]")
@@ -190,7 +191,7 @@ def test_test_rows_see_only_the_similar_counts_frozen_before_the_test_window(tab
     """Issue 16's second audit leak: scoring reads the similar-deals counts (and the prior) stored at training,
     but test rows counted the outcomes of earlier test deals. Flipping every test-window outcome must leave the
     test rows' similar-deals values unchanged, while their live owner counts (as scoring's) follow."""
-    from modeling.dataset import test_split
+    from modeling.dataset.split import test_split
 
     cfg = _cfg()
     base = build_training_frame(tables, MD, cfg, synth.NOW)
