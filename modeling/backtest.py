@@ -26,7 +26,7 @@ import pandas as pd
 
 from modeling.config import ModelConfig
 from modeling.dataset import build_training_frame
-from modeling.dataset.attributes import default_attributes, feature_descriptors
+from modeling.dataset.attributes import feature_descriptors, model_attributes
 from modeling.dataset.derived import COUNT_COLUMNS, closed_events, derive_open
 from modeling.dataset.history import point_in_time, stage_at, stage_history
 from modeling.dataset.scoring_frame import SCORING_WINDOW_DAYS
@@ -158,11 +158,7 @@ class Source:
         close = close_time(opp).to_numpy(dtype="datetime64[ns]")
         self.close = np.where(closed, close, np.datetime64("NaT", "ns"))
         self.eligible = selection_mask(opp, self.config, active_bpf(self.tables)).to_numpy(dtype=bool)
-        self.attributes = (
-            list(self.config.attributes)
-            if self.config.attributes is not None
-            else default_attributes(self.metadata, self.config.state_option_set)
-        )
+        self.attributes = model_attributes(self.config, self.metadata)
         self.history = self.tables.get("opportunity_history")
         self.stage_hist = stage_history(self.history)
         self.events = closed_events(opp, self.config)

@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from modeling import choice, drift, insights, phrases, segments
 from modeling.config import ModelConfig
 from modeling.dataset import TrainingData
-from modeling.dataset.split import TEST_SHARE
+from modeling.dataset.split import TEST_SHARE, test_split
 from modeling.errors import ExportError, InsufficientDataError
 from modeling.features import (
     MISSING,
@@ -378,13 +378,13 @@ def _train_model(
 ) -> TrainedModel:
     t0 = time.perf_counter()
     y_all = np.asarray(data.labels, dtype=int)
-    order = np.argsort(pd.to_datetime(pd.Series(data.closed_at), utc=True).to_numpy(), kind="stable")
+    closed = pd.to_datetime(pd.Series(data.closed_at), utc=True)
+    order, n_train, _ = test_split(closed.to_numpy())  # the split the dataset froze its counts at
     frame = data.frame.iloc[order].reset_index(drop=True)
     y_all = y_all[order]
-    closed_at = pd.to_datetime(pd.Series(data.closed_at), utc=True).iloc[order].reset_index(drop=True)
+    closed_at = closed.iloc[order].reset_index(drop=True)
     n = len(frame)
-    n_test = max(int(np.ceil(n * TEST_SHARE)), 1)
-    n_train = n - n_test
+    n_test = n - n_train
     n_val = max(int(np.ceil(n_train * VALID_SHARE)), 1)
     n_fit = n_train - n_val
     for part, yy in (

@@ -22,13 +22,7 @@ split and what a training row may know) and `attributes` (attribute eligibility,
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from modeling.dataset.scoring_frame import build_scoring_frame
 from modeling.dataset.training_frame import TrainingData, build_training_frame
 
-__all__ = ["TrainingData", "build_scoring_frame", "build_training_frame", "now_utc"]
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["TrainingData", "build_scoring_frame", "build_training_frame"]

@@ -4,9 +4,12 @@ attribute list, and the feature descriptors of a model's attributes and derived 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modeling.features import boolean_options
+
+if TYPE_CHECKING:
+    from modeling.config import ModelConfig
 
 ACCOUNT_PREFIX = "account."
 
@@ -111,6 +114,13 @@ def attribute_ineligibility(
     if typ not in NUMERIC_TYPES | OPTION_TYPES | TEXT_TYPES:
         return f"has unsupported type {typ}"
     return None
+
+
+def model_attributes(config: ModelConfig, metadata: Mapping[str, Any]) -> list[str]:
+    """The configuration's attributes, or when it names none every eligible one (`default_attributes`)."""
+    if config.attributes is not None:
+        return list(config.attributes)
+    return default_attributes(metadata, config.state_option_set)
 
 
 def default_attributes(metadata: Mapping[str, Any], state_set: str) -> list[str]:

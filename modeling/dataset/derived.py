@@ -13,17 +13,16 @@ import pandas as pd
 from modeling import similar
 from modeling.config import ModelConfig
 from modeling.dataset.split import test_split
-from modeling.dataset.tables import as_utc, close_time, row_labels
+from modeling.dataset.tables import as_utc, close_time, outcome_labels
 from modeling.features import STAGE_COLUMN, build_spec
 from modeling.leakage import leakage_report
 
-PRIOR_STRENGTH = 5.0  # pseudo-deals pulling a past win rate toward the global rate
 # Not model inputs: the counts behind the past win rates, kept in the frames for the reason sentences.
 COUNT_COLUMNS = ["d_account_won", "d_owner_won", "d_similar_won"]
 
 
 def closed_events(opp: pd.DataFrame, config: ModelConfig) -> pd.DataFrame:
-    y = row_labels(opp, config)
+    y = outcome_labels(opp, config)
     ev = pd.DataFrame(
         {
             "account": opp.get("_parentaccountid_value", pd.Series([None] * len(opp), index=opp.index)).astype(object),
@@ -114,7 +113,7 @@ def derive_features(
     acc = _past_outcomes(q, events, "account", "a_")
     own = _past_outcomes(q, events, "owner", "o_")
     accv = _past_outcomes(q, events, "account_value", "av_")
-    k = PRIOR_STRENGTH
+    k = similar.PRIOR_STRENGTH  # pseudo-deals pulling a past win rate toward the global rate
     out["d_account_win_rate"] = ((acc["a_won"] + k * prior) / (acc["a_n"] + k)).to_numpy()
     out["d_account_closed"] = acc["a_n"].to_numpy()
     out["d_account_same_value_win_rate"] = ((accv["av_won"] + k * prior) / (accv["av_n"] + k)).to_numpy()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from modeling.config import ModelConfig
-from modeling.dataset.attributes import ACCOUNT_PREFIX, default_attributes
+from modeling.dataset.attributes import ACCOUNT_PREFIX, model_attributes
 from modeling.dataset.tables import as_utc, stage_name
 from modeling.features import STAGE_COLUMN
 from modeling.leakage import LATE_DAYS
@@ -22,11 +22,7 @@ HISTORY_COLUMNS = ("opportunityid", "_deleted", "_synced_at", "modifiedon", "ste
 def history_columns(config: ModelConfig, metadata: Mapping[str, Any]) -> list[str]:
     """The columns of `opportunity_history` that building a training frame reads (point-in-time values of
     the model's opportunity attributes and the stage history): the rest need not be loaded."""
-    attributes = (
-        list(config.attributes)
-        if config.attributes is not None
-        else default_attributes(metadata, config.state_option_set)
-    )
+    attributes = model_attributes(config, metadata)
     return list(dict.fromkeys([*HISTORY_COLUMNS, *(a for a in attributes if not a.startswith(ACCOUNT_PREFIX))]))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from modeling.config import ModelConfig
-from modeling.dataset.attributes import default_attributes, feature_descriptors
+from modeling.dataset.attributes import feature_descriptors, model_attributes
 from modeling.dataset.derived import COUNT_COLUMNS, closed_events, derive_open
 from modeling.dataset.history import stage_history
 from modeling.dataset.tables import (
@@ -97,11 +97,7 @@ def build_scoring_frame(
     `stats` is the version's meta["stats"]. Listed ids that are not eligible are returned in `skipped`."""
     now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
     opp = latest_opportunities(tables)
-    attributes = (
-        list(config.attributes)
-        if config.attributes is not None
-        else default_attributes(metadata, config.state_option_set)
-    )
+    attributes = model_attributes(config, metadata)
     if opportunity_ids is not None:
         wanted = {str(i).lower() for i in opportunity_ids}
         opp = opp[opp["opportunityid"].astype(str).str.lower().isin(wanted)].reset_index(drop=True)

@@ -9,7 +9,7 @@ TEST_SHARE = 0.2  # the final test set: the most recent 20% of closed records by
 
 
 def test_split(row_close: np.ndarray) -> tuple[np.ndarray, int, np.datetime64]:
-    """The time-ordered split modeling.train repeats: (row order by close time, rows in the training part,
+    """The time-ordered split (modeling.train splits by it too): (row order by close time, rows in the training part,
     the close time the test part starts at; far in the future when there is no test part)."""
     order = np.argsort(row_close, kind="stable")
     n_train = len(order) - max(int(np.ceil(len(order) * TEST_SHARE)), 1)

@@ -106,20 +106,8 @@ def selection_mask(opp: pd.DataFrame, config: ModelConfig, bpf_inst: pd.DataFram
     return mask
 
 
-def row_labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
-    """1 won, 0 lost, NaN neither (from the chosen option set)."""
-    col = opp.get(config.state_option_set)
-    if col is None:
-        return pd.Series(np.nan, index=opp.index)
-    keys = col.map(option_key)
-    won = keys.isin({str(v) for v in config.won_values})
-    lost = keys.isin({str(v) for v in config.lost_values})
-    return pd.Series(np.where(won, 1.0, np.where(lost, 0.0, np.nan)), index=opp.index)
-
-
 def outcome_labels(opp: pd.DataFrame, config: ModelConfig) -> pd.Series:
-    """`row_labels` (1 won, 0 lost, NaN neither) computed once per distinct value: the closed deals whose
-    outcomes feed the past win-rate features."""
+    """1 won, 0 lost, NaN neither (from the chosen option set), computed once per distinct value."""
     col = opp.get(config.state_option_set)
     if col is None:
         return pd.Series(np.nan, index=opp.index)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from modeling import similar
 from modeling.config import ModelConfig
-from modeling.dataset.attributes import default_attributes, feature_descriptors
+from modeling.dataset.attributes import feature_descriptors, model_attributes
 from modeling.dataset.derived import COUNT_COLUMNS, choose_similar, closed_events, derive_features, derive_open
 from modeling.dataset.history import late_changes, point_in_time, stage_at, stage_history
 from modeling.dataset.scoring_frame import open_rows
@@ -26,7 +26,7 @@ from modeling.dataset.tables import (
     close_time,
     ensure_columns,
     latest_opportunities,
-    row_labels,
+    outcome_labels,
     selection_mask,
     with_account,
 )
@@ -71,11 +71,7 @@ def build_training_frame(
     now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
     start = _months_before(now_ts, config.training_months)
     opp = latest_opportunities(tables)
-    attributes = (
-        list(config.attributes)
-        if config.attributes is not None
-        else default_attributes(metadata, config.state_option_set)
-    )
+    attributes = model_attributes(config, metadata)
     bpf_inst = active_bpf(tables)
     closed, created, close, labels_closed = _closed_in_period(opp, config, bpf_inst, start, now_ts)
     won, lost = int((labels_closed == 1).sum()), int((labels_closed == 0).sum())
@@ -90,7 +86,7 @@ def build_training_frame(
 
     rows = _observed_rows(closed, created, close, config, counts, stages, stage_hist, bpf_inst, process)
     rows = rows.reset_index(drop=True)
-    rows["_y"] = row_labels(rows, config).to_numpy()
+    rows["_y"] = outcome_labels(rows, config).to_numpy()
     rows = point_in_time(rows, history, attributes)
     rows = with_account(rows, tables, attributes)
 
@@ -142,7 +138,7 @@ def _closed_in_period(
     created = as_utc(opp.get("createdon"), n)
     created.index = opp.index
     close = close_time(opp)
-    y = row_labels(opp, config)
+    y = outcome_labels(opp, config)
     sel = selection_mask(opp, config, bpf_inst).to_numpy()
     in_period = ((created >= start) & (close >= start) & (close <= now_ts) & (created <= close)).to_numpy()
     closed = opp[sel & in_period & y.notna().to_numpy()].copy()
