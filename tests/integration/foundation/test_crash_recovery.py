@@ -1,5 +1,5 @@
-"""`kill -9` of the Functions worker in the middle of a sync, a scoring run, a training and a run's planning,
-then a restart: the redelivered queue message takes the job over once its heartbeat is stale (the dead
+"""`kill -9` of the Functions worker in the middle of a sync, a scoring run, a training, a run's planning and
+a backtest, then a restart: the redelivered queue message takes the job over once its heartbeat is stale (the dead
 sync's 15 s lease expires, `recover` completes a half-committed table; the training starts again), a run
 whose planner died reads failed and is resumed; every job ends succeeded or failed with a reason."""
 
@@ -187,6 +187,48 @@ def test_kill_9_mid_training_and_mid_planning_then_restart_ends_every_job(azurit
         assert done["status"] == "succeeded" and done["result"]["written"] == done["result"]["eligible"] > 0, done
     finally:
         third.stop()
+
+
+def test_kill_9_mid_backtest_then_restart_goes_on_from_the_saved_months(azurite, mock_info, tmp_path) -> None:
+    """A backtest whose worker is killed after some months is taken over by the redelivered message, which
+    replays only the months not saved yet: the saved ones come back in the report unchanged."""
+    from functions.app_context import AppContext
+    from functions.settings import load_settings
+
+    mock_call(mock_info, "POST", "/_mock/reset")
+    settings = stack.unique_settings(azurite, mock_info, tag="b", JOB_STALE_SECONDS=str(STALE))
+    store = AppContext(load_settings(settings)).model_store
+    log = str(tmp_path / "runner.log")
+    first = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
+    try:
+        status, accepted = call(first.url, "POST", "/api/sync", {"full": True})
+        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 120)["status"] == "succeeded"
+        status, accepted = call(first.url, "POST", "/api/models", {"name": "Crash_BT"})
+        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 300)["status"] == "succeeded"
+        status, accepted = call(first.url, "POST", "/api/models/Crash_BT/backtest", {"months": 6})
+        assert status == 202, accepted
+        job_id, cuts = accepted["job"]["id"], accepted["cutDates"]
+
+        def saved() -> dict[str, Any]:
+            return {c: m for c in cuts if (m := store.backtests.month("Crash_BT", job_id, c)) is not None}
+
+        _wait_for(lambda: len(saved()) >= 2, 120, "two saved months")
+        killed = _kill(first)  # the worker dies with months left
+    finally:
+        first.stop()
+    before = saved()
+    assert 2 <= len(before) < len(cuts), "the kill came too late to test anything"
+    second = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
+    try:
+        job = _wait_job(second.url, job_id, 300)
+        after = time.monotonic() - killed
+        print(f"\nbacktest: {len(before)} of {len(cuts)} months saved at the kill, succeeded {after:.1f} s after it")
+    finally:
+        second.stop()
+    assert job["status"] == "succeeded" and job["attempts"] == 2 and job["takenOverAt"], job
+    months = dict(zip(cuts, job["result"]["months"], strict=True))
+    assert all(months[c] == m["report"] for c, m in before.items())  # reused as saved, not replayed
+    assert [m["cutDate"] for m in job["result"]["months"]] == cuts and not saved()
 
 
 def _quietly(fn: Any, *args: Any) -> None:
