@@ -75,10 +75,7 @@ def test_kill_9_mid_scoring_run_then_restart_writes_every_score_once(azurite, mo
     log = str(tmp_path / "runner.log")
     first = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
     try:
-        status, accepted = call(first.url, "POST", "/api/sync", {"full": True})
-        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 120)["status"] == "succeeded"
-        status, accepted = call(first.url, "POST", "/api/models", {"name": "Crash"})
-        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 300)["status"] == "succeeded"
+        _synced_and_trained(first.url, "Crash")
         assert call(first.url, "POST", "/api/models/Crash/publish", {})[0] == 200
         mock_call(mock_info, "POST", "/_mock/faults", {"latency_ms": 300})  # slow write-back: the kill lands mid-run
         status, accepted = call(first.url, "POST", "/api/score", {})
@@ -117,6 +114,14 @@ def test_kill_9_mid_scoring_run_then_restart_writes_every_score_once(azurite, mo
         assert rerun["status"] == "succeeded" and rerun["result"]["written"] == 0, rerun
     finally:
         second.stop()
+
+
+def _synced_and_trained(url: str, name: str) -> None:
+    """A full sync, then model `name` created and trained: both jobs succeeded."""
+    status, accepted = call(url, "POST", "/api/sync", {"full": True})
+    assert status == 202 and _wait_job(url, accepted["job"]["id"], 120)["status"] == "succeeded"
+    status, accepted = call(url, "POST", "/api/models", {"name": name})
+    assert status == 202 and _wait_job(url, accepted["job"]["id"], 300)["status"] == "succeeded"
 
 
 def _kill(runner: stack.Runner) -> float:
@@ -201,10 +206,7 @@ def test_kill_9_mid_backtest_then_restart_goes_on_from_the_saved_months(azurite,
     log = str(tmp_path / "runner.log")
     first = stack.start_runner(settings, log_path=log, extra_args=["--no-timers"])
     try:
-        status, accepted = call(first.url, "POST", "/api/sync", {"full": True})
-        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 120)["status"] == "succeeded"
-        status, accepted = call(first.url, "POST", "/api/models", {"name": "Crash_BT"})
-        assert status == 202 and _wait_job(first.url, accepted["job"]["id"], 300)["status"] == "succeeded"
+        _synced_and_trained(first.url, "Crash_BT")
         status, accepted = call(first.url, "POST", "/api/models/Crash_BT/backtest", {"months": 6})
         assert status == 202, accepted
         job_id, cuts = accepted["job"]["id"], accepted["cutDates"]
