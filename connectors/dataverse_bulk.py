@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connectors.dataverse import BatchOp, DataverseError
+from connectors.dataverse_batch import BatchOp
+from connectors.dataverse_errors import DataverseError
 from connectors.odata import and_, filter_eq, key_segment
 
 log = logging.getLogger(__name__)

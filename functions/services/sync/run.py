@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from connectors import telemetry
 from connectors.clock import iso, stamp, utcnow
-from connectors.dataverse import DataverseClient, DataverseNotFound, processes_from_rows
+from connectors.dataverse import DataverseClient, DataverseNotFound
+from connectors.dataverse_metadata import processes_from_rows
 from connectors.jobs import JobNotFound
 from connectors.lake import Lake, LeaseBusy
 from functions.services.jobs import execute

@@ -12,7 +12,6 @@ import requests
 
 from connectors.auth import StaticTokenProvider
 from connectors.dataverse import (
-    BatchOp,
     DataverseAuthError,
     DataverseBadRequest,
     DataverseClient,
@@ -23,8 +22,9 @@ from connectors.dataverse import (
     DataverseServerError,
     DataverseThrottled,
     DataverseUnavailable,
-    parse_retry_after,
 )
+from connectors.dataverse_batch import BatchOp
+from connectors.dataverse_errors import parse_retry_after
 
 API = "https://org.example.com/api/data/v9.2/"
 
@@ -74,9 +74,7 @@ def client(script: Any, **kw: Any) -> tuple[DataverseClient, FakeSession, list[f
 
 
 def err(status: int, code: str = "0x80040217", message: str = "boom", **headers: str) -> requests.Response:
-    return resp(
-        status, {"error": {"code": code, "message": message}}, {"x-ms-service-request-id": "rq-1", **headers}
-    )
+    return resp(status, {"error": {"code": code, "message": message}}, {"x-ms-service-request-id": "rq-1", **headers})
 
 
 def test_paging_follows_next_links_and_sends_select_filter_prefer() -> None:
@@ -242,8 +240,7 @@ def test_upsert_quotes_alternate_key_values() -> None:
         {"msdyn_score": 5},
     )
     assert s.sent[0]["url"] == (
-        API + "msdyn_predictivescores(msdyn_entityid='a''%29%20or%20%28x%20eq%20''b',"
-        "msdyn_entitytype='opportunity')"
+        API + "msdyn_predictivescores(msdyn_entityid='a''%29%20or%20%28x%20eq%20''b',msdyn_entitytype='opportunity')"
     )
     assert s.sent[0]["method"] == "PATCH" and "If-Match" not in s.sent[0]["headers"]
 
@@ -264,9 +261,7 @@ def test_batch_splits_at_1000_and_reports_each_part() -> None:
         body = kw["data"].decode()
         n = body.count("Content-Type: application/http")
         assert "\r\n" in body and "Prefer" in kw["headers"]
-        return _batch_response(
-            [(204, "")] * (n - 1) + [(400, '{"error":{"code":"0x80044331","message":"bad"}}')]
-        )
+        return _batch_response([(204, "")] * (n - 1) + [(400, '{"error":{"code":"0x80044331","message":"bad"}}')])
 
     c, s, _, _ = client(answer)
     ops = [
