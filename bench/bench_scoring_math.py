@@ -23,11 +23,12 @@ import numpy as np
 from bench.bench_training import NOW, synthetic
 from bench.common import comparison, emit, log, measure, peak_rss_mib, result, size_arg_parser, stat_result
 from bench.explaining import explanation_figures
+from modeling.candidates import export_onnx, make_candidate
 from modeling.config import validate_config
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.features import feed_to_frame, prepare
 from modeling.scoring import Scorer, raw_probabilities, reasons_json, session
-from modeling.train import export_onnx, make_candidate, train_model
+from modeling.train import train_model
 
 QUICK_SIZES = [20_000]
 DELETION_ROWS = 5_000

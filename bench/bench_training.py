@@ -34,8 +34,9 @@ from bench.common import DATASETS_DIR, comparison, emit, log, peak_rss_mib, resu
 from bench.explaining import explanation_figures
 from modeling.config import validate_config
 from modeling.dataset import build_training_frame
+from modeling.evaluation import ece
 from modeling.scoring import Scorer
-from modeling.train import ece, train_model
+from modeling.train import train_model
 
 QUICK_SIZES = [2000]
 FULL_SIZES = [10_000, 100_000]
@@ -56,9 +57,7 @@ def _attrs(opp: list[tuple[str, str]], acc: list[tuple[str, str]]) -> dict[str, 
         ("_ownerid_value", "Owner"),
     ]
     return {
-        "opportunity": [
-            {"name": n, "type": t, "custom": n.startswith("new_"), "label": n} for n, t in base + opp
-        ],
+        "opportunity": [{"name": n, "type": t, "custom": n.startswith("new_"), "label": n} for n, t in base + opp],
         "account": [
             {"name": n, "type": t, "custom": False, "label": n}
             for n, t in [("accountid", "Uniqueidentifier"), ("name", "String")] + acc
@@ -75,9 +74,7 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, dict[str, str]]:
 
 
 def ibm() -> tuple[dict[str, pd.DataFrame], dict[str, Any], pd.DataFrame, list[str], list[str]]:
-    df = pd.read_csv(
-        DATASETS_DIR / "ibm_sales_win_loss" / "WA_Fn-UseC_-Sales-Win-Loss.csv.zip", keep_default_na=False
-    )
+    df = pd.read_csv(DATASETS_DIR / "ibm_sales_win_loss" / "WA_Fn-UseC_-Sales-Win-Loss.csv.zip", keep_default_na=False)
     df = df.sort_values("Opportunity Number", kind="stable").reset_index(drop=True)
     n = len(df)
     span, cycle = 900, 30  # mappings/ibm_sales_win_loss.json synthesize_dates
@@ -219,13 +216,9 @@ def synthetic(
     )
     won = rng.random(total) < 1 / (1 + np.exp(-logit))
     is_open = np.arange(total) >= size
-    created = pd.Timestamp(NOW) - pd.to_timedelta(
-        np.where(is_open, rng.uniform(1, 200, total), days_ago), unit="D"
-    )
+    created = pd.Timestamp(NOW) - pd.to_timedelta(np.where(is_open, rng.uniform(1, 200, total), days_ago), unit="D")
     cycle = pd.to_timedelta(np.where(won, rng.uniform(10, 60, total), rng.uniform(20, 120, total)), unit="D")
-    closed = (created + cycle).where(
-        created + cycle < pd.Timestamp(NOW), pd.Timestamp(NOW) - pd.Timedelta(days=1)
-    )
+    closed = (created + cycle).where(created + cycle < pd.Timestamp(NOW), pd.Timestamp(NOW) - pd.Timedelta(days=1))
     state = np.where(is_open, 0, np.where(won, 1, 2))
     opts = {
         "budgetstatus": {str(i): f"Budget {i}" for i in range(4)},
@@ -356,9 +349,7 @@ def run(name: str, size: int, seed: int, threads: int | None = 1) -> dict[str, A
     results = [
         result("training_rows", float(len(data.frame)), "rows"),
         result("dataset_seconds", t_data, "s"),
-        result(
-            "train_seconds", t_train, "s", note=f"algorithm {model.meta['algorithm']}; threads {threads or 'all'}"
-        ),
+        result("train_seconds", t_train, "s", note=f"algorithm {model.meta['algorithm']}; threads {threads or 'all'}"),
         result("total_seconds", t_data + t_train, "s", note="target <= 120 s at 100,000 on 2 cores"),
         result("peak_rss_mib", peak_rss_mib(), "MiB", note="target <= 2048 MiB"),
         result("auc", m["auc"], "", note=f"uncalibrated {m['auc_uncalibrated']}"),

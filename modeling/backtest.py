@@ -42,9 +42,10 @@ from modeling.dataset.tables import (
     with_account,
 )
 from modeling.errors import FieldError, InsufficientDataError
+from modeling.evaluation import DEFAULT_READINESS, ece
 from modeling.features import STAGE_COLUMN
 from modeling.scoring import Scorer
-from modeling.train import DEFAULT_READINESS, ece, train_model
+from modeling.train import train_model
 
 MAX_MONTHS = 12
 DEFAULT_MONTHS = 12

@@ -9,7 +9,7 @@ was trained on, and do its scores still come true?
   are `__other__`, empty ones `__missing__`); the score in SCORE_BINS equal-width bins of the calibrated
   probability. PSI < PSI_MODERATE is stable, up to PSI_SIGNIFICANT moderate, above it significant.
 - **Realized performance**: the last score written for each opportunity that has closed since, against
-  its outcome: AUC, expected calibration error (`modeling.train.ece`), won rate and mean score, beside the
+  its outcome: AUC, expected calibration error (`modeling.evaluation.ece`), won rate and mean score, beside the
   version's test metrics. The model *has got worse* when, with at least MIN_REALIZED closed records (and
   MIN_REALIZED_PER_OUTCOME of each outcome), the realized AUC is more than AUC_MARGIN below the test AUC.
 """
@@ -65,7 +65,7 @@ def level(value: float | None) -> str | None:
 
 
 def score_keys(p: np.ndarray) -> np.ndarray:
-    """The score bucket of each calibrated probability (equal width, as `modeling.train.ece` bins)."""
+    """The score bucket of each calibrated probability (equal width, as `modeling.evaluation.ece` bins)."""
     q = np.asarray(p, dtype=float)
     return np.minimum((q * SCORE_BINS).astype(int), SCORE_BINS - 1).clip(0)
 

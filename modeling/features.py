@@ -121,11 +121,7 @@ def build_spec(
             num = pd.to_numeric(col, errors="coerce").astype(float)
             num = num[np.isfinite(num) & (num.abs() < ABSURD_ABS)]
             lo = 0.0 if len(num) == 0 or float(num.min()) >= 0 else -ABSURD_ABS
-            hi = (
-                ABSURD_ABS
-                if len(num) == 0
-                else float(min(ABSURD_ABS, max(abs(float(num.max())) * 1000, 1e6)))
-            )
+            hi = ABSURD_ABS if len(num) == 0 else float(min(ABSURD_ABS, max(abs(float(num.max())) * 1000, 1e6)))
             item["lower"] = lo
             item["upper"] = hi
             item["median"] = float(num.median()) if len(num) else 0.0
@@ -228,18 +224,14 @@ def _plain_text(v: Any) -> str | None:
     return t if t else None
 
 
-def prepare_with_report(
-    frame: pd.DataFrame, spec: Mapping[str, Any]
-) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def prepare_with_report(frame: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """ONNX feed + per-feature count of values treated as missing because they were bad
     (unknown option, wrong type, out of bounds) or because the column is absent ("<name>" -> count)."""
     n = len(frame)
     feed: dict[str, np.ndarray] = {}
     report: dict[str, int] = {}
     applic = spec.get("stage_applicability") or {}
-    stage = (
-        frame[STAGE_COLUMN].astype(object).to_numpy() if applic and STAGE_COLUMN in frame.columns else None
-    )
+    stage = frame[STAGE_COLUMN].astype(object).to_numpy() if applic and STAGE_COLUMN in frame.columns else None
     for item in spec["features"]:
         name = item["name"]
         bad = [0]
@@ -303,7 +295,7 @@ def feed_to_frame(feed: Mapping[str, np.ndarray], spec: Mapping[str, Any]) -> pd
 def model_columns(spec: Mapping[str, Any]) -> list[str]:
     """The input each column of the model's transformed matrix comes from: one one-hot block per category
     input (its `categories`, in spec order), then one column per number input (the layout of
-    modeling.train's ColumnTransformer)."""
+    modeling.candidates' ColumnTransformer)."""
     columns: list[str] = []
     for f in spec["features"]:
         if f["kind"] == "category":

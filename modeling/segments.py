@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from modeling.evaluation import ece
+
 MIN_SEGMENT_CLOSED = 30
 PROBABILITY_DIGITS = 4
 
@@ -31,8 +33,6 @@ def auc_or_none(p: np.ndarray, y: np.ndarray) -> float | None:
 
 def outcome_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """closed, won, lost, wonRate, meanScore (0-100), auc, ece of predictions `p` against outcomes `y`."""
-    from modeling.train import ece
-
     y = np.asarray(y, dtype=int)
     n, won = len(y), int(y.sum())
     auc = auc_or_none(p, y)

@@ -100,7 +100,7 @@ def train_model(
 ) -> Any:
     """modeling.train.train_model on a stored configuration -> TrainedModel(onnx_bytes, meta, ...)."""
     from modeling.config import ModelConfig
-    from modeling.train import DEFAULT_READINESS
+    from modeling.evaluation import DEFAULT_READINESS
     from modeling.train import train_model as fit
 
     return fit(

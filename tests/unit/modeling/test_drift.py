@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from modeling import drift
+from modeling.evaluation import ece
 from modeling.features import MISSING, OTHER
-from modeling.train import ece
 
 SPEC = {
     "features": [
@@ -25,8 +25,14 @@ SPEC = {
             "categories": ["0", "1", "2", OTHER, MISSING],
         },
         {"name": "estimatedvalue", "input": "estimatedvalue", "kind": "number", "label": "Value", "bins": [10, 20]},
-        {"name": "d_days_open", "input": "d_days_open", "kind": "number", "label": "Days open", "derived": True,
-         "bins": [30, 90]},  # fmt: skip
+        {
+            "name": "d_days_open",
+            "input": "d_days_open",
+            "kind": "number",
+            "label": "Days open",
+            "derived": True,
+            "bins": [30, 90],
+        },  # fmt: skip
     ]
 }
 

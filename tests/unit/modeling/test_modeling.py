@@ -13,9 +13,10 @@ from modeling import train as train_module
 from modeling.config import ModelConfig, apply_edit, ensure_deletable, find_overlaps, validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.errors import ConfigError, ConflictError, InsufficientDataError
+from modeling.evaluation import evaluate, f1_threshold
 from modeling.features import MISSING, OTHER, build_spec, prepare_with_report
 from modeling.scoring import Scorer, grade_for, reasons_json, trend
-from modeling.train import evaluate, f1_threshold, train_model
+from modeling.train import train_model
 from tests.unit.modeling import synth
 
 MD = synth.metadata()

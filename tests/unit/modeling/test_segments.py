@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from modeling import segments
-from modeling.train import ece
+from modeling.evaluation import ece
 
 
 def test_each_segment_gets_the_metrics_of_its_own_records():

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from modeling import similar
+from modeling.calibration import choose_calibration
 from modeling.config import validate_with_metadata
 from modeling.dataset import build_scoring_frame, build_training_frame
 from modeling.dataset.split import TEST_SHARE
 from modeling.phrases import count_texts
 from modeling.scoring import Scorer, calibrate
-from modeling.train import choose_calibration, train_model
+from modeling.train import train_model
 from tests.unit.modeling import synth
 
 MD = synth.metadata()
