@@ -12,21 +12,8 @@ import pandas as pd
 
 from connectors import telemetry
 from connectors.clock import iso
-from connectors.dataverse_bulk import upsert_rows
-from functions.services.scoring import inputs, layout, quota, scores
-from functions.services.scoring.common import (
-    C_ID,
-    C_NAME,
-    ENTITY_SET,
-    SCORE_TABLE,
-    BatchSpec,
-    BatchWriteFailed,
-    batch_result,
-    counts_text,
-    parse_message,
-    score_body,
-    score_key,
-)
+from functions.services.scoring import inputs, layout, quota, scores, writeback
+from functions.services.scoring.common import C_ID, C_NAME, BatchSpec, batch_result, counts_text, parse_message
 from modeling.scoring_rules import DECIDED_COLUMNS, decide_rows
 
 if TYPE_CHECKING:
@@ -110,7 +97,7 @@ def _write(ctx: AppContext, spec: BatchSpec, decided: pd.DataFrame) -> tuple[pd.
     requests, failures = 0, list[dict[str, Any]]()
     if written is None:
         written = decided[decided["changed"].astype(bool)]
-        requests, failures = write_rows(ctx, written)
+        requests, failures = writeback.write_rows(ctx, written)
         if failures:
             refused = {f["opportunityId"] for f in failures}
             written = written[~written[C_ID].astype(str).isin(refused)]
@@ -118,29 +105,6 @@ def _write(ctx: AppContext, spec: BatchSpec, decided: pd.DataFrame) -> tuple[pd.
             written = scores.append_history(ctx.lake, spec.run_id, spec.batch, written)
     scores.merge_state(ctx.lake, written, spec.run_id, spec.batch)
     return written, requests, failures
-
-
-def write_rows(ctx: AppContext, rows: pd.DataFrame) -> tuple[int, list[dict[str, Any]]]:
-    """Upsert rows on the alternate key (UpsertMultiple where the org has it, else $batch; at most 1,000
-    a request, in parallel up to the org's x-ms-dop-hint and DATAVERSE_WRITE_PARALLELISM). Returns the
-    requests sent and the rows Dataverse refused, each with its reason. BatchWriteFailed when rows were
-    left unwritten for a transient reason (the host's retry sends them all again)."""
-    if rows.empty:
-        return 0, []
-    records = rows.to_dict("records")
-    items = [(score_key(r[C_ID]), score_body(r)) for r in records]
-    out = upsert_rows(ctx.dataverse, ENTITY_SET, SCORE_TABLE, items, max_parallelism=ctx.settings.write_parallelism)
-    if out.transient:
-        first = out.transient[0]
-        raise BatchWriteFailed(f"{len(out.transient)} of {len(items)} upserts failed; first: {first.status} "
-                               f"{first.message[:200]}")  # fmt: skip
-    for f in out.failures:
-        log.warning("score row of opportunity %s refused: %s %s", records[f.index][C_ID], f.status, f.code)
-    failures = [
-        {"opportunityId": str(records[f.index][C_ID]), "status": f.status, "code": f.code, "reason": f.message[:500]}
-        for f in out.failures
-    ]
-    return out.requests, failures
 
 
 def _note_failure(ctx: AppContext, run_id: str, index: int, exc: BaseException) -> None:
