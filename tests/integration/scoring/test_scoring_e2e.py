@@ -25,7 +25,7 @@ from connectors.queues import queue_client
 from functions.app_context import AppContext, set_context
 from functions.services import scoring
 from functions.services.jobs import get_job
-from functions.services.scoring import batch, inputs, layout, scores
+from functions.services.scoring import batch, inputs, layout, scores, writeback
 from functions.settings import load_settings
 from local_runner import stack
 from local_runner.runner import settle
@@ -233,12 +233,12 @@ def test_one_refused_row_is_reported_and_does_not_stop_the_others(
     plan = scoring.plan_run(ctx, actor="refused", batch_size=1000)
     inputs_frame = ctx.lake.read_parquet(layout.input_path(plan["runId"], 0)).to_pandas()
     bad = str(inputs_frame["opportunityid"].iloc[7])
-    real = batch.score_body
+    real = writeback.score_body
 
     def body(r: Any) -> dict[str, Any]:
         return {**real(r), "msdyn_grade": 9} if r["opportunityid"] == bad else real(r)
 
-    monkeypatch.setattr(batch, "score_body", body)
+    monkeypatch.setattr(writeback, "score_body", body)
     mock_call(mock_info, "POST", "/_mock/stats/reset")
     drain(ctx)
     result = ctx.lake.read_json(layout.result_path(plan["runId"], 0))
@@ -252,7 +252,7 @@ def test_one_refused_row_is_reported_and_does_not_stop_the_others(
     assert bad not in written and len(written) == plan["eligible"] - 1
     requests = mock_call(mock_info, "GET", "/_mock/stats")["requests"]["POST"]
     assert requests <= 1 + 2 * math.ceil(math.log2(plan["eligible"])), "found by bisection"
-    monkeypatch.setattr(batch, "score_body", real)
+    monkeypatch.setattr(writeback, "score_body", real)
     scoring.plan_run(ctx, actor="again", batch_size=1000)
     drain(ctx)
     assert bad in set(rows(ctx)["msdyn_entityid"]), "the refused row is sent again by the next run"
