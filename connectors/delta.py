@@ -111,7 +111,7 @@ class DeltaTables:
             except TableNotFoundError:
                 return None
         cache = self._cache()
-        pinned: set[str] | None = getattr(self._local, "pinned", None)
+        pinned = self._pinned()
         table = cache.get(path)
         if table is not None:
             if pinned is None or path not in pinned:
@@ -148,11 +148,17 @@ class DeltaTables:
                 self._caches.append((threading.current_thread(), cache))
         return cache
 
-    def _unpin(self, path: str) -> None:
-        """The next `open` of `path` on this thread brings it up to date (after a commit lost a race)."""
+    def _pinned(self) -> set[str] | None:
+        """The paths this thread brought up to date within its `pinned` block (None outside one)."""
         pinned: set[str] | None = getattr(self._local, "pinned", None)
+        return pinned
+
+    def _unpin(self, path: str | None = None) -> None:
+        """The next `open` of `path` (of every table) on this thread brings it up to date: after a commit
+        lost a race, or blobs were deleted."""
+        pinned = self._pinned()
         if pinned is not None:
-            pinned.discard(path)
+            pinned.clear() if path is None else pinned.discard(path)
 
     def forget(self, path: str | None = None) -> None:
         """Drop every thread's opened table(s) (of `path`, or all), e.g. after blobs under them were deleted."""
@@ -164,9 +170,7 @@ class DeltaTables:
                 cache.clear()
             else:
                 cache.pop(path, None)
-        pinned: set[str] | None = getattr(self._local, "pinned", None)
-        if pinned is not None:
-            pinned.clear() if path is None else pinned.discard(path)
+        self._unpin(path)
 
     def exists(self, path: str) -> bool:
         return self.open(path) is not None
