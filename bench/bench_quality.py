@@ -44,6 +44,7 @@ from bench.common import (
     emit,
     evaluate,
     log,
+    paired_edge,
     peak_rss_mib,
     ratio_to_best,
     result,
@@ -578,6 +579,10 @@ def measure_dataset(ds: DataSet, size: int, reps: int, seed: int) -> dict[str, A
                 "best": peers[index]["metrics"][k],
                 "peer": peers[index]["model"],
             }
+            if k in ("auc", "ece") and len(np.unique(y_test)) == 2:
+                # the noise of the comparison: the edge's bootstrap interval over the test records
+                p_peer = dict(curves)[peers[index]["model"]]
+                entry["ratio_to_best_peer"][k]["edge"] = paired_edge(y_test, product.p_test, p_peer, k, seed=seed)
     if len(np.unique(y_test)) == 2:
         entry["charts"] = draw_curves(ds.key, ds.title, y_test, curves)
     return entry

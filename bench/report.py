@@ -104,9 +104,11 @@ def _headline_quality(doc: dict[str, Any]) -> list[str]:
                     fmt(ours["metrics"].get("auc")),
                     f"{fmt(auc_r.get('best'))} ({auc_r.get('peer', '?')})",
                     fmt(auc_r.get("ratio")),
+                    _edge(auc_r.get("edge")),
                     fmt(ours["metrics"].get("ece")),
                     f"{fmt(ece_r.get('best'))} ({ece_r.get('peer', '?')})",
                     fmt(ece_r.get("ratio")),
+                    _edge(ece_r.get("edge")),
                 ]
             )
     if not rows:
@@ -115,13 +117,34 @@ def _headline_quality(doc: dict[str, Any]) -> list[str]:
         "### Quality: the product against the best plain peer on the same test records",
         "",
         *table(
-            ["data set", "our AUC", "best peer AUC", "AUC ratio", "our ECE", "best peer ECE", "ECE ratio"],
+            [
+                "data set",
+                "our AUC",
+                "best peer AUC",
+                "AUC ratio",
+                "AUC edge (95%)",
+                "our ECE",
+                "best peer ECE",
+                "ECE ratio",
+                "ECE edge (95%)",
+            ],
             rows,
         ),
         "",
-        "Ratios above 1 mean the product is better (AUC: ours / best; ECE: best / ours).",
+        "Ratios above 1 mean the product is better (AUC: ours / best; ECE: best / ours). The edge is how much"
+        " better the product is than that peer (AUC: ours - best; ECE: best - ours), with its 95% interval over"
+        " 1,000 bootstrap resamples of the test records (both models resampled together): an interval holding"
+        " 0 means the test set cannot tell the two apart; `=` marks it.",
         "",
     ]
+
+
+def _edge(edge: dict[str, Any] | None) -> str:
+    """An edge over the best peer as "+0.012 [-0.004, +0.030]", "=" appended when its interval holds 0."""
+    if not edge:
+        return ""
+    tie = " =" if edge["low"] <= 0 <= edge["high"] else ""
+    return f"{edge['edge']:+.3f} [{edge['low']:+.3f}, {edge['high']:+.3f}]{tie}"
 
 
 def _all_comparisons(doc: dict[str, Any]) -> list[list[Any]]:

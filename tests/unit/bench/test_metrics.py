@@ -104,3 +104,37 @@ def test_result_turns_non_finite_into_null() -> None:
 def test_machine_info_names_cpu_memory_and_versions() -> None:
     info = common.machine_info()
     assert info["cpu_count"] >= 1 and info["python"] and info["libraries"]["scikit-learn"] != "missing"
+
+
+def test_paired_edge_is_zero_with_a_zero_interval_for_the_same_predictions() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    p = rng.random(400)
+    for metric in ("auc", "ece"):
+        edge = common.paired_edge(y, p, p, metric, rounds=50)
+        assert edge["edge"] == pytest.approx(0.0)
+        assert edge["low"] == pytest.approx(0.0) and edge["high"] == pytest.approx(0.0)
+        assert edge["rounds"] == 50
+
+
+def test_paired_edge_tells_a_better_model_apart_and_a_close_one_not() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 2000)
+    informative = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, 2000), 0, 1)
+    noise = rng.random(2000)
+    auc = common.paired_edge(y, informative, noise, "auc", rounds=200)
+    assert auc["edge"] > 0.2 and auc["low"] > 0  # ours is better, beyond the noise
+    worse = common.paired_edge(y, noise, informative, "auc", rounds=200)
+    assert worse["edge"] < 0 and worse["high"] < 0  # the edge is negative when the peer is better
+    # ECE: a constant at the won rate against the same constant 0.01 off: too close to tell apart
+    rate = float(y.mean())
+    close = common.paired_edge(y, np.full(2000, rate), np.full(2000, rate + 0.01), "ece", rounds=200)
+    assert close["edge"] == pytest.approx(0.01, abs=1e-9)
+    assert close["low"] < 0 < close["high"]
+    far = common.paired_edge(y, np.full(2000, rate), np.full(2000, rate + 0.2), "ece", rounds=200)
+    assert far["low"] > 0.15
+
+
+def test_paired_edge_names_a_metric_it_does_not_measure() -> None:
+    with pytest.raises(ValueError, match="brier"):
+        common.paired_edge([0, 1], [0.2, 0.8], [0.3, 0.7], "brier")

@@ -88,7 +88,12 @@ def _doc() -> dict:
                 ],
                 "ratio_to_best_peer": {
                     "auc": {"ratio": 0.85 / 0.83, "best": 0.83, "peer": "Plain HGB"},
-                    "ece": {"ratio": 2.5, "best": 0.05, "peer": "Plain HGB"},
+                    "ece": {
+                        "ratio": 2.5,
+                        "best": 0.05,
+                        "peer": "Plain HGB",
+                        "edge": {"edge": 0.03, "low": 0.012, "high": 0.041, "rounds": 1000},
+                    },
                 },
                 "charts": {},
             }
@@ -151,7 +156,8 @@ def test_report_renders_every_section_from_the_results(tmp_path: Path) -> None:
     text = path.read_text()
     for expected in (
         "## Headline",
-        "| IBM | 0.850 | 0.830 (Plain HGB) | 1.024 |",
+        "| IBM | 0.850 | 0.830 (Plain HGB) | 1.024 |  |",  # no edge measured: an empty cell
+        "| 2.500 | +0.030 [+0.012, +0.041] |",
         "`c` (leaks)",
         "## Speed and memory",
         "| 1,000 | rows_per_s | 1,234 | rows/s | 3 | 10.000 | n |",
