@@ -3,9 +3,10 @@ part, time-ordered like the test: modeling.train).
 
 Candidates, simplest first: logistic regression on the model's attributes alone (what a plain scikit-learn
 user would fit), logistic regression with the derived features too (past win rates, similar deals, time in
-stage...), then HistGradientBoosting on the attributes alone and with the derived features. The plain ones
-are there because a drifting org can make the derived features (which follow past outcomes) or the trees
-(which cannot extrapolate) worse than a plain model on the coming deals.
+stage...; not the past-deal counts: candidate_spec), then HistGradientBoosting on the attributes alone and
+with the derived features. The plain ones are there because a drifting org can make the derived features
+(which follow past outcomes) or the trees (which cannot extrapolate) worse than a plain model on the coming
+deals.
 
 The one-standard-error rule (Breiman et al., "Classification and Regression Trees", 1984; Hastie,
 Tibshirani & Friedman, "The Elements of Statistical Learning", section 7.10): the chosen candidate is the
@@ -24,6 +25,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from modeling.features import STAGE_COLUMN
+from modeling.scoring import PAST_COUNTS
 
 ATTRIBUTES = "attributes"  # the candidate-name suffix of a candidate without derived features
 CANDIDATES = (
@@ -42,10 +44,19 @@ def kind_of(candidate: str) -> str:
 
 def candidate_spec(spec: Mapping[str, Any], candidate: str) -> dict[str, Any]:
     """The feature spec a candidate fits on: every feature, or (":attributes") those not derived by the
-    product; a per-stage model's stage column stays in both."""
-    if not candidate.endswith(":" + ATTRIBUTES):
-        return dict(spec)
-    return {**spec, "features": [f for f in spec["features"] if not f.get("derived") or f["name"] == STAGE_COLUMN]}
+    product; a per-stage model's stage column stays in both.
+
+    Logistic regression never gets the past-deal counts (PAST_COUNTS: how many deals the owner, the account
+    or similar deals closed before). They are there so that trees can tell a rate measured on two deals from
+    one measured on two hundred; a linear model cannot weigh one feature by another, so it can only read a
+    count as a trend of its own, and an owner's count grows with time: a clock, which the scored deals
+    (counts at the end of training and beyond) all read as "late". The rates it gets are smoothed already."""
+    features = spec["features"]
+    if candidate.endswith(":" + ATTRIBUTES):
+        features = [f for f in features if not f.get("derived") or f["name"] == STAGE_COLUMN]
+    if kind_of(candidate) == "logistic_regression":
+        features = [f for f in features if f["name"] not in PAST_COUNTS]
+    return {**spec, "features": list(features)}
 
 
 def distinct_candidates(spec: Mapping[str, Any], names: Sequence[str]) -> list[str]:

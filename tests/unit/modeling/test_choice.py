@@ -66,6 +66,28 @@ def test_attribute_candidates_drop_derived_features_but_not_the_stage() -> None:
     ]
 
 
+def test_logistic_regression_gets_the_past_rates_but_not_the_past_counts() -> None:
+    spec = {
+        "features": [
+            {"name": "budgetstatus", "input": "budgetstatus"},
+            {"name": "d_owner_win_rate", "input": "d_owner_win_rate", "derived": True},
+            {"name": "d_owner_closed", "input": "d_owner_closed", "derived": True},
+            {"name": "d_similar_closed", "input": "d_similar_closed", "derived": True},
+        ]
+    }
+    linear = choice.candidate_spec(spec, "logistic_regression")
+    assert [f["name"] for f in linear["features"]] == ["budgetstatus", "d_owner_win_rate"]
+    assert choice.candidate_spec(spec, "hist_gradient_boosting") == spec  # trees weigh a rate by its count
+    assert len(spec["features"]) == 4  # the spec given is not changed
+    # an org whose only derived features are counts: the linear candidate with them is the plain one
+    counts_only = {"features": [spec["features"][0], spec["features"][2]]}
+    assert choice.distinct_candidates(counts_only, choice.CANDIDATES) == [
+        "logistic_regression:attributes",
+        "hist_gradient_boosting:attributes",
+        "hist_gradient_boosting",
+    ]
+
+
 @pytest.fixture(scope="module")
 def trained():
     tables = synth.make_tables(n=1200, n_open=150, seed=9)
