@@ -25,15 +25,9 @@ from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
-from bench.bench_quality import DATASETS, FULL_SIZES, DataSet
-from bench.common import emit, log
-
-CANDIDATES = (
-    "logistic_regression:attributes",
-    "logistic_regression",
-    "hist_gradient_boosting:attributes",
-    "hist_gradient_boosting",
-)
+from bench.bench_quality import DATASETS, FULL_SIZES, ORG_SEED, DataSet
+from bench.common import emit, local_org, log
+from modeling.choice import CANDIDATES
 
 
 def lake_tables(ds: DataSet, size: int, tmp: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -44,17 +38,10 @@ def lake_tables(ds: DataSet, size: int, tmp: str) -> tuple[dict[str, Any], dict[
     from functions.services.training import load_metadata, load_tables
     from local_runner import stack
 
-    azurite = stack.start_azurite(tmp)
-    try:
-        mock_org = stack.start_mock(ds.mock_args(size, tmp), log_path=f"{tmp}/mock.log", timeout=900)
-        try:
-            lake = Lake(container_client(azurite.connection_string, f"choice{uuid.uuid4().hex[:8]}"))
-            run_sync(lake, stack.dataverse_client(mock_org.info), workers=3, temp_dir=tmp)
-            return load_tables(lake), load_metadata(lake)
-        finally:
-            mock_org.stop()
-    finally:
-        azurite.stop()
+    with local_org(tmp, size, ORG_SEED, timeout=900, mock_args=ds.mock_args(size, tmp)) as (azurite, org, _):
+        lake = Lake(container_client(azurite.connection_string, f"choice{uuid.uuid4().hex[:8]}"))
+        run_sync(lake, stack.dataverse_client(org.info), workers=3, temp_dir=tmp)
+        return load_tables(lake), load_metadata(lake)
 
 
 @contextlib.contextmanager
@@ -108,8 +95,7 @@ def measure(ds: DataSet, size: int, variants: Sequence[bool]) -> dict[str, Any]:
             }
             rows.append(row)
             log(f"{ds.key}: {row}")
-    counts = data.counts
-    return {"dataset": ds.title, "key": ds.key, "counts": counts, "candidates": rows}
+    return {"dataset": ds.title, "key": ds.key, "counts": data.counts, "candidates": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -360,20 +360,22 @@ def ratio_to_best(ours: float, peers: Sequence[float], metric: str) -> tuple[flo
 
 
 @contextlib.contextmanager
-def local_org(tmp: str, size: int, seed: int, *, timeout: float = 300.0) -> Iterator[tuple[Any, Any, float]]:
-    """Azurite and the mock (`size` opportunities, `seed`) as child processes for one benchmark, stopped by
-    PID however it ends. Yields (azurite, mock, the mock's start-up seconds)."""
+def local_org(
+    tmp: str, size: int, seed: int, *, timeout: float = 300.0, mock_args: Sequence[str] | None = None
+) -> Iterator[tuple[Any, Any, float]]:
+    """Azurite and the mock (`size` opportunities, `seed`; or started with `mock_args`, e.g. a data set's
+    import) as child processes for one benchmark, stopped by PID however it ends. Yields (azurite, mock, the
+    mock's start-up seconds)."""
     from local_runner import stack
 
     azurite = stack.start_azurite(tmp)
     mock = None
+    args = list(mock_args) if mock_args is not None else ["--seed", str(seed), "--opportunities", str(size)]
     try:
         t0 = time.perf_counter()
-        mock = stack.start_mock(
-            ["--seed", str(seed), "--opportunities", str(size)], log_path=f"{tmp}/mock.log", timeout=timeout
-        )
+        mock = stack.start_mock(args, log_path=f"{tmp}/mock.log", timeout=timeout)
         started = time.perf_counter() - t0
-        log(f"mock with {size} opportunities up in {started:.1f} s")
+        log(f"mock ({' '.join(args[:2])}) up in {started:.1f} s")
         yield azurite, mock, started
     finally:
         if mock is not None:
