@@ -251,6 +251,27 @@ def test_what_moved_names_old_and_new_values():
     assert what_moved({"facts": "not json", "model": "M@1"}, {"facts": None, "model": "M@2"})["modelChanged"]
 
 
+def test_what_moved_names_the_fact_whose_value_changed_first_however_small_its_share():
+    """A calibration step can turn a small move of one fact into a larger move of the score, which the points
+    share among every fact: the fact that changed is still named, ahead of those that only count differently."""
+    from modeling.changes import what_moved
+
+    old = {
+        "score": 45,
+        "model": "M@1",
+        "facts": '{"prob":[-0.5,"49","Probability"],"channel":[-14.9,"Online","Channel"],"need":[7.9,"Must","Need"]}',
+    }
+    new = {
+        "score": 40,
+        "model": "M@1",
+        "facts": '{"prob":[-1.0,"58","Probability"],"channel":[-17.5,"Online","Channel"],"need":[9.3,"Must","Need"]}',
+    }
+    facts = what_moved(old, new)["facts"]
+    assert [f["attribute"] for f in facts] == ["prob", "channel", "need"]
+    assert facts[0]["text"] == "Probability changed from 49 to 58: -0.5 points"
+    assert facts[1]["text"] == "Channel (Online) now counts -18 points (was -15 points)"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_per_stage_models_give_facts_a_stage_does_not_apply_no_contribution(kind):
     tables = synth.make_tables(n=1200, n_open=300, seed=21)
